@@ -1,0 +1,19 @@
+"""The experiment harness: timing, percentiles, experiments, the seed's figures, reports."""
+
+from sdlab.bench.experiment import REGISTRY, Bench, Chart, Experiment, Outcome, Row, register
+from sdlab.bench.latency import Latency, Stopwatch
+from sdlab.bench.seed import Published, published
+
+__all__ = [
+    "REGISTRY",
+    "Bench",
+    "Chart",
+    "Experiment",
+    "Latency",
+    "Outcome",
+    "Published",
+    "Row",
+    "Stopwatch",
+    "published",
+    "register",
+]

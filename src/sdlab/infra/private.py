@@ -1,0 +1,53 @@
+"""Extra private servers on demand, for systems and tests that need more than one.
+
+    from sdlab import infra
+
+    with infra.mariadb(2) as (source, replica):      # two servers, binlog on
+        ...                                          # source.url, replica.port, ...
+    with infra.redis(5) as quorum: ...               # five independent Redis
+    with infra.kafka() as broker: ...                # a Kafka-protocol broker
+
+Each instance runs on its own free loopback port with its own data directory under
+`<state_dir>/run/`; leaving the `with` block (or `close()`) stops exactly the
+processes it started and removes their data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sdlab.infra.instance import Instance, Instances, start, start_many
+from sdlab.infra.resolve import state_root
+from sdlab.infra.services import SERVICES
+
+Options = Mapping[str, Any] | None
+
+
+def mariadb(n: int = 1, *, options: Options = None) -> Instances:
+    """`n` MariaDB servers, each with binary logging on and server_id equal to its port,
+    ready to be a replication source or replica. `options` are extra `mariadbd` flags,
+    e.g. `{"auto-increment-increment": 2}`."""
+    return start_many(SERVICES["mysql"], n, options=options, root=state_root())
+
+
+def postgres(n: int = 1, *, options: Options = None) -> Instances:
+    """`n` PostgreSQL servers (trust auth, user `postgres`); `options` are `-c` settings."""
+    return start_many(SERVICES["postgres"], n, options=options, root=state_root())
+
+
+def redis(n: int = 1, *, options: Options = None) -> Instances:
+    """`n` independent Redis servers (no persistence unless `options` ask for it)."""
+    return start_many(SERVICES["redis"], n, options=options, root=state_root())
+
+
+def rabbitmq(*, options: Options = None) -> Instance:
+    """A RabbitMQ node of its own (takes a few seconds to boot); `options` are
+    `RABBITMQ_*` environment variables."""
+    return start(SERVICES["rabbitmq"], options=options, root=state_root())
+
+
+def kafka(*, options: Options = None) -> Instance:
+    """A Kafka-protocol broker (tansu, in-memory log); `options` are `tansu broker` flags,
+    e.g. `{"storage-engine": "postgres://..."}` for a durable log."""
+    return start(SERVICES["kafka"], options=options, root=state_root())

@@ -1,0 +1,212 @@
+"""`sdlab lab`: run the registered experiments on real services and write a report.
+
+    sdlab lab run                 # every experiment, full size -> reports/latest/
+    sdlab lab run --quick         # every experiment, each in under a minute
+    sdlab lab run --only pool     # one system's experiments (or one experiment by name)
+
+A run brings up the services its experiments need (`sdlab.infra.up`), runs each
+experiment in turn with progress bars, prints its table, and writes `report.md`,
+`results.json` and one PNG per chart. Results of experiments not selected this time
+are kept from the previous report, so `--only` refreshes part of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import shlex
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from time import perf_counter
+from typing import Annotated
+
+import psutil
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from sdlab import infra, systems
+from sdlab.bench import report
+from sdlab.bench.experiment import REGISTRY, Bench, Experiment
+from sdlab.bench.report import Result
+from sdlab.config import settings
+from sdlab.console import console, stderr
+from sdlab.infra.service import Endpoint
+
+app = typer.Typer(
+    help="Run the experiments on real services and write a report.", no_args_is_help=True
+)
+
+
+def experiments() -> dict[str, type[Experiment]]:
+    """Every registered experiment, by name (importing each system's experiment module)."""
+    systems.modules("experiment")
+    return dict(REGISTRY)
+
+
+def select(only: list[str] | None) -> list[type[Experiment]]:
+    """The experiments named in `only` (by experiment or system name); all if empty."""
+    known = experiments()
+    if not only:
+        return list(known.values())
+    unknown = [o for o in only if not any(o in (c.name, c.system) for c in known.values())]
+    if unknown:
+        names = ", ".join(sorted({*known, *(c.system for c in known.values())}))
+        raise typer.BadParameter(
+            f"no experiment or system called {', '.join(unknown)}; known: {names}",
+            param_hint="--only",
+        )
+    return [c for c in known.values() if c.name in only or c.system in only]
+
+
+def run(selected: list[type[Experiment]], *, quick: bool, out: Path) -> list[Result]:
+    """Run `selected`, print each table, write the merged report into `out`."""
+    needs = sorted({service for cls in selected for service in cls.services})
+    with console.status("bringing up the backing services..."):
+        endpoints = infra.up(needs, report=console.log) if needs else {}
+    results: list[Result] = []
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    try:
+        with progress:
+            bench = Bench(endpoints, progress)
+            for cls in selected:
+                progress.console.rule(f"{cls.name}: {cls.title}")
+                result = _run_one(cls, bench, quick=quick, endpoints=endpoints)
+                if result.error:
+                    stderr.print(f"[red]{cls.name} failed:[/]\n{result.error}")
+                else:
+                    progress.console.print(report.rich_table(result.rows))
+                    for note in result.notes:
+                        progress.console.print(f"  - {note}")
+                results.append(result)
+    finally:
+        # Whatever finished is written, even if a later experiment was interrupted.
+        if results:
+            path = report.write(_merge(report.load(out), results), out)
+            console.print(f"report: {path}")
+    return results
+
+
+def _run_one(
+    cls: type[Experiment], bench: Bench, *, quick: bool, endpoints: dict[str, Endpoint]
+) -> Result:
+    experiment = cls.quick() if quick else cls()
+    ran_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    command = f"sdlab lab run --only {cls.name}" + (" --quick" if quick else "")
+    start = perf_counter()
+    outcome, error = None, None
+    try:
+        outcome = asyncio.run(experiment.run(bench))
+    except Exception:
+        error = traceback.format_exc(limit=-8)
+    return Result(
+        name=cls.name,
+        system=cls.system,
+        title=cls.title,
+        description=cls.description(),
+        params=experiment.params(),
+        quick=quick,
+        ran_at=ran_at,
+        seconds=perf_counter() - start,
+        command=command,
+        environment=_environment({s: endpoints[s] for s in cls.services}),
+        rows=outcome.rows if outcome else [],
+        chart=outcome.chart if outcome else None,
+        published=outcome.published if outcome else None,
+        notes=outcome.notes if outcome else [],
+        error=error,
+    )
+
+
+def _merge(previous: list[Result], fresh: list[Result]) -> list[Result]:
+    """Fresh results replace earlier ones of the same name; order follows the registry."""
+    by_name = {r.name: r for r in previous} | {r.name: r for r in fresh}
+    order = list(experiments())
+    return sorted(
+        by_name.values(), key=lambda r: order.index(r.name) if r.name in order else len(order)
+    )
+
+
+def _environment(endpoints: dict[str, Endpoint]) -> dict[str, object]:
+    memory = psutil.virtual_memory().total / 2**30
+    machine = (
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, "
+        f"{memory:.0f} GiB RAM, Python {platform.python_version()}"
+    )
+    services = [
+        {
+            "title": infra.service(e.service).title,
+            "version": e.version,
+            "address": e.address,
+            "origin": e.origin,
+        }
+        for e in endpoints.values()
+    ]
+    return {"machine": machine, "services": services}
+
+
+@app.command("run")
+def run_command(
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--only",
+            metavar="NAME",
+            help="An experiment or system to run (repeatable); default: all.",
+        ),
+    ] = None,
+    quick: Annotated[
+        bool,
+        typer.Option("--quick", help="Small sizes: each experiment finishes in under a minute."),
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option(help="Report folder (default: <SDLAB_REPORTS_DIR>/latest).")
+    ] = None,
+) -> None:
+    """Run experiments, print their tables, and write report.md, results.json and charts.
+
+    Examples:
+
+      sdlab lab run --quick
+
+      sdlab lab run --only roundtrip
+
+      sdlab lab run --only pool --out /tmp/pool-report
+    """
+    selected = select(only)
+    results = run(selected, quick=quick, out=out or settings().reports_dir / "latest")
+    failed = [r.name for r in results if r.error]
+    if failed:
+        stderr.print(f"[red]failed:[/] {', '.join(failed)}")
+        raise typer.Exit(1)
+
+
+@app.command("list")
+def list_command() -> None:
+    """List the experiments, with their systems, services and parameters."""
+    rows = []
+    for cls in experiments().values():
+        full, small = cls(), cls.quick()
+        sizes = ", ".join(
+            f"{key}={value}"
+            + (f" (quick {small.params()[key]})" if small.params()[key] != value else "")
+            for key, value in full.params().items()
+        )
+        rows.append(
+            {
+                "experiment": cls.name,
+                "system": cls.system,
+                "title": cls.title,
+                "services": " ".join(cls.services),
+                "parameters": sizes,
+            }
+        )
+    console.print(report.rich_table(rows))
+    console.print(f"run one with: {shlex.join(['sdlab', 'lab', 'run', '--only', 'NAME'])}")

@@ -1,0 +1,32 @@
+"""The whole pipeline: `sdlab lab run` on the real services writes the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import sdlab
+
+
+@pytest.mark.slow
+def test_roundtrip_report_end_to_end(tmp_path: Path) -> None:
+    done = sdlab(
+        "lab", "run", "--only", "roundtrip", "--quick", "--out", str(tmp_path), timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    report = (tmp_path / "report.md").read_text()
+    assert "## roundtrip: Round trip to each backing service" in report
+    for service in ("MariaDB", "PostgreSQL", "Redis", "RabbitMQ", "Kafka"):
+        assert f"| {service} |" in report
+    assert (tmp_path / "roundtrip.png").read_bytes()[:4] == b"\x89PNG"
+    (result,) = json.loads((tmp_path / "results.json").read_text())["experiments"]
+    assert result["params"] == {"requests": 500, "warmup": 50}
+    assert all(0 < row["p50 (ms)"] <= row["p99 (ms)"] for row in result["rows"])
+
+
+def test_lab_list_shows_the_roundtrip_experiment() -> None:
+    done = sdlab("lab", "list")
+    assert done.returncode == 0
+    assert "roundtrip" in done.stdout
