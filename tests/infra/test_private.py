@@ -151,7 +151,14 @@ def test_options_reach_the_server() -> None:
         assert rows == [(2, 2)]
 
 
-def test_bad_option_fails_with_the_servers_own_words() -> None:
+def test_bad_option_fails_with_the_servers_own_words(state_dir) -> None:
     with pytest.raises(infra.StartFailed) as failure:
         infra.mariadb(options={"no-such-setting": 1})
-    assert "no-such-setting" in str(failure.value)  # from the server's log
+    message = str(failure.value)
+    assert "unknown variable 'no-such-setting=1'" in message  # the server's own error line
+    assert failure.value.log is not None
+    assert failure.value.log.parent == state_dir / "failed"
+    assert "no-such-setting" in failure.value.log.read_text()  # the whole log was kept
+    assert not list((state_dir / "run").iterdir())  # but the instance is gone
+    infra.down()
+    assert not (state_dir / "failed").exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class InfraError(RuntimeError):
     """Base class: a backing service cannot be reached or started."""
@@ -25,9 +27,18 @@ class BinaryNotFound(InfraError):
 
 
 class StartFailed(InfraError):
-    """A private instance did not become ready; carries the end of its log."""
+    """A private instance did not become ready; says why, with its log's error lines."""
 
-    def __init__(self, service: str, reason: str, log_tail: str = "") -> None:
-        self.service, self.reason, self.log_tail = service, reason, log_tail
-        tail = f"\n--- last lines of its log ---\n{log_tail}" if log_tail else ""
-        super().__init__(f"private {service} instance did not start: {reason}{tail}")
+    def __init__(self, service: str, reason: str, excerpt: str = "") -> None:
+        super().__init__(service, reason, excerpt)
+        self.service, self.reason, self.excerpt = service, reason, excerpt
+        self.log: Path | None = None
+        """Where the whole log was kept, once the instance's directory is gone."""
+
+    def __str__(self) -> str:
+        text = f"private {self.service} instance did not start: {self.reason}"
+        if self.excerpt:
+            text += f"\n--- from its log ---\n{self.excerpt}"
+        if self.log:
+            text += f"\n(the whole log: {self.log})"
+        return text

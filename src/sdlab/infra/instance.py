@@ -40,7 +40,7 @@ from mirakuru.base import ENV_UUID
 from mirakuru.exceptions import AlreadyRunning, ProcessExitedWithError, TimeoutExpired
 
 from sdlab.infra.errors import StartFailed
-from sdlab.infra.service import Launch, Service, log_tail, port_is_open, run_sync
+from sdlab.infra.service import Launch, Service, log_excerpt, port_is_open, run_sync
 from sdlab.infra.services import service
 
 _START_ATTEMPTS = 3
@@ -162,7 +162,7 @@ class Instance:
                     if isinstance(exc, TimeoutExpired)
                     else f"it exited with code {exc.exit_code}"
                 )
-                raise StartFailed(self.service.name, reason, log_tail(self.log)) from None
+                raise StartFailed(self.service.name, reason, log_excerpt(self.log)) from None
             assert launcher.process is not None
             # From here on the instance owns the process: taking the handle away from
             # mirakuru keeps its destructor from killing the server, and keeping it
@@ -322,6 +322,10 @@ def start(
             return instance.start()
         except _PortTaken:
             instance.close()
+        except StartFailed as failure:
+            failure.log = _keep_log(instance, root)
+            instance.close()
+            raise
         except BaseException:
             instance.close()
             raise
@@ -393,6 +397,17 @@ def in_parallel(fn: Callable[[T], object], items: Iterable[T]) -> None:
     with ThreadPoolExecutor(len(items), thread_name_prefix="sdlab-instance") as pool:
         for future in [pool.submit(fn, item) for item in items]:
             future.result()
+
+
+def _keep_log(instance: Instance, root: Path) -> Path | None:
+    """Copy a failed instance's log out of its directory, which is about to go."""
+    kept = root / "failed" / f"{instance.home.name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    try:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(instance.log, kept)
+    except OSError:
+        return None
+    return kept
 
 
 def _me() -> dict[str, Any]:

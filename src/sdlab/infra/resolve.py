@@ -193,7 +193,8 @@ def up(
 
 def down(report: Report = lambda _: None) -> list[Instance]:
     """Stop the private instances this state directory manages, and orphans; remove
-    their data. Servers sdlab did not start are left alone."""
+    their data and the logs kept from failed starts. Servers sdlab did not start are
+    left alone."""
     root = state_root()
     stopped = []
     for svc in SERVICES.values():
@@ -206,6 +207,7 @@ def down(report: Report = lambda _: None) -> list[Instance]:
         report(f"stopped an orphaned private {orphan.service.title} on 127.0.0.1:{orphan.port}")
         stopped.append(orphan)
     shutil.rmtree(root / "managed", ignore_errors=True)
+    shutil.rmtree(root / "failed", ignore_errors=True)  # logs kept from failed starts
     return stopped
 
 

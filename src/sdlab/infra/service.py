@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import glob
 import os
+import re
 import shutil
 import signal
 import socket
@@ -187,12 +188,24 @@ def port_is_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def log_tail(log: Path, lines: int = 20) -> str:
-    """The last lines of a server's log, for error messages."""
+_ERROR_LINE = re.compile(r"\[ERROR\]|\bERROR\b|\bFATAL\b|\bPANIC\b|[Ee]rror:|\bfailed\b")
+
+
+def log_excerpt(log: Path, errors: int = 12, last: int = 8) -> str:
+    """A failed server's log, shortened: its error lines, then its last lines."""
     try:
-        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+        lines = log.read_text(errors="replace").splitlines()
     except OSError:
         return ""
+    picked = [i for i, line in enumerate(lines) if _ERROR_LINE.search(line)][:errors]
+    picked += range(max(0, len(lines) - last), len(lines))
+    shown, previous = [], -1
+    for i in sorted(set(picked)):
+        if previous >= 0 and i > previous + 1:
+            shown.append("...")
+        shown.append(lines[i])
+        previous = i
+    return "\n".join(shown)
 
 
 def run_setup(service: str, argv: list[str], log: Path, *, user: str | None = None) -> None:
@@ -201,4 +214,4 @@ def run_setup(service: str, argv: list[str], log: Path, *, user: str | None = No
         done = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, user=user, check=False)
     if done.returncode != 0:
         name = Path(argv[0]).name
-        raise StartFailed(service, f"{name} exited with {done.returncode}", log_tail(log))
+        raise StartFailed(service, f"{name} exited with {done.returncode}", log_excerpt(log))

@@ -56,10 +56,12 @@ class MariaDB(Service):
         return [_program("mariadbd"), _program("mariadb-install-db")]
 
     def prepare(self, datadir: Path, log: Path, *, user: str | None) -> None:
+        _tmpdir(datadir).mkdir(parents=True)
         argv = [
             _program("mariadb-install-db"),
             "--no-defaults",
             f"--datadir={datadir}",
+            f"--tmpdir={_tmpdir(datadir)}",
             "--auth-root-authentication-method=normal",
             "--skip-test-db",
         ]
@@ -76,6 +78,7 @@ class MariaDB(Service):
             "bind-address": "127.0.0.1",
             "socket": _socket_path(datadir, port),
             "pid-file": datadir / "mariadbd.pid",
+            "tmpdir": _tmpdir(datadir),
             "server-id": port,
             "log-bin": "binlog",
             "binlog-format": "ROW",
@@ -94,6 +97,12 @@ class MariaDB(Service):
 
 def _program(name: str) -> str:
     return find_program(name, package=MariaDB.debian_package)
+
+
+def _tmpdir(datadir: Path) -> Path:
+    # Temporary files are named after the server's pid. In a shared /tmp, those a
+    # killed server leaves behind collide with a later server that reuses its pid.
+    return datadir.parent / "tmp"
 
 
 def _socket_path(datadir: Path, port: int) -> str:
