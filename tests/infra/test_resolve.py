@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -153,3 +154,43 @@ def test_unknown_names_are_usage_errors(args: list[str]) -> None:
     assert done.returncode == 2
     assert "nosuch" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_missing_packages_without_root_say_how_to_install(monkeypatch) -> None:
+    from sdlab.infra import resolve
+    from sdlab.infra.errors import BinaryNotFound, InfraError
+
+    def missing() -> list[str]:
+        raise BinaryNotFound("redis-server", "install it")
+
+    redis = infra.service("redis")
+    monkeypatch.setattr(redis, "programs", missing)
+    monkeypatch.setattr(resolve.os, "geteuid", lambda: 1000)
+    with pytest.raises(InfraError, match=r"sudo apt-get install .* redis-server"):
+        resolve.install_missing([redis, infra.service("kafka")])
+    assert resolve.install_missing([infra.service("kafka")]) == []  # nothing missing
+
+
+def test_infra_run_serves_until_interrupted(state_dir) -> None:
+    import signal
+
+    env = {**os.environ, "SDLAB_STATE_DIR": str(state_dir), "COLUMNS": "200"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sdlab", "infra", "run", "redis", "-n", "2"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    urls = []
+    for line in process.stdout:
+        urls += re.findall(r"redis://127\.0\.0\.1:\d+/0", line)
+        if "Ctrl-C" in line:
+            break
+    assert len(urls) == 2
+    homes = list((state_dir / "run").iterdir())
+    assert len(homes) == 2
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=30) == 0
+    assert not list((state_dir / "run").iterdir())

@@ -161,9 +161,9 @@ def run(
         servers = instance.start_many(svc, count, options=options, root=root)
     with servers:
         console.print(_endpoint_table([Endpoint(svc.name, s.url, "managed") for s in servers]))
-        console.print("[dim]Ctrl-C stops them and removes their data.[/]")
         stop = {signal.SIGINT, signal.SIGTERM}
-        signal.pthread_sigmask(signal.SIG_BLOCK, stop)
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # before saying so: no early-signal race
+        console.print("[dim]Ctrl-C stops them and removes their data.[/]")
         signal.sigwait(stop)
 
 
