@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def sdlab(
@@ -19,3 +24,16 @@ def sdlab(
         timeout=timeout,
         check=False,
     )
+
+
+async def eventually(probe: Callable[[], Awaitable[T]], expected: T, timeout: float = 5.0) -> T:
+    """Poll `probe` until it returns `expected` or `timeout` passes; return its last value.
+
+    For facts a server updates asynchronously (a closed connection's backend exits a
+    few milliseconds after the client hangs up)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await probe()
+        if value == expected or asyncio.get_running_loop().time() > deadline:
+            return value
+        await asyncio.sleep(0.02)

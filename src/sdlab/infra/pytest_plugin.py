@@ -7,6 +7,7 @@ Session scope (each service is brought up the first time a test asks for it):
     mysql_url, postgres_url, redis_url, rabbitmq_url, kafka_bootstrap
 
 Per test:
+    unused_port              a loopback port nothing listens on
     namespace                a unique name for the test's databases, keys, queues, topics
     mysql_db, postgres_db    URL of a fresh database, dropped after the test
     mysql, postgres          an open async connection to that database
@@ -185,3 +186,11 @@ def servers() -> Iterator[Servers]:
         yield started
     finally:
         started.close()
+
+
+@pytest.fixture
+def unused_port() -> int:
+    """A loopback port nothing listens on (for "the server is down" cases)."""
+    import port_for
+
+    return int(port_for.select_random())

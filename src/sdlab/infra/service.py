@@ -107,7 +107,7 @@ class Service(ABC):
         """The user a private instance runs as (None: the current user)."""
         return None
 
-    async def check(self, url: str, timeout: float = 3.0) -> str:  # noqa: ASYNC109 (a probe's deadline)
+    async def check(self, url: str, timeout: float = 3.0) -> str:
         """Probe `url` within `timeout` seconds; return the version or raise.
 
         A plain TCP connect comes first so that an absent server gets the same
