@@ -60,9 +60,13 @@ def select(only: list[str] | None) -> list[type[Experiment]]:
     return [c for c in known.values() if c.name in only or c.system in only]
 
 
-def run(selected: list[type[Experiment]], *, quick: bool, out: Path) -> list[Result]:
-    """Run `selected`, print each table, write the merged report into `out`."""
-    needs = sorted({service for cls in selected for service in cls.services})
+def run(
+    selected: list[Experiment], *, quick: bool, out: Path, command: str | None = None
+) -> list[Result]:
+    """Run `selected` (experiments with their parameters), print each table, and write
+    the merged report into `out`. `command` is how the report says to repeat the run
+    (default: the `sdlab lab run` line for each experiment)."""
+    needs = sorted({service for experiment in selected for service in experiment.services})
     with console.status("bringing up the backing services..."):
         endpoints = infra.up(needs, report=console.log) if needs else {}
     results: list[Result] = []
@@ -76,11 +80,13 @@ def run(selected: list[type[Experiment]], *, quick: bool, out: Path) -> list[Res
     try:
         with progress:
             bench = Bench(endpoints, progress)
-            for cls in selected:
-                progress.console.rule(f"{cls.name}: {cls.title}")
-                result = _run_one(cls, bench, quick=quick, endpoints=endpoints)
+            for experiment in selected:
+                progress.console.rule(f"{experiment.name}: {experiment.title}")
+                result = _run_one(
+                    experiment, bench, quick=quick, endpoints=endpoints, command=command
+                )
                 if result.error:
-                    stderr.print(f"[red]{cls.name} failed:[/]\n{result.error}")
+                    stderr.print(f"[red]{experiment.name} failed:[/]\n{result.error}")
                 else:
                     progress.console.print(report.rich_table(result.rows))
                     for note in result.notes:
@@ -95,11 +101,16 @@ def run(selected: list[type[Experiment]], *, quick: bool, out: Path) -> list[Res
 
 
 def _run_one(
-    cls: type[Experiment], bench: Bench, *, quick: bool, endpoints: dict[str, Endpoint]
+    experiment: Experiment,
+    bench: Bench,
+    *,
+    quick: bool,
+    endpoints: dict[str, Endpoint],
+    command: str | None,
 ) -> Result:
-    experiment = cls.quick() if quick else cls()
+    cls = type(experiment)
     ran_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    command = f"sdlab lab run --only {cls.name}" + (" --quick" if quick else "")
+    command = command or f"sdlab lab run --only {cls.name}" + (" --quick" if quick else "")
     start = perf_counter()
     outcome, error = None, None
     try:
@@ -180,8 +191,17 @@ def run_command(
 
       sdlab lab run --only pool --out /tmp/pool-report
     """
-    selected = select(only)
-    results = run(selected, quick=quick, out=out or settings().reports_dir / "latest")
+    selected = [cls.quick() if quick else cls() for cls in select(only)]
+    run_and_exit(selected, quick=quick, out=out)
+
+
+def run_and_exit(
+    selected: list[Experiment], *, quick: bool, out: Path | None, command: str | None = None
+) -> None:
+    """`run`, for a command: the default report folder, and exit 1 if any failed."""
+    results = run(
+        selected, quick=quick, out=out or settings().reports_dir / "latest", command=command
+    )
     failed = [r.name for r in results if r.error]
     if failed:
         stderr.print(f"[red]failed:[/] {', '.join(failed)}")

@@ -97,7 +97,7 @@ def test_a_failed_experiment_is_recorded_not_raised(tmp_path: Path) -> None:
         async def run(self, bench: Bench) -> Outcome:
             raise RuntimeError("the server went away")
 
-    outcome = lab._run_one(Broken, Bench({}, Progress()), quick=True, endpoints={})
+    outcome = lab._run_one(Broken(), Bench({}, Progress()), quick=True, endpoints={}, command=None)
     assert outcome.error
     assert "RuntimeError: the server went away" in outcome.error
     text = write([outcome], tmp_path).read_text()

@@ -40,6 +40,28 @@ async def test_a_connection_is_reused(mysql_url: str) -> None:
         assert pool.stats()["connections_opened"] == 1
 
 
+async def test_stats_count_waits_and_usage(mysql_url: str) -> None:
+    async with Pool(MariaDB(mysql_url), min_size=1, name="counted") as pool:
+        for _ in range(8):  # served at once: an idle connection is there
+            async with pool.connection():
+                pass
+        held = await pool.getconn()
+        waiter = asyncio.create_task(pool.getconn())
+        await asyncio.sleep(0.2)
+        assert pool.stats()["waiting"] == 1
+        await pool.putconn(held)  # handed straight to the waiter, 0.2 s later
+        await pool.putconn(await waiter)
+        stats = pool.stats()
+    assert stats["requests"] == 10
+    assert stats["requests_queued"] == 1
+    assert stats["wait_ms_p50"] < 1  # 9 of 10 did not wait
+    assert 200 <= stats["wait_ms_max"] < 1000
+    assert 200 <= stats["usage_ms_max"] < 1000  # `held` was held while the waiter waited
+    assert stats["usage_ms_mean"] < stats["usage_ms_max"] / 5
+    assert stats["in_use"] == 0
+    assert stats["idle"] == 1
+
+
 async def test_acquire_timeout_names_the_pool_and_its_state(mysql_url: str) -> None:
     async with Pool(MariaDB(mysql_url), min_size=1, name="tiny", timeout=0.2) as pool:
         held = await pool.getconn()

@@ -25,9 +25,9 @@ class Latency:
     def __init__(self) -> None:
         self._histogram = HdrHistogram(1, _HIGHEST_NS, 3)
 
-    def record(self, ns: int) -> None:
-        """Add one latency, in nanoseconds."""
-        self._histogram.record_value(min(max(ns, 1), _HIGHEST_NS))
+    def record(self, ns: int, count: int = 1) -> None:
+        """Add one latency (or `count` equal ones), in nanoseconds."""
+        self._histogram.record_value(min(max(ns, 1), _HIGHEST_NS), count)
 
     @contextmanager
     def time(self) -> Iterator[None]:

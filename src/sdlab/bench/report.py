@@ -115,7 +115,11 @@ def draw(chart: Chart, rows: list[Row], title: str, path: Path) -> bool:
         for i, (column, values) in enumerate(series.items()):
             offsets = [j - 0.4 + width * (i + 0.5) for j in range(len(xs))]
             ax.bar(offsets, values, width, label=column)
-        ax.set_xticks(range(len(xs)), [fmt(x) for x in xs])
+        labels = [fmt(x) for x in xs]
+        if sum(len(label) for label in labels) > 60:  # would run into each other
+            ax.set_xticks(range(len(xs)), labels, rotation=20, ha="right")
+        else:
+            ax.set_xticks(range(len(xs)), labels)
     else:
         for column, values in series.items():
             ax.plot([number(x) for x in xs], values, marker="o", label=column)

@@ -82,6 +82,10 @@ class MariaDB:
         await conn.ping(reconnect=False)
 
 
+_UNUSABLE = frozenset({TransactionStatus.ACTIVE, TransactionStatus.UNKNOWN})
+_IN_TRANSACTION = frozenset({TransactionStatus.INTRANS, TransactionStatus.INERROR})
+
+
 class PostgreSQL:
     """psycopg 3 async connections."""
 
@@ -101,20 +105,14 @@ class PostgreSQL:
         except Exception:
             conn.pgconn.finish()
 
+    # libpq's own status (an int): cheaper than conn.info, which wraps it in an enum.
     def is_broken(self, conn: psycopg.AsyncConnection[Any]) -> bool:
-        status = conn.info.transaction_status
-        # ACTIVE: handed back in the middle of a command; UNKNOWN: the socket is gone.
-        return (
-            conn.closed
-            or conn.broken
-            or status in (TransactionStatus.ACTIVE, TransactionStatus.UNKNOWN)
-        )
+        # ACTIVE: handed back in the middle of a command; UNKNOWN: closed, or the socket
+        # is gone.
+        return conn.pgconn.transaction_status in _UNUSABLE
 
     def in_transaction(self, conn: psycopg.AsyncConnection[Any]) -> bool:
-        return conn.info.transaction_status in (
-            TransactionStatus.INTRANS,
-            TransactionStatus.INERROR,
-        )
+        return conn.pgconn.transaction_status in _IN_TRANSACTION
 
     async def rollback(self, conn: psycopg.AsyncConnection[Any]) -> None:
         await conn.rollback()

@@ -34,8 +34,8 @@ import random
 import time
 import traceback
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from time import perf_counter_ns
 from typing import Any, Generic, Self, TypeVar
@@ -96,8 +96,11 @@ class _Counters:
     connections_idled_out: int = 0  # idle for max_idle above min_size
     returns_rolled_back: int = 0
     leaks_suspected: int = 0
-    wait: Latency = field(default_factory=Latency)
-    usage: Latency = field(default_factory=Latency)
+    wait: Latency = field(default_factory=Latency)  # of requests that queued
+    served_at_once: int = 0  # requests that found an idle connection: no wait to record
+    usage_count: int = 0  # connections given back, and how long they were held
+    usage_ns_total: int = 0
+    usage_ns_max: int = 0
 
 
 class Pool(Generic[C]):
@@ -211,15 +214,18 @@ class Pool(Generic[C]):
             raise PoolClosed(f"pool {self.name!r} is closed")
         limit = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
-        started = perf_counter_ns()
+        started, queued = perf_counter_ns(), False
         self._counters.requests += 1
         while True:
             slot = self._take_idle()
             if slot is None:
-                slot = await self._wait(deadline, limit)
+                slot, queued = await self._wait(deadline, limit), True
             if await self._usable(slot):
                 break
-        self._counters.wait.record(perf_counter_ns() - started)
+        if queued:
+            self._counters.wait.record(perf_counter_ns() - started)
+        else:  # the common case stays cheap: a histogram update costs ~2 us
+            self._counters.served_at_once += 1
         self._lend(slot)
         return slot.conn  # type: ignore[no-any-return]
 
@@ -235,7 +241,10 @@ class Pool(Generic[C]):
         if slot.leak_timer is not None:
             slot.leak_timer.cancel()
         now = time.monotonic()
-        self._counters.usage.record(int((now - slot.acquired) * 1e9))
+        used = int((now - slot.acquired) * 1e9)
+        self._counters.usage_count += 1
+        self._counters.usage_ns_total += used
+        self._counters.usage_ns_max = max(self._counters.usage_ns_max, used)
         reason = await self._reason_to_discard(slot, now)
         del self._busy[id(conn)]
         slot.returning, slot.stack, slot.leak_timer = False, None, None
@@ -247,15 +256,10 @@ class Pool(Generic[C]):
         else:
             self._place(slot)
 
-    @asynccontextmanager
-    async def connection(self, timeout: float | None = None) -> AsyncIterator[C]:
+    def connection(self, timeout: float | None = None) -> AbstractAsyncContextManager[C]:
         """`async with pool.connection() as conn:` The pool never commits for you: a
         transaction still open at the end of the block is rolled back."""
-        conn = await self.getconn(timeout)
-        try:
-            yield conn
-        finally:
-            await self.putconn(conn)
+        return _Lease(self, timeout)
 
     async def resize(self, min_size: int, max_size: int | None = None) -> None:
         """Change the sizes of a running pool. Growth happens at once; extra idle
@@ -292,11 +296,19 @@ class Pool(Generic[C]):
             "waiting": self._waiting,
             "opening": self._opening,
         }
-        stats.update((key, value) for key, value in vars(c).items() if isinstance(value, int))
-        for label, latency in (("wait", c.wait), ("usage", c.usage)):
-            for p in (50, 99):
-                stats[f"{label}_ms_p{p}"] = latency.percentile_ms(p) if latency.count else 0.0
-            stats[f"{label}_ms_max"] = latency.max_ms if latency.count else 0.0
+        stats.update(
+            (key, value)
+            for key, value in vars(c).items()
+            if isinstance(value, int) and not key.startswith("usage")
+        )
+        if c.served_at_once:  # fold the requests that did not wait in, as 1 ns each
+            c.wait.record(1, count=c.served_at_once)
+            c.served_at_once = 0
+        for p in (50, 99):
+            stats[f"wait_ms_p{p}"] = c.wait.percentile_ms(p) if c.wait.count else 0.0
+        stats["wait_ms_max"] = c.wait.max_ms if c.wait.count else 0.0
+        stats["usage_ms_mean"] = c.usage_ns_total / c.usage_count / 1e6 if c.usage_count else 0.0
+        stats["usage_ms_max"] = c.usage_ns_max / 1e6
         return stats
 
     async def close(self, timeout: float = 5.0) -> None:
@@ -611,6 +623,22 @@ class Pool(Generic[C]):
                     f"; the last attempt to connect failed {age:.1f} s ago: {self._last_error[1]}"
                 )
         return message
+
+
+class _Lease(Generic[C]):
+    """What `pool.connection()` returns: borrows on enter, gives back on exit."""
+
+    __slots__ = ("_conn", "_pool", "_timeout")
+
+    def __init__(self, pool: Pool[C], timeout: float | None) -> None:
+        self._pool, self._timeout = pool, timeout
+
+    async def __aenter__(self) -> C:
+        self._conn = await self._pool.getconn(self._timeout)
+        return self._conn
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._pool.putconn(self._conn)
 
 
 def _sizes(min_size: int, max_size: int | None) -> tuple[int, int]:
