@@ -27,6 +27,8 @@ async def test_no_pool_runs_into_max_connections_and_the_pool_never_does(
 
     few, many = outcome.rows
     assert few["no pool: failed tasks"] == "none"
+    assert few["no pool (ms)"] >= 10
+    assert many["no pool (ms)"] is None  # no time where tasks failed, as in the seed
     # root may take one connection past max_connections; the rest of the 60 are refused
     assert many["no pool: failed tasks"].endswith("Too many connections (1040)")
     failed = int(many["no pool: failed tasks"].split(" of ")[0])

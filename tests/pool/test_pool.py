@@ -338,3 +338,26 @@ async def test_any_async_factory_can_be_pooled() -> None:
             await pool.putconn(thing)
     assert Thing.made == 3
     assert all(thing.closed for thing in things)
+
+
+async def test_configure_runs_on_every_new_connection_and_a_failure_is_retried(
+    mysql_url: str,
+) -> None:
+    attempts = 0
+
+    async def configure(conn: Any) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            raise RuntimeError("the first session set-up fails")
+        await one(conn, "SET SESSION time_zone = '+05:00'")
+
+    async with Pool(MariaDB(mysql_url), min_size=2, configure=configure) as pool:
+        held = [await pool.getconn() for _ in range(2)]
+        for conn in held:
+            assert await one(conn, "SELECT @@session.time_zone") == (("+05:00",),)
+            await pool.putconn(conn)
+        stats = pool.stats()
+    assert stats["connections_failed"] == 1
+    assert stats["connections_opened"] == 2
+    assert attempts == 3
