@@ -1,0 +1,184 @@
+"""Redlock: one lock over N independent Redis servers, held while a majority agrees.
+
+    servers = [redis.from_url(url) for url in urls]        # 5 independent servers
+    async with Redlock(servers, "invoice-42", ttl=10, timeout=5) as lock:
+        await charge(customer, fence=lock.fence)
+
+One attempt (antirez's algorithm, https://redis.io/docs/latest/develop/use/patterns/distributed-locks/):
+
+1. Send `SET key token NX PX ttl` to every server at once, each with a short timeout
+   (`server_timeout`), so a dead or stalled server costs that timeout, not a TTL.
+2. The lock is ours if a majority said yes and time is left: validity = ttl - elapsed
+   - drift (1% of ttl + 2 ms, for clocks running at different speeds).
+3. Otherwise release it on every server at once, wait a random moment, try again.
+
+Fencing tokens. Each server keeps a counter that the acquire script increments. The
+token of an acquisition is the highest counter among the majority that granted it,
+and before returning, the acquirer raises that majority's counters to the token. Any
+later majority shares a server with this one, whose counter is now at least the token,
+so a later acquisition's token is strictly higher. (This is the property Kleppmann
+found missing in plain Redlock; it still assumes servers keep their counters, so run
+them with persistence if a restart must not lower them.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Awaitable, Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+
+from sdlab.infra.service import describe
+from sdlab.locks.lock import Lock, LockError, LockLost
+from sdlab.locks.redis_lock import Scripts, keys, milliseconds
+
+CLOCK_DRIFT_FACTOR = 0.01
+
+
+class Redlock(Lock):
+    """A lock held on a majority of `servers` (independent Redis servers, not replicas).
+
+    ttl: seconds the lock lives unless extended.
+    timeout: default wait in `acquire()` / `async with` (None: for ever).
+    server_timeout: seconds to wait for any one server within an attempt.
+    """
+
+    def __init__(
+        self,
+        servers: Sequence[Redis],
+        name: str,
+        *,
+        ttl: float = 10.0,
+        timeout: float | None = None,
+        server_timeout: float = 0.05,
+    ) -> None:
+        super().__init__(name, timeout=timeout)
+        if not servers:
+            raise ValueError("Redlock needs at least one server")
+        if ttl <= 0 or server_timeout <= 0:
+            raise ValueError("ttl and server_timeout must be positive")
+        self.ttl = ttl
+        self.server_timeout = server_timeout
+        self.quorum = len(servers) // 2 + 1
+        self.token = ""
+        self.valid_until = 0.0
+        self._scripts = [Scripts.of(server) for server in servers]
+        self._keys = keys(name)
+        self._last_attempt = ""
+
+    def __repr__(self) -> str:
+        state = f"held, fence {self.fence}" if self.held else "free"
+        return f"<Redlock {self.name!r} on {len(self._scripts)} servers, {state}>"
+
+    async def extend(self, ttl: float | None = None) -> None:
+        """Reset the TTL on every server; LockLost unless a majority still had it."""
+        if not self.held:
+            raise LockError(f"lock {self.name!r} is not held by this object")
+        ttl = self.ttl if ttl is None else ttl
+        started = time.monotonic()
+        answers = await self._everywhere(
+            lambda s: s.extend(keys=self._keys[:1], args=[self.token, milliseconds(ttl)])
+        )
+        extended = sum(1 for a in answers if a == 1)
+        validity = ttl - (time.monotonic() - started) - self._drift(ttl)
+        if extended < self.quorum or validity <= 0:
+            raise LockLost(
+                f"lock {self.name!r}: only {extended} of {len(self._scripts)} servers "
+                f"still held it at extend() (quorum {self.quorum})"
+            )
+        self.valid_until = started + validity
+
+    async def _try_acquire(self) -> bool:
+        token = secrets.token_hex(16)
+        started = time.monotonic()
+        answers = await self._everywhere(
+            lambda s: s.acquire(keys=self._keys, args=[token, milliseconds(self.ttl)])
+        )
+        granted = {i: int(a) for i, a in enumerate(answers) if isinstance(a, int)}
+        validity = self.ttl - (time.monotonic() - started) - self._drift(self.ttl)
+        fence = max(granted.values(), default=0)
+        if len(granted) >= self.quorum and validity > 0:
+            behind = [i for i, counter in granted.items() if counter < fence]
+            if not behind or await self._raise_fence(behind, fence, len(granted)):
+                self.token, self.fence = token, fence
+                self.valid_until = started + validity
+                return True
+        self._last_attempt = self._describe(answers)
+        # Undo where we may hold it: where granted, and where the answer was lost.
+        unsure = [i for i, a in enumerate(answers) if a is not None]
+        await asyncio.gather(
+            *(
+                self._bounded(self._scripts[i].release(keys=self._keys[:1], args=[token]))
+                for i in unsure
+            ),
+            return_exceptions=True,
+        )
+        return False
+
+    async def _release(self) -> None:
+        answers = await self._everywhere(
+            lambda s: s.release(keys=self._keys[:1], args=[self.token])
+        )
+        released = sum(1 for a in answers if a == 1)
+        if released < self.quorum:
+            raise LockLost(
+                f"lock {self.name!r}: only {released} of {len(self._scripts)} servers still "
+                f"held it at release() (quorum {self.quorum}); work done under it may have "
+                "overlapped another holder's"
+            )
+
+    async def _raise_fence(self, behind: list[int], fence: int, granted: int) -> bool:
+        """Raise the counters of the servers that granted us but lag behind `fence`;
+        True if the whole granting majority now stores at least `fence`."""
+        answers = await asyncio.gather(
+            *(
+                self._bounded(self._scripts[i].raise_fence(keys=self._keys[1:], args=[fence]))
+                for i in behind
+            ),
+            return_exceptions=True,
+        )
+        raised = granted - len(behind) + sum(1 for a in answers if a == 1)
+        return raised >= self.quorum
+
+    async def _everywhere(self, call: Any) -> list[object]:
+        """`call(scripts)` on every server at once; an answer or an exception each."""
+        return await asyncio.gather(
+            *(self._bounded(call(scripts)) for scripts in self._scripts),
+            return_exceptions=True,
+        )
+
+    async def _bounded(self, request: Awaitable[Any]) -> Any:
+        async with asyncio.timeout(self.server_timeout):
+            return await request
+
+    def _drift(self, ttl: float) -> float:
+        return ttl * CLOCK_DRIFT_FACTOR + 0.002
+
+    def _describe(self, answers: list[object]) -> str:
+        parts = []
+        for scripts, answer in zip(self._scripts, answers, strict=True):
+            where = _address(scripts.client)
+            if isinstance(answer, int):
+                parts.append(f"{where}: granted")
+            elif answer is None:
+                parts.append(f"{where}: held by another")
+            elif isinstance(answer, TimeoutError):
+                parts.append(f"{where}: no answer within {self.server_timeout:g} s")
+            else:
+                parts.append(f"{where}: {describe(answer).rstrip('.')}")  # type: ignore[arg-type]
+        granted = sum(1 for a in answers if isinstance(a, int))
+        return f"{granted} of {len(answers)} granted (quorum {self.quorum}): " + "; ".join(parts)
+
+    def _timeout_message(self) -> str:
+        return (
+            f"lock {self.name!r} was not acquired within {self.timeout} s; "
+            f"last attempt: {self._last_attempt}"
+        )
+
+
+def _address(client: Redis) -> str:
+    kwargs = client.connection_pool.connection_kwargs
+    return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"

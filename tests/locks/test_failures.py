@@ -1,0 +1,118 @@
+"""Locks under failure, with real processes and real servers: many processes, dead
+Redis servers, a holder frozen past its TTL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sdlab.infra.pytest_plugin import Servers
+from sdlab.infra.services import redis as redis_service
+from sdlab.locks import FencedStore, LockTimeout, RedisLock, Redlock, StaleToken, demo
+from sdlab.pool import MariaDB, Pool
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["redis", "redlock", "mysql", "postgres"])
+def test_eight_processes_never_lose_an_increment(
+    backend: str, redis_url: str, mysql_url: str, postgres_url: str, servers: Servers
+) -> None:
+    quorum = [s.url for s in servers.redis(5)] if backend == "redlock" else []
+    setup = demo.Setup(backend, redis_url, quorum, mysql_url, postgres_url)
+    tally = demo.run(setup, processes=8, increments=500)
+    assert tally.counted == 4000
+
+
+@pytest.fixture
+async def quorum(servers: Servers) -> AsyncIterator[tuple[Any, list[Any]]]:
+    instances = servers.redis(5)
+    clients = [redis_service.connect(s.url) for s in instances]
+    yield instances, clients
+    for client in clients:
+        await client.aclose()
+
+
+async def test_redlock_survives_two_dead_servers_but_not_three(
+    quorum: tuple[Any, list[Any]], namespace: str
+) -> None:
+    instances, clients = quorum
+    lock = Redlock(clients, namespace, ttl=5, timeout=0.5)
+    async with lock:
+        first = lock.fence
+    instances[0].kill()
+    instances[1].kill()
+    async with lock:
+        assert lock.fence is not None
+        assert first is not None
+        assert lock.fence > first
+    instances[2].kill()
+    with pytest.raises(LockTimeout) as failure:
+        await lock.__aenter__()
+    assert "2 of 5 granted (quorum 3)" in str(failure.value)
+    assert "Connection refused" in str(failure.value) or "Error 111" in str(failure.value)
+    assert not lock.held
+    for client in clients[3:]:  # the two that granted were released: nobody holds it
+        assert await client.exists(f"sdlab:lock:{{{namespace}}}") == 0
+
+
+async def test_redlock_fences_grow_even_when_servers_disagree(
+    quorum: tuple[Any, list[Any]], namespace: str
+) -> None:
+    _, clients = quorum
+    fence_key = f"sdlab:lock:{{{namespace}}}:fence"
+    await clients[0].set(fence_key, 100)  # one server's counter far ahead of the rest
+    lock = Redlock(clients, namespace, ttl=5, timeout=1)
+    async with lock:
+        assert lock.fence == 101
+    for client in clients:  # the granting majority was raised to the token
+        assert int(await client.get(fence_key)) >= 101
+    await clients[0].delete(fence_key)  # even if the server that was ahead forgets
+    async with lock:
+        assert lock.fence is not None
+        assert lock.fence > 101
+
+
+@pytest.mark.slow
+async def test_a_holder_frozen_past_its_ttl_is_refused_by_the_fence(
+    redis_url: str, mysql_db: str, namespace: str
+) -> None:
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, str(Path(__file__).with_name("holder.py")), redis_url, mysql_db,
+        namespace, "fenced", stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert holder.stdin is not None
+    assert holder.stdout is not None
+    client = redis_service.connect(redis_url)
+    try:
+        async with Pool(MariaDB(mysql_db), min_size=1) as pool:
+            store = FencedStore(pool, "fenced")
+            await store.create()
+            stale_fence = int(await holder.stdout.readline())
+            os.kill(holder.pid, signal.SIGSTOP)  # a GC pause, a swap storm, a VM migration
+            async with RedisLock(client, namespace, ttl=5, timeout=3) as lock:
+                fence = lock.fence
+                assert fence is not None
+                assert fence > stale_fence
+                await store.write(namespace, "written by the second holder", token=fence)
+            os.kill(holder.pid, signal.SIGCONT)
+            holder.stdin.write(b"go on\n")
+            await holder.stdin.drain()
+            answer = (await holder.stdout.readline()).decode()
+            assert answer.startswith("refused:"), answer
+            assert f"token {stale_fence} belongs to an earlier holder" in answer
+            assert await store.read(namespace) == (fence, "written by the second holder")
+            with pytest.raises(StaleToken):
+                await store.write(namespace, "late", token=stale_fence)
+    finally:
+        if holder.returncode is None:
+            holder.kill()
+        await holder.wait()
+        await client.aclose()
