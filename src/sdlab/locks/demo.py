@@ -125,7 +125,7 @@ class Tally:
             "counted": self.counted,
             "lost updates": self.lost,
             "seconds": self.seconds,
-            "increments/s": self.counted / self.seconds if self.seconds else 0.0,
+            "increments/s": self.expected / self.seconds if self.seconds else 0.0,
         }
 
 
