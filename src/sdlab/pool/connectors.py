@@ -118,7 +118,16 @@ class PostgreSQL:
         await conn.rollback()
 
     async def check(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        await conn.execute("")  # an empty query: one round trip, no parsing
+        # An empty query: one round trip, no parsing. In autocommit, or psycopg would
+        # send BEGIN first and lend the connection inside a transaction.
+        if conn.autocommit:
+            await conn.execute("")
+            return
+        await conn.set_autocommit(True)
+        try:
+            await conn.execute("")
+        finally:
+            await conn.set_autocommit(False)
 
 
 class Factory:

@@ -120,6 +120,7 @@ class Pool(Generic[C]):
         reconnect_timeout: float = 300.0,
         leak_threshold: float | None = None,
         configure: Callable[[C], Awaitable[object]] | None = None,
+        reset: Callable[[C], Awaitable[object]] | None = None,
         name: str | None = None,
     ) -> None:
         """
@@ -135,7 +136,11 @@ class Pool(Generic[C]):
             longer than this (None: off; capturing the stack costs ~10 us a checkout).
         configure: `async def configure(conn)` run on each new connection before anyone gets
             it (session settings, say). If it raises, the connection is closed and the
-            attempt counts as failed, like a failed connect.
+            attempt counts as failed, like a failed connect. It must leave the connection
+            outside a transaction (commit, or use autocommit).
+        reset: `async def reset(conn)` run on each connection given back, after any
+            rollback (to drop session state: `RESET CONNECTION`, `DISCARD ALL`). If it
+            raises, the connection is discarded.
         """
         self.connector: Connector[C] = (
             connector if hasattr(connector, "connect") else Factory(connector)  # type: ignore[arg-type]
@@ -149,6 +154,7 @@ class Pool(Generic[C]):
         self.reconnect_timeout = reconnect_timeout
         self.leak_threshold = leak_threshold
         self.configure = configure
+        self.reset = reset
         self.min_size, self.max_size = _sizes(min_size, max_size)
         for label, value in (
             ("timeout", timeout),
@@ -172,6 +178,8 @@ class Pool(Generic[C]):
         self._changed: asyncio.Event | None = None  # set whenever a connection is placed
         self._reconnected: asyncio.Event | None = None  # pulsed when a connect succeeds
         self._last_error: tuple[float, str] | None = None
+        self._orphans: set[int] = set()  # lent connections that close() closed under their user
+        self._close_done: asyncio.Event | None = None
         self._counters = _Counters()
 
     # -- public API -------------------------------------------------------------------
@@ -221,12 +229,16 @@ class Pool(Generic[C]):
         deadline = time.monotonic() + limit
         started, queued = perf_counter_ns(), False
         self._counters.requests += 1
-        while True:
-            slot = self._take_idle()
-            if slot is None:
-                slot, queued = await self._wait(deadline, limit), True
-            if await self._usable(slot):
-                break
+        try:
+            while True:
+                slot = self._take_idle()
+                if slot is None:
+                    slot, queued = await self._wait(deadline, limit), True
+                if await self._usable(slot, deadline):
+                    break
+        except PoolTimeout:  # under overload the waits must show it
+            self._counters.wait.record(perf_counter_ns() - started)
+            raise
         if queued:
             self._counters.wait.record(perf_counter_ns() - started)
         else:  # the common case stays cheap: a histogram update costs ~2 us
@@ -238,6 +250,9 @@ class Pool(Generic[C]):
         """Give a connection back. A broken one is discarded, an open transaction rolled
         back, a connection past its lifetime replaced."""
         slot = self._busy.get(id(conn))
+        if slot is None and id(conn) in self._orphans:
+            self._orphans.discard(id(conn))  # close() already closed it under its user
+            return
         if slot is None or slot.conn is not conn or slot.returning:
             raise PoolError(
                 f"this connection was not taken from pool {self.name!r}, or was already given back"
@@ -250,13 +265,17 @@ class Pool(Generic[C]):
         self._counters.usage_count += 1
         self._counters.usage_ns_total += used
         self._counters.usage_ns_max = max(self._counters.usage_ns_max, used)
-        reason = await self._reason_to_discard(slot, now)
-        del self._busy[id(conn)]
+        try:
+            reason = await self._reason_to_discard(slot, now)
+        except BaseException:  # cancelled mid-rollback or mid-reset: state unknown
+            if self._busy.pop(id(conn), None) is not None:
+                self._discard(slot, "connections_lost")
+            raise
+        if self._busy.pop(id(conn), None) is None:
+            self._orphans.discard(id(conn))  # close() timed out meanwhile and closed it
+            return
         slot.returning, slot.stack, slot.leak_timer = False, None, None
-        if self._closed:
-            self._close_in_background(slot)
-            self._notify()
-        elif reason:
+        if reason:
             self._discard(slot, reason)
         else:
             self._place(slot)
@@ -277,16 +296,22 @@ class Pool(Generic[C]):
     async def check(self) -> None:
         """Ping every idle connection now; discard the ones that do not answer."""
         for _ in range(len(self._idle)):
+            if not self._idle:
+                break
             slot = self._idle.popleft()
             self._busy[id(slot.conn)] = slot
+            healthy = False
             try:
                 await self.connector.check(slot.conn)
+                healthy = not self.connector.in_transaction(slot.conn)
             except Exception:
-                del self._busy[id(slot.conn)]
-                self._discard(slot, "connections_lost")
-            else:
-                del self._busy[id(slot.conn)]
-                self._place(slot)
+                pass
+            finally:  # also when cancelled: the slot must not stay marked as lent
+                if self._busy.pop(id(slot.conn), None) is not None:
+                    if healthy:
+                        self._place(slot, touched=False)  # a ping is not use: max_idle runs on
+                    else:
+                        self._discard(slot, "connections_lost")
 
     def stats(self) -> dict[str, Any]:
         """The pool's state and counters since it was made, as a plain dict."""
@@ -306,22 +331,38 @@ class Pool(Generic[C]):
             for key, value in vars(c).items()
             if isinstance(value, int) and not key.startswith("usage")
         )
-        if c.served_at_once:  # fold the requests that did not wait in, as 1 ns each
-            c.wait.record(1, count=c.served_at_once)
-            c.served_at_once = 0
         for p in (50, 99):
-            stats[f"wait_ms_p{p}"] = c.wait.percentile_ms(p) if c.wait.count else 0.0
+            stats[f"wait_ms_p{p}"] = self._wait_percentile_ms(p)
         stats["wait_ms_max"] = c.wait.max_ms if c.wait.count else 0.0
         stats["usage_ms_mean"] = c.usage_ns_total / c.usage_count / 1e6 if c.usage_count else 0.0
         stats["usage_ms_max"] = c.usage_ns_max / 1e6
         return stats
 
+    def _wait_percentile_ms(self, percentile: float) -> float:
+        """A percentile of every request's wait: those served at once count as 0 (they
+        are counted, not recorded, to keep the fast path cheap)."""
+        c = self._counters
+        zeros, recorded = c.served_at_once, c.wait.count
+        rank = percentile / 100 * (zeros + recorded)
+        if recorded == 0 or rank <= zeros:
+            return 0.0
+        return c.wait.percentile_ms(min(100.0, (rank - zeros) / recorded * 100))
+
     async def close(self, timeout: float = 5.0) -> None:
         """Stop taking requests, wait up to `timeout` for lent connections to come back
         (drain), then close everything. Waiting requests get PoolClosed."""
         if self._closed:
+            if self._close_done is not None:
+                await self._close_done.wait()  # another close() is draining: wait for it
             return
         self._closed = True
+        self._close_done = asyncio.Event()
+        try:
+            await self._drain(timeout)
+        finally:
+            self._close_done.set()
+
+    async def _drain(self, timeout: float) -> None:
         if self._maintainer is not None:
             self._maintainer.cancel()
         for opener in self._openers:
@@ -347,6 +388,10 @@ class Pool(Generic[C]):
                 timeout,
             )
             busy, self._busy = list(self._busy.values()), {}
+            for slot in busy:
+                if slot.leak_timer is not None:
+                    slot.leak_timer.cancel()
+                self._orphans.add(id(slot.conn))  # its late putconn() is then a no-op
             await asyncio.gather(*(self._close_slot(slot) for slot in busy))
         await asyncio.gather(*self._openers, return_exceptions=True)
         while self._tasks:  # connections being closed, including ones given back late
@@ -366,14 +411,23 @@ class Pool(Generic[C]):
 
     # -- taking -----------------------------------------------------------------------
 
+    def _has_waiters(self) -> bool:
+        """Whether a live request is queued. Futures of requests that gave up are dropped
+        here: the `_waiting` count lags until their tasks run."""
+        while self._waiters and self._waiters[0].done():
+            self._waiters.popleft()
+        return bool(self._waiters)
+
     def _take_idle(self) -> _Slot | None:
-        if not self._idle or self._waiting:  # FIFO: never overtake a waiting request
+        if not self._idle or self._has_waiters():  # FIFO: never overtake a waiting request
             return None
         slot = self._idle.pop()
         self._busy[id(slot.conn)] = slot
         return slot
 
     async def _wait(self, deadline: float, limit: float) -> _Slot:
+        if self._closed:
+            raise PoolClosed(f"pool {self.name!r} is closed")
         if self.max_waiting and self._waiting >= self.max_waiting:
             raise TooManyRequests(
                 f"pool {self.name!r}: {self._waiting} requests are already "
@@ -407,8 +461,9 @@ class Pool(Generic[C]):
                 raise PoolTimeout(message) from None
             raise
 
-    async def _usable(self, slot: _Slot) -> bool:
-        """Is this (already busy) slot fit to lend? If not, it is discarded."""
+    async def _usable(self, slot: _Slot, deadline: float) -> bool:
+        """Is this (already busy) slot fit to lend? If not, it is discarded. A ping
+        must answer before the request's deadline."""
         now = time.monotonic()
         if self.connector.is_broken(slot.conn):
             reason: str | None = "connections_lost"
@@ -416,8 +471,9 @@ class Pool(Generic[C]):
             reason = "connections_recycled"
         elif self.check_idle is not None and now - slot.used >= self.check_idle:
             try:
-                await self.connector.check(slot.conn)
-                reason = None
+                async with asyncio.timeout(max(0.0, deadline - now)):
+                    await self.connector.check(slot.conn)
+                reason = "connections_lost" if self.connector.in_transaction(slot.conn) else None
             except asyncio.CancelledError:
                 del self._busy[id(slot.conn)]
                 self._discard(slot, "connections_lost")
@@ -459,8 +515,6 @@ class Pool(Generic[C]):
         if self.connector.in_transaction(conn):
             try:
                 await self.connector.rollback(conn)
-            except asyncio.CancelledError:
-                return "connections_lost"  # we no longer know its state
             except Exception:
                 logger.warning(
                     "pool %r: rollback of a returned connection failed; discarding it",
@@ -471,15 +525,32 @@ class Pool(Generic[C]):
             self._counters.returns_rolled_back += 1
             if self.connector.is_broken(conn) or self.connector.in_transaction(conn):
                 return "connections_lost"
+        if self.reset is not None:
+            try:
+                await self.reset(conn)
+            except Exception:
+                logger.warning(
+                    "pool %r: reset of a returned connection failed; discarding it",
+                    self.name,
+                    exc_info=True,
+                )
+                return "connections_lost"
+            if self.connector.is_broken(conn) or self.connector.in_transaction(conn):
+                return "connections_lost"
         if now >= slot.expires:
             return "connections_recycled"
         if self.size > self.max_size:
             return "shrunk"
         return None
 
-    def _place(self, slot: _Slot) -> None:
+    def _place(self, slot: _Slot, *, touched: bool = True) -> None:
         """Hand a healthy connection to the oldest waiter, or make it idle."""
-        slot.used = time.monotonic()
+        if self._closed:
+            self._close_in_background(slot)
+            self._notify()
+            return
+        if touched:
+            slot.used = time.monotonic()
         while self._waiters:
             future = self._waiters.popleft()
             if not future.done():
@@ -496,6 +567,7 @@ class Pool(Generic[C]):
         if reason and hasattr(self._counters, reason):
             setattr(self._counters, reason, getattr(self._counters, reason) + 1)
         self._close_in_background(slot)
+        self._notify()  # close() may be waiting for this slot to leave
         if not self._closed:
             self._grow()
 
@@ -520,6 +592,11 @@ class Pool(Generic[C]):
                     if self.configure is not None:
                         try:
                             await self.configure(conn)
+                            if self.connector.in_transaction(conn):
+                                raise PoolError(
+                                    "configure() left the connection inside a transaction; "
+                                    "commit in it, or open connections with autocommit"
+                                )
                         except BaseException:
                             self._spawn(self.connector.close(conn), "close")
                             raise
@@ -562,10 +639,10 @@ class Pool(Generic[C]):
             if self._reconnected is not None:  # the server is back: wake the openers in backoff
                 self._reconnected.set()
                 self._reconnected.clear()
-            if self._closed:
-                self._close_in_background(slot)
+            if len(self._idle) + len(self._busy) >= self.max_size:
+                self._close_in_background(slot)  # resize() shrank the pool meanwhile
             else:
-                self._place(slot)
+                self._place(slot)  # (closes it if the pool was closed meanwhile)
         finally:
             if counted:
                 self._opening -= 1
@@ -602,6 +679,8 @@ class Pool(Generic[C]):
                 and now - self._idle[0].used >= self.max_idle
             ):
                 self._discard(self._idle.popleft(), "connections_idled_out")
+            while self._idle and len(self._idle) + len(self._busy) > self.max_size:
+                self._discard(self._idle.popleft(), None)
             for slot in [s for s in self._idle if now >= s.expires]:
                 self._idle.remove(slot)
                 self._discard(slot, "connections_recycled")
