@@ -10,53 +10,14 @@ from typing import Any
 import pytest
 
 from sdlab.pool import MariaDB, Pool, PoolClosed, PoolTimeout, PostgreSQL
-
-
-class BlackHole:
-    """A TCP proxy to a server that can stop forwarding bytes: a network partition
-    that leaves sockets open."""
-
-    def __init__(self, port: int) -> None:
-        self.target = port
-        self.flowing = asyncio.Event()
-        self.flowing.set()
-        self.writers: list[asyncio.StreamWriter] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                await self.flowing.wait()
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            writer.close()
-
-    async def _handle(self, client_r: Any, client_w: Any) -> None:
-        server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target)
-        self.writers += [client_w, server_w]
-        for pipe in (self._pipe(client_r, server_w), self._pipe(server_r, client_w)):
-            task = asyncio.create_task(pipe)
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    def cut(self) -> None:
-        """Drop every proxied connection at once."""
-        for writer in self.writers:
-            writer.transport.abort()
+from tests.helpers import Proxy
 
 
 @pytest.fixture
-async def black_hole(mysql_url: str) -> AsyncIterator[tuple[BlackHole, str]]:
+async def black_hole(mysql_url: str) -> AsyncIterator[tuple[Proxy, str]]:
     port = int(mysql_url.rsplit(":", 1)[1].strip("/"))
-    proxy = BlackHole(port)
-    server = await asyncio.start_server(proxy._handle, "127.0.0.1", 0)
-    yield proxy, f"mysql://root@127.0.0.1:{server.sockets[0].getsockname()[1]}/"
-    proxy.flowing.set()
-    proxy.cut()
-    server.close()
+    async with Proxy(port) as proxy:
+        yield proxy, f"mysql://root@127.0.0.1:{proxy.port}/"
 
 
 async def test_the_postgres_idle_check_opens_no_transaction(postgres_url: str) -> None:
@@ -163,7 +124,7 @@ async def test_configure_must_not_leave_a_transaction_open(postgres_url: str) ->
         await pool.close()
 
 
-async def test_the_acquire_timeout_covers_the_idle_check(black_hole: tuple[BlackHole, str]) -> None:
+async def test_the_acquire_timeout_covers_the_idle_check(black_hole: tuple[Proxy, str]) -> None:
     proxy, url = black_hole
     pool = Pool(MariaDB(url), min_size=1, check_idle=0.1, reconnect_timeout=1)
     await pool.open()
@@ -178,7 +139,7 @@ async def test_the_acquire_timeout_covers_the_idle_check(black_hole: tuple[Black
 
 
 async def test_close_during_an_idle_check_fails_the_request_at_once(
-    black_hole: tuple[BlackHole, str],
+    black_hole: tuple[Proxy, str],
 ) -> None:
     proxy, url = black_hole
     pool = Pool(MariaDB(url), min_size=1, check_idle=0.1, timeout=5)

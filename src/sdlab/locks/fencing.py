@@ -48,6 +48,7 @@ class FencedStore:
         """Store `value` if `token` is at least the last token seen for `resource`
         (the same holder may write twice); raise StaleToken otherwise."""
         async with self.pool.connection() as conn, conn.cursor() as cur:
+            await conn.begin()  # explicit: the check and the write must be one transaction
             await cur.execute(  # make sure the row exists (no warning, unlike INSERT IGNORE)
                 f"INSERT INTO {self.table} (resource, token) VALUES (%s, 0) "
                 "ON DUPLICATE KEY UPDATE resource = resource",

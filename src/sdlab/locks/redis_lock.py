@@ -20,11 +20,13 @@ Failure modes, as redis-py's Lock documents its own:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
 import weakref
-from typing import ClassVar
+from collections.abc import Awaitable
+from typing import Any, ClassVar
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
@@ -120,6 +122,12 @@ class RedisLock(Lock):
         self._keys = keys(name)
         self._scripts = Scripts.of(client)
         self._renewer: asyncio.Task[None] | None = None
+        self._expiry: asyncio.TimerHandle | None = None
+
+    @property
+    def held(self) -> bool:
+        """Held, and certainly not expired: False once `valid_until` has passed."""
+        return self._held and not self.lost.is_set() and time.monotonic() < self.valid_until
 
     def __repr__(self) -> str:
         state = f"held, fence {self.fence}" if self.held else "free"
@@ -127,36 +135,60 @@ class RedisLock(Lock):
 
     async def extend(self, ttl: float | None = None) -> None:
         """Reset the lock's TTL to `ttl` (default: the lock's). LockLost if not ours."""
-        if not self.held:
+        if not self._held:
             raise LockError(f"lock {self.name!r} is not held by this object")
         ttl = self.ttl if ttl is None else ttl
         started = time.monotonic()
-        done = await self._scripts.extend(keys=self._keys[:1], args=[self.token, milliseconds(ttl)])
+        try:  # an answer after the lock expired is no use: wait no longer than that
+            async with asyncio.timeout(max(0.0, self.valid_until - started)):
+                done = await self._scripts.extend(
+                    keys=self._keys[:1], args=[self.token, milliseconds(ttl)]
+                )
+        except TimeoutError:
+            self._lose()
+            raise LockLost(
+                f"lock {self.name!r}: extend() got no answer before it expired"
+            ) from None
         if not done:
             self._lose()
             raise LockLost(f"lock {self.name!r} had expired or changed hands before extend()")
-        self.valid_until = started + ttl
+        self._valid_until(started + ttl)
 
     async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
         lost = self.lost.is_set()
         await super().__aexit__(exc_type, exc, tb)
         if lost and exc is None:
-            raise LockLost(f"lock {self.name!r} was lost while held (a renewal found it gone)")
+            raise LockLost(
+                f"lock {self.name!r} was lost while held (it expired, or a renewal found it gone)"
+            )
 
     async def _try_acquire(self) -> bool:
         token = secrets.token_hex(16)
         started = time.monotonic()
-        fence = await self._scripts.acquire(keys=self._keys, args=[token, milliseconds(self.ttl)])
+        try:  # a late answer leaves little of the TTL: half of it is the most we wait
+            async with asyncio.timeout(self.ttl / 2):
+                fence = await self._scripts.acquire(
+                    keys=self._keys, args=[token, milliseconds(self.ttl)]
+                )
+        except BaseException as exc:
+            # Cancelled, timed out or failed after sending: the server may have granted
+            # it. Undo with our token, whatever happens to this task.
+            cleanup(self._scripts.release(keys=self._keys[:1], args=[token]))
+            if isinstance(exc, TimeoutError):
+                return False
+            raise
         if fence is None:
             return False
         self.token, self.fence = token, int(fence)
-        self.valid_until = started + self.ttl
         self.lost.clear()
+        self._valid_until(started + self.ttl)
         if self.auto_renew:
             self._renewer = asyncio.create_task(self._renew(), name=f"renew lock {self.name}")
         return True
 
     async def _release(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
         await self._stop_renewing()
         released = await self._scripts.release(keys=self._keys[:1], args=[self.token])
         if not released:
@@ -178,6 +210,7 @@ class RedisLock(Lock):
                     logger.warning("lock %r: could not renew before expiry: %s", self.name, exc)
                     self._lose()
                     return
+                await asyncio.sleep(min(0.05, self.ttl / 10))
 
     async def _stop_renewing(self) -> None:
         if self._renewer is not None and self._renewer is not asyncio.current_task():
@@ -187,6 +220,36 @@ class RedisLock(Lock):
 
     def _lose(self) -> None:
         self.lost.set()
+
+    def _valid_until(self, deadline: float) -> None:
+        """Record how long the lock is certainly ours, and mark it lost at that moment
+        unless it is extended first (a holder cut off from Redis learns it in time)."""
+        self.valid_until = deadline
+        if self._expiry is not None:
+            self._expiry.cancel()
+        loop = asyncio.get_running_loop()
+        self._expiry = loop.call_at(loop.time() + deadline - time.monotonic(), self._expire)
+
+    def _expire(self) -> None:
+        if self._held and time.monotonic() >= self.valid_until:
+            logger.warning("lock %r: expired while held", self.name)
+            self.lost.set()
+
+
+_cleanups: set[asyncio.Task[Any]] = set()
+
+
+def cleanup(request: Awaitable[Any]) -> None:
+    """Run `request` to the end in the background, even if the task that started it is
+    cancelled (the undo of a half-made acquisition must not be cancelled with it)."""
+
+    async def run() -> None:
+        with contextlib.suppress(Exception):
+            await request
+
+    task = asyncio.get_running_loop().create_task(run())
+    _cleanups.add(task)
+    task.add_done_callback(_cleanups.discard)
 
 
 def milliseconds(seconds: float) -> int:

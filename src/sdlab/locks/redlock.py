@@ -8,8 +8,10 @@ One attempt (antirez's algorithm, https://redis.io/docs/latest/develop/use/patte
 
 1. Send `SET key token NX PX ttl` to every server at once, each with a short timeout
    (`server_timeout`), so a dead or stalled server costs that timeout, not a TTL.
-2. The lock is ours if a majority said yes and time is left: validity = ttl - elapsed
-   - drift (1% of ttl + 2 ms, for clocks running at different speeds).
+2. The lock is ours if a majority said yes and time is left. Each key was set after the
+   attempt started, so it lives until at least started + ttl; the lock is valid until
+   started + ttl - drift (1% of ttl + 2 ms, for clocks running at different rates), and
+   that must still be ahead after the fencing round below.
 3. Otherwise release it on every server at once, wait a random moment, try again.
 
 Fencing tokens. Each server keeps a counter that the acquire script increments. The
@@ -33,7 +35,7 @@ from redis.asyncio import Redis
 
 from sdlab.infra.service import describe
 from sdlab.locks.lock import Lock, LockError, LockLost
-from sdlab.locks.redis_lock import Scripts, keys, milliseconds
+from sdlab.locks.redis_lock import Scripts, cleanup, keys, milliseconds
 
 CLOCK_DRIFT_FACTOR = 0.01
 
@@ -69,13 +71,18 @@ class Redlock(Lock):
         self._keys = keys(name)
         self._last_attempt = ""
 
+    @property
+    def held(self) -> bool:
+        """Held, and certainly not expired: False once `valid_until` has passed."""
+        return self._held and time.monotonic() < self.valid_until
+
     def __repr__(self) -> str:
         state = f"held, fence {self.fence}" if self.held else "free"
         return f"<Redlock {self.name!r} on {len(self._scripts)} servers, {state}>"
 
     async def extend(self, ttl: float | None = None) -> None:
         """Reset the TTL on every server; LockLost unless a majority still had it."""
-        if not self.held:
+        if not self._held:
             raise LockError(f"lock {self.name!r} is not held by this object")
         ttl = self.ttl if ttl is None else ttl
         started = time.monotonic()
@@ -89,22 +96,35 @@ class Redlock(Lock):
                 f"lock {self.name!r}: only {extended} of {len(self._scripts)} servers "
                 f"still held it at extend() (quorum {self.quorum})"
             )
-        self.valid_until = started + validity
+        self.valid_until = started + ttl - self._drift(ttl)
 
     async def _try_acquire(self) -> bool:
         token = secrets.token_hex(16)
+        try:
+            return await self._attempt(token)
+        except BaseException:
+            # Cancelled (or failed) mid-attempt: some servers may have granted the lock
+            # to `token`. Undo everywhere, whatever happens to this task.
+            for scripts in self._scripts:
+                cleanup(self._bounded(scripts.release(keys=self._keys[:1], args=[token])))
+            raise
+
+    async def _attempt(self, token: str) -> bool:
         started = time.monotonic()
         answers = await self._everywhere(
             lambda s: s.acquire(keys=self._keys, args=[token, milliseconds(self.ttl)])
         )
         granted = {i: int(a) for i, a in enumerate(answers) if isinstance(a, int)}
-        validity = self.ttl - (time.monotonic() - started) - self._drift(self.ttl)
+        # Every key was set after `started`, so each lives at least until started + ttl
+        # by the server's clock; drift covers clocks running at different rates.
+        valid_until = started + self.ttl - self._drift(self.ttl)
         fence = max(granted.values(), default=0)
-        if len(granted) >= self.quorum and validity > 0:
+        if len(granted) >= self.quorum and time.monotonic() < valid_until:
             behind = [i for i, counter in granted.items() if counter < fence]
-            if not behind or await self._raise_fence(behind, fence, len(granted)):
+            raised = not behind or await self._raise_fence(behind, fence, len(granted))
+            if raised and time.monotonic() < valid_until:  # still valid after the raise
                 self.token, self.fence = token, fence
-                self.valid_until = started + validity
+                self.valid_until = valid_until
                 return True
         self._last_attempt = self._describe(answers)
         # Undo where we may hold it: where granted, and where the answer was lost.
@@ -123,12 +143,28 @@ class Redlock(Lock):
             lambda s: s.release(keys=self._keys[:1], args=[self.token])
         )
         released = sum(1 for a in answers if a == 1)
-        if released < self.quorum:
-            raise LockLost(
-                f"lock {self.name!r}: only {released} of {len(self._scripts)} servers still "
-                f"held it at release() (quorum {self.quorum}); work done under it may have "
-                "overlapped another holder's"
+        not_ours = sum(1 for a in answers if a == 0)
+        if released >= self.quorum:
+            return
+        if released + (len(answers) - released - not_ours) >= self.quorum:
+            # Not lost as far as we know: too few servers answered to say either way.
+            raise LockError(
+                f"lock {self.name!r}: release() confirmed on only {released} of "
+                f"{len(self._scripts)} servers ({self._describe_release(answers)}); the rest "
+                "expire by themselves within the TTL"
             )
+        raise LockLost(
+            f"lock {self.name!r}: only {released} of {len(self._scripts)} servers still "
+            f"held it at release() (quorum {self.quorum}); work done under it may have "
+            "overlapped another holder's"
+        )
+
+    def _describe_release(self, answers: list[object]) -> str:
+        return "; ".join(
+            f"{_address(s.client)}: "
+            + ("released" if a == 1 else "not ours" if a == 0 else describe(a).rstrip("."))  # type: ignore[arg-type]
+            for s, a in zip(self._scripts, answers, strict=True)
+        )
 
     async def _raise_fence(self, behind: list[int], fence: int, granted: int) -> bool:
         """Raise the counters of the servers that granted us but lag behind `fence`;
