@@ -1,0 +1,195 @@
+"""`sdlab ids`: make ids, decode them, serve them over HTTP, measure the generators."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sdlab import infra, lab
+from sdlab.config import settings
+from sdlab.console import console, stderr
+from sdlab.ids import kinds
+from sdlab.ids.layout import InvalidId
+from sdlab.ids.service import Decodable, Generators, Kind, create_app
+
+app = typer.Typer(
+    help="Distributed id generation (sdlab.ids): Snowflake, Instagram, Flickr ticket "
+    "servers, a central counter service, the seed's simple generator, ULID and UUIDv7.\n\n"
+    "The library is `from sdlab.ids import Snowflake, ...`; see docs/ids.md.",
+    no_args_is_help=True,
+)
+
+Machine = Annotated[
+    int | None,
+    typer.Option(
+        min=0,
+        max=1023,
+        help="Machine id for snowflake and simple (default: lease a free one from Redis).",
+    ),
+]
+StateDir = Annotated[
+    Path | None,
+    typer.Option(help="Where `simple` keeps its counter (default: <SDLAB_STATE_DIR>/ids)."),
+]
+Tickets = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--ticket-server",
+        metavar="URL",
+        help="A MariaDB ticket server (repeat for each; default: two databases on the "
+        "usual MariaDB, for trying it out).",
+    ),
+]
+
+
+def _generators(
+    kinds_needed: set[str], machine: int | None, state_dir: Path | None, tickets: list[str] | None
+) -> Generators:
+    needs = (
+        {"redis"}
+        if machine is None and kinds_needed & {"snowflake", "simple", "instagram"}
+        else set()
+    )
+    if kinds_needed & {"central", "ticket"}:
+        needs.add("mysql")
+    if "instagram" in kinds_needed:
+        needs.add("postgres")
+    endpoints = infra.up(sorted(needs)) if needs else {}
+    return Generators(
+        state_dir or settings().state_dir / "ids",
+        mysql_url=endpoints["mysql"].url if "mysql" in endpoints else "",
+        postgres_url=endpoints["postgres"].url if "postgres" in endpoints else "",
+        redis_url=endpoints["redis"].url if "redis" in endpoints else "",
+        machine=machine,
+        ticket_urls=tickets or [],
+    )
+
+
+@app.command()
+def gen(
+    kind: Annotated[Kind, typer.Argument(help="Which kind of id.")],
+    count: Annotated[int, typer.Option("--count", "-n", min=1, help="How many.")] = 1,
+    machine: Machine = None,
+    state_dir: StateDir = None,
+    service: Annotated[str, typer.Option(help="Counter name, for kind central.")] = "default",
+    ticket_server: Tickets = None,
+) -> None:
+    """Print ids, one per line, in the order made (fast enough to pipe millions).
+
+    Examples:
+
+      sdlab ids gen snowflake --machine 7 -n 5
+
+      sdlab ids gen snowflake -n 1000000 > ids.txt
+
+      sdlab ids gen central --service orders -n 3
+    """
+    generators = _generators({kind.value}, machine, state_dir, ticket_server)
+
+    async def run() -> None:
+        try:
+            left = count
+            while left:
+                chunk = min(left, 100_000)
+                ids = await generators.make(kind.value, chunk, service=service)
+                sys.stdout.write("\n".join(map(str, ids)) + "\n")
+                left -= chunk
+        finally:
+            await generators.close()
+
+    try:
+        asyncio.run(run())
+    except BrokenPipeError:  # `| head`: the reader has all it wanted
+        sys.stderr.close()
+
+
+@app.command()
+def decode(
+    value: Annotated[str, typer.Argument(metavar="ID", help="Decimal, UUID or ULID text.")],
+    kind: Annotated[Decodable, typer.Option(help="How the id is laid out.")] = "snowflake",  # type: ignore[assignment]
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show an id's time (ISO 8601, UTC), machine or shard, and sequence.
+
+    Examples:
+
+      sdlab ids decode 2125551808964227073
+
+      sdlab ids decode 4209119170685572097 --kind instagram
+
+      sdlab ids decode 01a21274-de85-76eb-bfd3-666d93b60d22 --kind uuid7
+    """
+    try:
+        parts = kinds.decode(kind.value, kinds.parse(value))
+    except InvalidId as exc:
+        stderr.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    label = kinds.DECODABLE[kind.value].node_label if kind.value in kinds.DECODABLE else "node"
+    fields = {"kind": kind.value, **parts.as_dict(label)}
+    if as_json:
+        typer.echo(json.dumps({**fields, "id": str(parts.id)}))
+    else:
+        for key, field_value in fields.items():
+            console.print(f"{key:>9}  {field_value}", highlight=False)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    machine: Machine = None,
+    state_dir: StateDir = None,
+    ticket_server: Tickets = None,
+) -> None:
+    """Serve ids over HTTP until Ctrl-C.
+
+    POST /ids/{kind}?count=N, POST /ids/central/{service}?count=N, GET /decode/{id}?kind=.
+    Ids are JSON strings (JavaScript numbers cannot hold 64 bits).
+
+    Example:
+
+      sdlab ids serve --port 8000 &  curl -X POST 'localhost:8000/ids/snowflake?count=3'
+    """
+    import uvicorn
+
+    generators = _generators(
+        {"snowflake", "central", "instagram"}, machine, state_dir, ticket_server
+    )
+    uvicorn.run(create_app(generators), host=host, port=port, log_level="warning")
+
+
+@app.command()
+def bench(
+    quick: Annotated[bool, typer.Option("--quick", help="Small sizes: under a minute.")] = False,
+    seed_sizes: Annotated[
+        bool,
+        typer.Option(
+            "--seed-sizes",
+            help="Only the storage experiments, at the seed's sizes: 6 M-row tables, 1 M "
+            "inserts a round up to 5 M rows, 50 connections (an hour or more).",
+        ),
+    ] = False,
+    out: Annotated[Path | None, typer.Option(help="Report folder.")] = None,
+) -> None:
+    """Ids per second of each generator beside snowflake-id, python-ulid and uuid6, and
+    the seed's storage experiments (each with a chart, beside the seed's numbers).
+
+    Examples:
+
+      sdlab ids bench --quick
+
+      sdlab ids bench --seed-sizes
+    """
+    from sdlab.ids import experiment
+
+    if seed_sizes:
+        chosen = experiment.seed_sizes()
+    else:
+        chosen = [cls.quick() if quick else cls() for cls in experiment.ALL]
+    lab.run_and_exit(chosen, quick=quick, out=out, command=shlex.join(["sdlab", *sys.argv[1:]]))

@@ -1,0 +1,140 @@
+"""The generators by themselves: order, uniqueness, layout, clocks, crashes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from sdlab.ids import (
+    INSTAGRAM,
+    SNOWFLAKE,
+    ClockMovedBackwards,
+    InvalidId,
+    SimpleGenerator,
+    Snowflake,
+    kinds,
+)
+
+
+def test_snowflake_ids_grow_and_decode_to_now() -> None:
+    ids = Snowflake(7)
+    made = [ids.next_id() for _ in range(20_000)] + ids.next_ids(20_000)
+    made += [ids.next_id() for _ in range(100)]
+    assert made == sorted(made)
+    assert len(set(made)) == len(made)
+    parts = ids.decode(made[-1])
+    assert parts.node == 7
+    assert abs(parts.time - datetime.now(UTC)) < timedelta(seconds=2)
+    assert made[-1] < 1 << 63  # fits a signed BIGINT
+
+
+class FakeClock:
+    """Nanoseconds that move only when told to (or after `stall` readings)."""
+
+    def __init__(self, ms: int, stall: int | None = None) -> None:
+        self.ns = ms * 1_000_000
+        self.stall, self.reads = stall, 0
+
+    def __call__(self) -> int:
+        self.reads += 1
+        if self.stall is not None and self.reads % self.stall == 0:
+            self.ns += 1_000_000
+        return self.ns
+
+
+def test_past_4096_ids_in_a_millisecond_it_waits_for_the_next() -> None:
+    start = SNOWFLAKE.epoch_ms + 1_000
+    clock = FakeClock(start, stall=5_000)  # the clock moves once every 5,000 readings
+    ids = Snowflake(1, clock_ns=clock)
+    made = [ids.next_id() for _ in range(5_000)]
+    assert len(set(made)) == 5_000
+    assert made == sorted(made)
+    sequences = [SNOWFLAKE.decode(i).sequence for i in made]
+    assert max(sequences) == 4095
+    assert SNOWFLAKE.decode(made[4096]).sequence == 0  # the next millisecond's first
+
+
+def test_a_clock_stepping_back_is_waited_out_or_refused() -> None:
+    clock = FakeClock(SNOWFLAKE.epoch_ms + 10_000)
+    ids = Snowflake(1, clock_ns=clock, max_backwards_ms=50)
+    first = ids.next_id()
+    clock.ns -= 5 * 1_000_000  # NTP steps back 5 ms
+
+    def catch_up() -> None:
+        time.sleep(0.02)
+        clock.ns += 6 * 1_000_000
+
+    threading.Thread(target=catch_up).start()
+    assert ids.next_id() > first  # it waited
+    clock.ns -= 100 * 1_000_000
+    with pytest.raises(ClockMovedBackwards, match="100 ms behind"):
+        ids.next_id()
+
+
+def test_threadsafe_snowflake_shared_by_threads_makes_no_duplicate() -> None:
+    ids = Snowflake(3, threadsafe=True)
+    made: list[list[int]] = [[] for _ in range(4)]
+
+    def work(i: int) -> None:
+        made[i] = [ids.next_id() for _ in range(30_000)]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    everything = [i for part in made for i in part]
+    assert len(set(everything)) == 120_000
+    assert all(part == sorted(part) for part in made)
+
+
+def test_bad_machine_ids_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"0\.\.1023"):
+        Snowflake(1024)
+    with pytest.raises(ValueError, match="save_every"):
+        SimpleGenerator(1, "/tmp/x", save_every=0)
+
+
+def test_the_simple_generator_never_reuses_a_counter_after_a_crash(tmp_path: Path) -> None:
+    state = tmp_path / "counter"
+    first = SimpleGenerator(9, state, save_every=100)
+    before = [first.next_id() for _ in range(150)]  # reserved up to 200, then "crash"
+    assert first.saves == 2
+    again = SimpleGenerator(9, state, save_every=100)
+    after = [again.next_id() for _ in range(10)] + again.next_ids(500)
+    assert not set(before) & set(after)
+    assert again.decode(after[0]).sequence == 200  # resumes past everything reserved
+    assert again.decode(after[0]).node == 9
+    assert [again.decode(i).sequence for i in after] == list(range(200, 710))
+
+
+def test_layouts_decode_and_refuse_what_is_not_theirs() -> None:
+    value = INSTAGRAM.compose(1_000, 5, 17)
+    parts = INSTAGRAM.decode(value)
+    assert (parts.node, parts.sequence) == (5, 17)
+    assert parts.time == datetime.fromtimestamp((INSTAGRAM.epoch_ms + 1_000) / 1000, UTC)
+    with pytest.raises(InvalidId):
+        SNOWFLAKE.decode(1 << 64)
+    with pytest.raises(InvalidId):
+        SNOWFLAKE.decode(-1)
+
+
+def test_ulid_and_uuid7_parse_and_decode() -> None:
+    import ulid
+    import uuid6
+
+    made7 = uuid6.uuid7()
+    parts = kinds.decode("uuid7", kinds.parse(str(made7)))
+    # Not compared with now: uuid6 runs its clock ahead when called fast in one process
+    # (seen 4 s ahead after a million calls), to stay monotonic.
+    assert parts.time == datetime.fromtimestamp(made7.time / 1000, UTC)
+    made = ulid.ULID()
+    assert kinds.decode("ulid", kinds.parse(str(made))).time == made.datetime
+    with pytest.raises(InvalidId, match="not a version 7 UUID"):
+        kinds.decode("uuid7", kinds.parse("6ba7b810-9dad-11d1-80b4-00c04fd430c8"))
+    with pytest.raises(InvalidId, match="not a decimal id"):
+        kinds.parse("banana")

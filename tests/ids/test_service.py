@@ -1,0 +1,90 @@
+"""The HTTP service and the command line, as their users call them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from sdlab.ids import SNOWFLAKE
+from sdlab.ids.service import Generators, create_app
+from sdlab.infra.pytest_plugin import Endpoints
+from tests.helpers import sdlab
+
+
+@pytest.fixture
+async def client(sdlab_endpoints: Endpoints, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    generators = Generators(
+        tmp_path,
+        mysql_url=sdlab_endpoints["mysql"].url,
+        postgres_url=sdlab_endpoints["postgres"].url,
+        redis_url=sdlab_endpoints["redis"].url,
+    )
+    app = create_app(generators)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ids") as http:
+            yield http
+
+
+@pytest.mark.parametrize(
+    "kind", ["snowflake", "simple", "ulid", "uuid7", "central", "instagram", "ticket"]
+)
+async def test_every_kind_is_served_as_strings(client: httpx.AsyncClient, kind: str) -> None:
+    answer = await client.post(f"/ids/{kind}", params={"count": 5})
+    assert answer.status_code == 200, answer.text
+    ids = answer.json()["ids"]
+    assert len(ids) == 5
+    assert all(isinstance(i, str) for i in ids)
+    assert len(set(ids)) == 5
+
+
+async def test_central_counters_are_per_service(client: httpx.AsyncClient, namespace: str) -> None:
+    first = (await client.post(f"/ids/central/{namespace}", params={"count": 3})).json()
+    assert first["service"] == namespace
+    assert [int(i) for i in first["ids"]] == [1, 2, 3]
+
+
+async def test_decode_gives_time_machine_and_sequence(client: httpx.AsyncClient) -> None:
+    value = (await client.post("/ids/snowflake")).json()["ids"][0]
+    parts = (await client.get(f"/decode/{value}")).json()
+    assert parts["id"] == value
+    assert parts["machine"] == SNOWFLAKE.decode(int(value)).node
+    assert parts["time"].endswith("+00:00")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "params", "detail"),
+    [
+        ("post", "/ids/nope", {}, "Input should be"),
+        ("post", "/ids/snowflake", {"count": 0}, "greater than or equal to 1"),
+        ("post", "/ids/snowflake", {"count": 10**6}, "less than or equal to 100000"),
+        ("post", "/ids/central/bad name!", {}, "String should match pattern"),
+        ("get", "/decode/banana", {}, "not a decimal id"),
+        ("get", f"/decode/{1 << 70}", {}, "is not a 63-bit snowflake id"),
+        ("get", "/decode/1", {"kind": "nope"}, "Input should be"),
+    ],
+)
+async def test_bad_requests_get_422_with_a_detail(
+    client: httpx.AsyncClient, method: str, path: str, params: dict[str, Any], detail: str
+) -> None:
+    answer = await client.request(method.upper(), path, params=params)
+    assert answer.status_code == 422
+    assert detail in json.dumps(answer.json()["detail"])
+
+
+def test_the_command_line_makes_and_decodes() -> None:
+    made = sdlab("ids", "gen", "snowflake", "--machine", "7", "-n", "5")
+    assert made.returncode == 0, made.stderr
+    ids = [int(line) for line in made.stdout.split()]
+    assert len(ids) == 5
+    assert ids == sorted(ids)
+    decoded = sdlab("ids", "decode", str(ids[0]), "--json")
+    assert json.loads(decoded.stdout)["machine"] == 7
+    wrong = sdlab("ids", "decode", "banana")
+    assert wrong.returncode == 1
+    assert "not a decimal id" in wrong.stderr
