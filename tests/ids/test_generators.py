@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ from sdlab.ids import (
     Snowflake,
     kinds,
 )
+from sdlab.ids.simple import StateInUse
 
 
 def test_snowflake_ids_grow_and_decode_to_now() -> None:
@@ -104,12 +106,35 @@ def test_the_simple_generator_never_reuses_a_counter_after_a_crash(tmp_path: Pat
     first = SimpleGenerator(9, state, save_every=100)
     before = [first.next_id() for _ in range(150)]  # reserved up to 200, then "crash"
     assert first.saves == 2
+    with pytest.raises(StateInUse):  # while it lives, nobody else may use its counter
+        SimpleGenerator(9, state, save_every=100)
+    first.close()  # the process dies: the OS lets go of its lock
     again = SimpleGenerator(9, state, save_every=100)
     after = [again.next_id() for _ in range(10)] + again.next_ids(500)
     assert not set(before) & set(after)
     assert again.decode(after[0]).sequence == 200  # resumes past everything reserved
     assert again.decode(after[0]).node == 9
     assert [again.decode(i).sequence for i in after] == list(range(200, 710))
+
+
+def test_a_failed_save_hands_out_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    generator = SimpleGenerator(9, tmp_path / "counter", save_every=10)
+    made = [generator.next_id() for _ in range(10)]
+    real_replace = os.replace
+
+    def disk_full(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        generator.next_id()
+    with pytest.raises(OSError, match="No space left"):
+        generator.next_id()  # still nothing: the counter past 10 was never recorded
+    monkeypatch.setattr(os, "replace", real_replace)
+    generator.close()
+    again = SimpleGenerator(9, tmp_path / "counter", save_every=10)
+    assert again.decode(again.next_id()).sequence == 10
+    assert len(made) == 10
 
 
 def test_layouts_decode_and_refuse_what_is_not_theirs() -> None:

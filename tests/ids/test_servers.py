@@ -38,6 +38,7 @@ async def test_central_batches_never_overlap(counters: CounterTable) -> None:
     ids = [i for batch in batches for i in batch]
     assert sorted(ids) == list(range(1, 2001))
     assert (await counters.allocate("invoices", 5)) == range(1, 6)  # a counter per service
+    assert (await counters.allocate("Invoices", 5)) == range(1, 6)  # names are exact
     with pytest.raises(ValueError, match="service names"):
         await counters.allocate("no spaces", 1)
 
@@ -65,10 +66,17 @@ async def test_ticket_servers_alternate_and_survive_one_down(servers: Servers) -
         await tickets.create()
         made = [await tickets.next_id() for _ in range(6)]
         assert made == [1, 2, 3, 4, 5, 6]
+        # Another client that lists the servers the other way round: the offsets belong
+        # to the servers, so its ids still never collide with ours.
+        other = TicketServers([even.url, odd.url], timeout=1)
+        theirs = [await other.next_id() for _ in range(6)]
+        await other.close()
+        assert not set(theirs) & set(made)
+        made += theirs
         even.kill()
         later = [await tickets.next_id() for _ in range(4)]
         assert all(i % 2 == 1 for i in later)  # all from the odd server now
-        assert len(set(made + later)) == 10
+        assert len(set(made + later)) == 16
         odd.kill()
         with pytest.raises(NoTicketServer, match="no ticket server answered"):
             await tickets.next_id()
@@ -133,3 +141,55 @@ async def test_a_generator_stops_when_its_lease_is_gone(redis_client: Any, names
 
     with pytest.raises(LockLost):  # found at the next renewal, then at the next millisecond
         await keep_making()
+
+
+async def test_callers_racing_at_a_batch_switch_share_one_fetch(counters: CounterTable) -> None:
+    calls: list[int] = []
+
+    async def allocate(n: int) -> range:
+        calls.append(n)
+        await asyncio.sleep(0.05)
+        return await counters.allocate("race", n)
+
+    client = BatchClient(allocate, batch=10)
+    ids = await asyncio.gather(*(client.next_id() for _ in range(10)))
+    assert sorted(ids) == list(range(1, 11))
+    assert len(calls) <= 2  # the first batch, and at most the prefetch of the next
+    await client.close()
+
+
+async def test_a_new_holder_waits_past_the_previous_holders_clock(
+    redis_client: Any, namespace: str
+) -> None:
+    import time
+
+    horizon = f"ids:{namespace}:machine:0:horizon"
+    await redis_client.set(horizon, time.time_ns() // 1_000_000 + 200)  # 200 ms "ahead"
+    began = time.monotonic()
+    lease = await MachineLease.acquire(
+        redis_client, service=namespace, machines=1, max_clock_skew=0.05
+    )
+    assert time.monotonic() - began >= 0.24
+    await lease.release()
+    await redis_client.set(horizon, time.time_ns() // 1_000_000 + 3_600_000)  # an hour ahead
+    with pytest.raises(LockLost, match="is the clock right"):
+        await MachineLease.acquire(redis_client, service=namespace, machines=1)
+    assert await MachineLease.acquire(redis_client, service=f"{namespace}-2", machines=1)
+
+
+async def test_a_hung_ticket_server_costs_one_timeout(servers: Servers) -> None:
+    import time
+
+    a, b = servers.mariadb(2)
+    tickets = TicketServers([a.url, b.url], timeout=0.5)
+    try:
+        await tickets.create()
+        await tickets.next_id()
+        a.pause()  # SIGSTOP: connections stay open, nothing answers
+        began = time.monotonic()
+        made = [await tickets.next_id() for _ in range(6)]
+        assert time.monotonic() - began < 2  # one timeout, then it is left out a while
+        assert all(i % 2 == 0 for i in made)
+    finally:
+        a.resume()
+        await tickets.close()

@@ -67,6 +67,8 @@ async def test_decode_gives_time_machine_and_sequence(client: httpx.AsyncClient)
         ("get", "/decode/banana", {}, "not a decimal id"),
         ("get", f"/decode/{1 << 70}", {}, "is not a 63-bit snowflake id"),
         ("get", "/decode/1", {"kind": "nope"}, "Input should be"),
+        ("get", f"/decode/{(1 << 128) - 1}", {"kind": "simple"}, "does not decode as a simple"),
+        ("get", "/decode/" + "9" * 5000, {}, "too long to be an id"),
     ],
 )
 async def test_bad_requests_get_422_with_a_detail(

@@ -36,7 +36,7 @@ class CounterTable:
             await cur.execute("SET SESSION sql_notes = 0")  # no "already exists" notes
             await cur.execute(
                 f"CREATE TABLE IF NOT EXISTS {self.table} ("
-                " service VARCHAR(64) PRIMARY KEY,"
+                " service VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin PRIMARY KEY,"
                 " next_id BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB"
             )
             await conn.commit()
@@ -71,10 +71,13 @@ class BatchClient:
         self._current: range = range(0)
         self._position = 0
         self._next: asyncio.Task[range] | None = None
+        self._switching = asyncio.Lock()
 
     async def next_id(self) -> int:
-        if self._position >= len(self._current):
-            await self._switch()
+        while self._position >= len(self._current):
+            async with self._switching:  # one caller switches; the others wait for it
+                if self._position >= len(self._current):
+                    await self._switch()
         value = self._current[self._position]
         self._position += 1
         if self._next is None and self._position >= len(self._current) // 2:

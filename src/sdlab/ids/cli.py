@@ -98,7 +98,9 @@ def gen(
             while left:
                 chunk = min(left, 100_000)
                 ids = await generators.make(kind.value, chunk, service=service)
-                sys.stdout.write("\n".join(map(str, ids)) + "\n")
+                # From a thread: a slow reader must not stop the event loop, which renews
+                # the machine id lease.
+                await asyncio.to_thread(sys.stdout.write, "\n".join(map(str, ids)) + "\n")
                 left -= chunk
         finally:
             await generators.close()

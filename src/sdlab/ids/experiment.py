@@ -128,7 +128,7 @@ class Throughput(Experiment):
                     _row("sdlab central, batches of 1,000", self.ids, time.perf_counter() - start)
                 )
             await client.close()
-        tickets = TicketServers([url, url])
+        tickets = TicketServers([url.rstrip("/") + f"/sdlab_bench_tickets_{i}" for i in (1, 2)])
         await tickets.create()
         with bench.progress("ticket servers", total=self.server_ids) as advance:
             start = time.perf_counter()

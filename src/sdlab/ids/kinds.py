@@ -33,6 +33,8 @@ def new_uuid7() -> int:
 def parse(text: str) -> int:
     """An id as typed: decimal, or a UUID / 32 hex digits, or a 26-character ULID."""
     text = text.strip()
+    if len(text) > 45:  # 2**128 has 39 digits; a UUID is 36 characters
+        raise InvalidId(f"{text[:20]}... is too long to be an id")
     if text.isdecimal():
         return int(text)
     try:
@@ -47,6 +49,15 @@ def parse(text: str) -> int:
 
 def decode(kind: str, value: int) -> Parts:
     """The parts of a `kind` id (snowflake, instagram, simple, ulid or uuid7)."""
+    try:
+        return _decode(kind, value)
+    except (ValueError, OverflowError) as exc:  # e.g. a time past the year 9999
+        if isinstance(exc, InvalidId):
+            raise
+        raise InvalidId(f"{value} does not decode as a {kind} id: {exc}") from None
+
+
+def _decode(kind: str, value: int) -> Parts:
     if kind in DECODABLE:
         return DECODABLE[kind].decode(value)
     if kind == "ulid":

@@ -16,8 +16,9 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
+from fastapi.responses import JSONResponse
 
 from sdlab.ids import kinds
 from sdlab.ids.central import BatchClient, CounterTable
@@ -25,9 +26,10 @@ from sdlab.ids.instagram import install as install_instagram
 from sdlab.ids.layout import InvalidId
 from sdlab.ids.lease import MachineLease
 from sdlab.ids.simple import SimpleGenerator
-from sdlab.ids.snowflake import Snowflake
-from sdlab.ids.tickets import TicketServers
+from sdlab.ids.snowflake import ClockMovedBackwards, Snowflake
+from sdlab.ids.tickets import NoTicketServer, TicketServers
 from sdlab.infra.services import redis
+from sdlab.locks import LockLost
 from sdlab.pool import MariaDB, Pool, PostgreSQL
 
 MAX_COUNT = 100_000
@@ -49,7 +51,7 @@ class Generators:
     machine: int | None = None
     ticket_urls: list[str] = field(default_factory=list)
     batch: int = 1000
-    _made: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
+    _made: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
     _closers: list[Any] = field(default_factory=list)
 
     async def make(self, kind: str, count: int, *, service: str = "default") -> list[int]:
@@ -58,7 +60,13 @@ class Generators:
         if kind == "uuid7":
             return [kinds.new_uuid7() for _ in range(count)]
         if kind in ("snowflake", "simple"):
-            return (await self._get(kind)).next_ids(count)  # type: ignore[no-any-return]
+            try:
+                if self.machine is None:
+                    (await self._get("lease")).check()
+                return (await self._get(kind)).next_ids(count)  # type: ignore[no-any-return]
+            except LockLost:
+                self._forget("lease", "snowflake", "simple")  # the next request leases anew
+                raise
         if kind == "central":
             client = await self._get(f"central:{service}")
             return await client.next_ids(count)  # type: ignore[no-any-return]
@@ -77,15 +85,21 @@ class Generators:
         """The thing called `key`, built once even if many requests ask at once (a
         build may itself _get another key)."""
         if key not in self._made:
-            future = self._made[key] = asyncio.get_running_loop().create_future()
-            try:
-                future.set_result(await self._build(key))
-            except BaseException as exc:
-                del self._made[key]
-                future.set_exception(exc)
-                future.exception()  # retrieved: the caller re-raises it below
-                raise
+            # Built in a task of its own: a caller that gives up does not cancel the
+            # build for the others waiting on it.
+            task = asyncio.get_running_loop().create_task(self._build(key))
+            self._made[key] = task
+
+            def forget_failure(done: asyncio.Future[Any]) -> None:
+                if done.cancelled() or done.exception() is not None:
+                    self._made.pop(key, None)  # the next request tries again
+
+            task.add_done_callback(forget_failure)
         return await asyncio.shield(self._made[key])
+
+    def _forget(self, *keys: str) -> None:
+        for key in keys:
+            self._made.pop(key, None)
 
     async def _machine(self) -> int:
         if self.machine is not None:
@@ -142,7 +156,10 @@ class Generators:
 
             return instagram
         if key == "ticket":
-            servers = TicketServers(self.ticket_urls or [self.mysql_url, self.mysql_url])
+            servers = TicketServers(
+                self.ticket_urls
+                or [self.mysql_url.rstrip("/") + f"/{DATABASE}_tickets_{i}" for i in (1, 2)]
+            )
             await servers.create()
             self._closers.append(servers.close)
             return servers.next_id
@@ -156,6 +173,14 @@ def create_app(generators: Generators) -> FastAPI:
         await generators.close()
 
     app = FastAPI(title="sdlab ids", lifespan=lifespan)
+
+    @app.exception_handler(LockLost)
+    @app.exception_handler(ClockMovedBackwards)
+    @app.exception_handler(NoTicketServer)
+    async def unavailable(request: Request, exc: Exception) -> JSONResponse:
+        """The generator cannot vouch for uniqueness right now: 503, try again."""
+        return JSONResponse(status_code=503, content={"detail": str(exc)})
+
     Count = Annotated[int, Query(ge=1, le=MAX_COUNT, description="How many ids.")]
 
     @app.get("/")

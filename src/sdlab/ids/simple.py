@@ -12,6 +12,7 @@ survives a power cut, not only a process crash. `experiment.py` measures both.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import threading
 import time
@@ -20,6 +21,10 @@ from pathlib import Path
 from sdlab.ids.layout import Layout, Parts
 
 SIMPLE = Layout("simple", 0, 48, 16, 64)
+
+
+class StateInUse(RuntimeError):
+    """Another generator holds the state file."""
 
 
 class SimpleGenerator:
@@ -35,6 +40,13 @@ class SimpleGenerator:
         self.save_every = save_every
         self.durable = durable
         self.saves = 0
+        # One generator per state file: a second one would hand out the same counters.
+        self._state_lock = open(self.state.with_name(self.state.name + ".lock"), "a")  # noqa: SIM115
+        try:
+            fcntl.flock(self._state_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._state_lock.close()
+            raise StateInUse(f"another generator is using {self.state}") from None
         self._counter = int(self.state.read_text()) if self.state.exists() else 0
         self._reserved = self._counter  # nothing reserved yet in this run
         self._node_part = machine << 64
@@ -63,12 +75,17 @@ class SimpleGenerator:
     def decode(self, value: int) -> Parts:
         return SIMPLE.decode(value)
 
+    def close(self) -> None:
+        """Let another generator use the state file."""
+        self._state_lock.close()
+
     def _reserve(self, block: int) -> None:
-        """Record that values below counter + block may be in use, before using them."""
-        self._reserved = self._counter + block
-        temporary = self.state.with_name(self.state.name + ".tmp")
+        """Record that values below counter + block may be in use, before using them
+        (if the save fails, nothing is handed out)."""
+        reserved = self._counter + block
+        temporary = self.state.with_name(f"{self.state.name}.{os.getpid()}.tmp")
         with open(temporary, "w") as out:
-            out.write(str(self._reserved))
+            out.write(str(reserved))
             if self.durable:
                 out.flush()
                 os.fsync(out.fileno())
@@ -79,4 +96,5 @@ class SimpleGenerator:
                 os.fsync(directory)
             finally:
                 os.close(directory)
+        self._reserved = reserved
         self.saves += 1

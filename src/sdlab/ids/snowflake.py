@@ -29,7 +29,7 @@ class ClockMovedBackwards(RuntimeError):
 class Snowflake:
     """A Snowflake generator for one machine id.
 
-    Not thread-safe by default (the lock would cost a third of its speed): use one per
+    Not thread-safe by default (a lock halves its speed): use one per
     thread or event loop, or pass `threadsafe=True` to share one between threads."""
 
     def __init__(
@@ -118,9 +118,9 @@ class Snowflake:
         return self.layout.decode(value)
 
     def _new_millisecond(self) -> None:
-        self._sequence = 0
         if self._check is not None:
-            self._check()  # raises if our machine id lease is gone
+            self._check()  # raises if our machine id lease is gone (state untouched)
+        self._sequence = 0
 
     def _next_millisecond(self) -> int:
         """Spin until the clock passes the last millisecond used (4,096 ids spent);
