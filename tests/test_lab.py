@@ -30,3 +30,12 @@ def test_lab_list_shows_the_roundtrip_experiment() -> None:
     done = sdlab("lab", "list")
     assert done.returncode == 0
     assert "roundtrip" in done.stdout
+
+
+def test_experiments_come_in_the_order_of_the_systems() -> None:
+    from sdlab import lab, systems
+
+    names = [system.name for system in [systems.FOUNDATION, *systems.SYSTEMS]]
+    ranks = [names.index(cls.system) for cls in lab.experiments().values() if cls.system in names]
+    assert ranks == sorted(ranks)
+    assert next(iter(lab.experiments())) == "roundtrip"

@@ -40,9 +40,15 @@ app = typer.Typer(
 
 
 def experiments() -> dict[str, type[Experiment]]:
-    """Every registered experiment, by name (importing each system's experiment module)."""
+    """Every registered experiment, by name (importing each system's experiment module),
+    the foundation's first, then in the order of the systems' catalogue."""
     systems.modules("experiment")
-    return dict(REGISTRY)
+    order = [system.name for system in [systems.FOUNDATION, *systems.SYSTEMS]]
+
+    def rank(cls: type[Experiment]) -> int:
+        return order.index(cls.system) if cls.system in order else len(order)
+
+    return {cls.name: cls for cls in sorted(REGISTRY.values(), key=rank)}
 
 
 def select(only: list[str] | None) -> list[type[Experiment]]:
