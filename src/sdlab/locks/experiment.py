@@ -29,35 +29,58 @@ from sdlab.locks.redlock import Redlock
 from sdlab.locks.sql_locks import MariaDBLock, PostgresLock
 
 Cycle = Callable[[], Awaitable[None]]  # acquire, then release, one lock object
+OpenCycle = Callable[[dict[str, Any], str], AbstractAsyncContextManager[Cycle]]
 
 
 @dataclass(frozen=True)
 class Contender:
     lock: str
     servers: str
-    make: Callable[[dict[str, Any], str], AbstractAsyncContextManager[Cycle]]
+    make: OpenCycle
     """An async context manager factory: (connections, lock name) -> cycle()."""
     concurrent: bool = True  # False for sync libraries: no contended run
 
 
-@asynccontextmanager
-async def _ours(conns: dict[str, Any], name: str) -> AsyncIterator[Cycle]:
-    async def cycle() -> None:
-        lock = RedisLock(conns["redis"], name, ttl=10)
-        await lock.acquire()
-        await lock.release()
-
-    yield cycle
+Lock = Any  # an object with async acquire() and release()
 
 
-@asynccontextmanager
-async def _redis_py(conns: dict[str, Any], name: str) -> AsyncIterator[Cycle]:
-    async def cycle() -> None:
-        lock = RedisPyLock(conns["redis"], name, timeout=10)
-        await lock.acquire()
-        await lock.release()
+def fresh(make: Callable[[dict[str, Any], str], Lock]) -> OpenCycle:
+    """Cycles that make a new lock object each time, as a request handler would."""
 
-    yield cycle
+    @asynccontextmanager
+    async def open_cycle(conns: dict[str, Any], name: str) -> AsyncIterator[Cycle]:
+        async def cycle() -> None:
+            lock = make(conns, name)
+            await lock.acquire()
+            await lock.release()
+
+        yield cycle
+
+    return open_cycle
+
+
+def per_task(make: Callable[[dict[str, Any], str], Lock]) -> OpenCycle:
+    """Cycles that keep one lock object (one database session) per task, as a user of a
+    session lock would; the sessions close at the end."""
+
+    @asynccontextmanager
+    async def open_cycle(conns: dict[str, Any], name: str) -> AsyncIterator[Cycle]:
+        sessions: dict[Any, Lock] = {}
+
+        async def cycle() -> None:
+            task = asyncio.current_task()
+            if task not in sessions:
+                sessions[task] = make(conns, name)
+            await sessions[task].acquire()
+            await sessions[task].release()
+
+        try:
+            yield cycle
+        finally:
+            for lock in sessions.values():
+                await lock.close()
+
+    return open_cycle
 
 
 @asynccontextmanager
@@ -75,16 +98,6 @@ async def _python_redis_lock(conns: dict[str, Any], name: str) -> AsyncIterator[
         client.close()
 
 
-@asynccontextmanager
-async def _our_redlock(conns: dict[str, Any], name: str) -> AsyncIterator[Cycle]:
-    async def cycle() -> None:
-        lock = Redlock(conns["quorum"], name, ttl=10)
-        await lock.acquire()
-        await lock.release()
-
-    yield cycle
-
-
 class OneByOneRedlock(Redlock):
     """The strawman: Redlock asking its servers one after another instead of at once."""
 
@@ -98,71 +111,33 @@ class OneByOneRedlock(Redlock):
         return answers
 
 
-@asynccontextmanager
-async def _one_by_one(conns: dict[str, Any], name: str) -> AsyncIterator[Cycle]:
-    async def cycle() -> None:
-        lock = OneByOneRedlock(conns["quorum"], name, ttl=10)
-        await lock.acquire()
-        await lock.release()
-
-    yield cycle
-
-
-@asynccontextmanager
-async def _pottery(conns: dict[str, Any], name: str) -> AsyncIterator[Cycle]:
-    async def cycle() -> None:
-        lock = AIORedlock(key=name, masters=conns["quorum"], auto_release_time=10)
-        await lock.acquire()
-        await lock.release()
-
-    yield cycle
-
-
-@asynccontextmanager
-async def _mariadb(conns: dict[str, Any], name: str) -> AsyncIterator[Cycle]:
-    sessions: dict[Any, MariaDBLock] = {}
-
-    async def cycle() -> None:  # one session per task, kept: as a user would
-        task = asyncio.current_task()
-        if task not in sessions:
-            sessions[task] = MariaDBLock(conns["mysql_url"], name)
-        await sessions[task].acquire()
-        await sessions[task].release()
-
-    try:
-        yield cycle
-    finally:
-        for lock in sessions.values():
-            await lock.close()
-
-
-@asynccontextmanager
-async def _postgres(conns: dict[str, Any], name: str) -> AsyncIterator[Cycle]:
-    sessions: dict[Any, PostgresLock] = {}
-
-    async def cycle() -> None:
-        task = asyncio.current_task()
-        if task not in sessions:
-            sessions[task] = PostgresLock(conns["postgres_url"], name)
-        await sessions[task].acquire()
-        await sessions[task].release()
-
-    try:
-        yield cycle
-    finally:
-        for lock in sessions.values():
-            await lock.close()
-
-
 CONTENDERS = [
-    Contender("sdlab RedisLock", "1 Redis", _ours),
-    Contender("redis-py Lock", "1 Redis", _redis_py),
+    Contender("sdlab RedisLock", "1 Redis", fresh(lambda c, n: RedisLock(c["redis"], n, ttl=10))),
+    Contender(
+        "redis-py Lock", "1 Redis", fresh(lambda c, n: RedisPyLock(c["redis"], n, timeout=10))
+    ),
     Contender("python-redis-lock", "1 Redis", _python_redis_lock, concurrent=False),
-    Contender("sdlab Redlock", "5 Redis", _our_redlock),
-    Contender("Redlock, servers asked one by one", "5 Redis", _one_by_one),
-    Contender("pottery AIORedlock", "5 Redis", _pottery),
-    Contender("sdlab MariaDBLock (GET_LOCK)", "MariaDB", _mariadb),
-    Contender("sdlab PostgresLock (advisory)", "PostgreSQL", _postgres),
+    Contender("sdlab Redlock", "5 Redis", fresh(lambda c, n: Redlock(c["quorum"], n, ttl=10))),
+    Contender(
+        "Redlock, servers asked one by one",
+        "5 Redis",
+        fresh(lambda c, n: OneByOneRedlock(c["quorum"], n, ttl=10)),
+    ),
+    Contender(
+        "pottery AIORedlock",
+        "5 Redis",
+        fresh(lambda c, n: AIORedlock(key=n, masters=c["quorum"], auto_release_time=10)),
+    ),
+    Contender(
+        "sdlab MariaDBLock (GET_LOCK)",
+        "MariaDB",
+        per_task(lambda c, n: MariaDBLock(c["mysql_url"], n)),
+    ),
+    Contender(
+        "sdlab PostgresLock (advisory)",
+        "PostgreSQL",
+        per_task(lambda c, n: PostgresLock(c["postgres_url"], n)),
+    ),
 ]
 
 
