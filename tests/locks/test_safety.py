@@ -124,3 +124,35 @@ async def test_fenced_writes_are_atomic_even_on_autocommit_connections(
             tokens = [base + i for i in range(1, 17)]
             await asyncio.gather(*(write(t) for t in tokens))
             assert await store.read(namespace) == (tokens[-1], f"v{tokens[-1]}")
+
+
+@pytest.mark.parametrize("kind", ["mysql", "postgres"])
+async def test_the_heartbeat_tells_a_holder_its_session_is_gone(
+    kind: str, mysql_url: str, postgres_url: str, namespace: str
+) -> None:
+    from sdlab.infra.services import mariadb, postgres
+    from sdlab.locks import MariaDBLock, PostgresLock
+
+    if kind == "mysql":
+        holder: Any = MariaDBLock(mysql_url, namespace, heartbeat=0.2)
+        await holder.acquire()
+        admin = await mariadb.connect(mysql_url, autocommit=True)
+        async with admin.cursor() as cur:
+            await cur.execute("SELECT IS_USED_LOCK(%s)", (namespace,))
+            (session,) = await cur.fetchone()
+            await cur.execute(f"KILL CONNECTION {int(session)}")  # a server-side end
+        await admin.ensure_closed()
+    else:
+        holder = PostgresLock(postgres_url, namespace, heartbeat=0.2)
+        await holder.acquire()
+        await asyncio.sleep(0.5)
+        assert holder.held  # the heartbeat finds it still ours
+        async with await postgres.connect(postgres_url, autocommit=True) as admin:
+            await admin.execute("SELECT pg_terminate_backend(%s)", (holder._conn.info.backend_pid,))
+    try:
+        await asyncio.wait_for(holder.lost.wait(), 2)  # told within a heartbeat or two
+        assert not holder.held
+        with pytest.raises(LockLost):
+            await holder.release()
+    finally:
+        await holder.close()
