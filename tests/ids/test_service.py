@@ -90,3 +90,23 @@ def test_the_command_line_makes_and_decodes() -> None:
     wrong = sdlab("ids", "decode", "banana")
     assert wrong.returncode == 1
     assert "not a decimal id" in wrong.stderr
+
+
+def test_two_simple_generators_on_one_state_file_are_refused(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    first = subprocess.Popen(
+        [sys.executable, "-m", "sdlab", "ids", "gen", "simple", "--machine", "5",
+         "--state-dir", str(tmp_path), "-n", "50000000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert first.stdout is not None
+        first.stdout.readline()  # it has the state file
+        second = sdlab("ids", "gen", "simple", "--machine", "5", "--state-dir", str(tmp_path))
+        assert second.returncode == 1
+        assert "another generator is using" in second.stderr
+    finally:
+        first.kill()
+        first.wait()

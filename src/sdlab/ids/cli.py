@@ -16,7 +16,12 @@ from sdlab.config import settings
 from sdlab.console import console, stderr
 from sdlab.ids import kinds
 from sdlab.ids.layout import InvalidId
+from sdlab.ids.lease import NoMachineId
 from sdlab.ids.service import Decodable, Generators, Kind, create_app
+from sdlab.ids.simple import StateInUse
+from sdlab.ids.snowflake import ClockMovedBackwards
+from sdlab.ids.tickets import NoTicketServer
+from sdlab.locks import LockLost
 
 app = typer.Typer(
     help="Distributed id generation (sdlab.ids): Snowflake, Instagram, Flickr ticket "
@@ -109,6 +114,9 @@ def gen(
         asyncio.run(run())
     except BrokenPipeError:  # `| head`: the reader has all it wanted
         sys.stderr.close()
+    except (StateInUse, LockLost, NoMachineId, NoTicketServer, ClockMovedBackwards) as exc:
+        stderr.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
 
 
 @app.command()
