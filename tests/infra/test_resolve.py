@@ -166,9 +166,20 @@ def test_missing_packages_without_root_say_how_to_install(monkeypatch) -> None:
     redis = infra.service("redis")
     monkeypatch.setattr(redis, "programs", missing)
     monkeypatch.setattr(resolve.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(resolve, "TOOLS", {})
     with pytest.raises(InfraError, match=r"sudo apt-get install .* redis-server"):
         resolve.install_missing([redis, infra.service("kafka")])
     assert resolve.install_missing([infra.service("kafka")]) == []  # nothing missing
+
+
+def test_missing_client_tools_are_installed_too(monkeypatch) -> None:
+    from sdlab.infra import resolve
+    from sdlab.infra.errors import InfraError
+
+    monkeypatch.setattr(resolve, "TOOLS", {"no-such-program-sdlab": "no-such-package-sdlab"})
+    monkeypatch.setattr(resolve.os, "geteuid", lambda: 1000)
+    with pytest.raises(InfraError, match=r"sudo apt-get install .* no-such-package-sdlab"):
+        resolve.install_missing([infra.service("kafka")])
 
 
 def test_infra_run_serves_until_interrupted(state_dir) -> None:

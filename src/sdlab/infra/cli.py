@@ -45,7 +45,11 @@ def up(
     ] = False,
     install: Annotated[
         bool,
-        typer.Option("--install", help="First apt-get install missing server packages (as root)."),
+        typer.Option(
+            "--install",
+            help="First apt-get install missing server packages and client tools "
+            "(chromium, redis-tools, wrk), as root.",
+        ),
     ] = False,
 ) -> None:
     """Make the services reachable, starting private instances where needed.

@@ -211,14 +211,27 @@ def down(report: Report = lambda _: None) -> list[Instance]:
     return stopped
 
 
+# Client programs the tests and experiments drive as a user would: a real browser for
+# the web pages, redis-cli and redis-benchmark against Redis-protocol servers, wrk for HTTP
+# load. Program -> the Debian package that has it.
+TOOLS = {
+    "chromium": "chromium",
+    "chromedriver": "chromium-driver",
+    "redis-benchmark": "redis-tools",
+    "wrk": "wrk",
+}
+
+
 def install_missing(services: Iterable[Service], report: Report = lambda _: None) -> list[str]:
-    """Install the Debian packages of services whose programs are missing (as root).
+    """Install the Debian packages of services whose programs are missing, and of the
+    client tools in TOOLS (as root).
 
     Returns the packages installed. Raises InfraError when some are missing and
     this process cannot install them.
     """
     needed = sorted(
         {svc.debian_package for svc in services if svc.debian_package and not _installed(svc)}
+        | {package for program, package in TOOLS.items() if shutil.which(program) is None}
     )
     if not needed:
         return []
