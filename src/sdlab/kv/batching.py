@@ -1,0 +1,105 @@
+"""Group commit: writes from many callers share one transaction, and each caller hears
+back only once that transaction has committed.
+
+One writer task takes everything queued (up to `max_batch`) and runs it as one
+transaction; while that commits, new writes queue up and form the next batch. There is
+no timer: under light load a batch is one write and waits for nothing, under heavy load
+batches grow by themselves to the number of writes that arrive during one commit.
+A single writer also keeps writes in the order they were submitted, so a client that
+pipelines `SET k 1` then `SET k 2` ends with 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any
+
+from sdlab.bench.latency import Latency
+from sdlab.kv import ops
+from sdlab.kv.backends import Backend
+from sdlab.kv.core import KVError, StoreClosed, now_ms
+
+logger = logging.getLogger("sdlab.kv")
+
+
+class GroupCommit:
+    """A queue of writes in front of a backend, drained one transaction at a time."""
+
+    def __init__(self, backend: Backend, *, max_batch: int = 1000) -> None:
+        self.backend = backend
+        self.max_batch = max_batch
+        self._queue: deque[tuple[ops.Write, asyncio.Future[Any]]] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.batches = 0
+        self.writes = 0
+        self.largest = 0
+        self.commit_time = Latency()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="kv-group-commit")
+
+    def submit(self, write: ops.Write) -> asyncio.Future[Any]:
+        """Queue a write now (not at the caller's next await); the future resolves after
+        its batch commits, with the write's result or its KVError."""
+        if self._closing or self._task is None:
+            raise StoreClosed("the store is closed")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append((write, future))
+        self._wake.set()
+        return future
+
+    async def _run(self) -> None:
+        while True:
+            while self._queue:
+                size = min(len(self._queue), self.max_batch)
+                await self._commit([self._queue.popleft() for _ in range(size)])
+            if self._closing:
+                return
+            await self._wake.wait()
+            self._wake.clear()
+
+    async def _commit(self, taken: list[tuple[ops.Write, asyncio.Future[Any]]]) -> None:
+        # A caller that gave up (cancelled) still has its write in the batch: it was
+        # accepted and may commit; it just hears nothing.
+        script = ops.batch(self.backend.dialect, [write for write, _ in taken], now_ms())
+        try:
+            with self.commit_time.time():
+                results = await self.backend.write(script)
+        except Exception as exc:  # the whole transaction failed: nobody's write is known
+            logger.warning("batch of %d writes failed: %s", len(taken), exc)
+            for _, future in taken:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        self.batches += 1
+        self.writes += len(taken)
+        self.largest = max(self.largest, len(taken))
+        for (_, future), result in zip(taken, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, KVError):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    async def close(self) -> None:
+        """Refuse new writes, commit those queued, stop."""
+        self._closing = True
+        if self._task is None:
+            return
+        self._wake.set()
+        await self._task  # it returns once the queue is empty and its batch committed
+        self._task = None
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "writes": self.writes,
+            "batches": self.batches,
+            "largest_batch": self.largest,
+            "mean_batch": round(self.writes / self.batches, 2) if self.batches else 0.0,
+            "queued": len(self._queue),
+        }

@@ -1,0 +1,242 @@
+"""Each operation as a script: a generator that yields SQL statements and is sent their
+results, with no I/O of its own. A backend runs a script on its driver (asyncmy,
+psycopg, or sqlite3 in a thread), so the rules are written once for three databases.
+
+    def get(d, now, key):
+        rows = (yield d.select(key)).rows
+        ...
+        return value
+
+Writes that must see the row first lock it (`SELECT ... FOR UPDATE`): a live row stays
+locked until the transaction ends. A missing row cannot be locked, so creating one is an
+insert that does nothing if the key appeared meanwhile, and then the script looks again.
+That keeps SET NX, INCR and friends right when several servers share one database, not
+only when one batcher serializes them.
+
+`batch()` runs many writes in one transaction (group commit), merging runs of plain SETs
+into multi-row upserts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from sdlab.kv.core import DELETED, KVError, add, alive, parse_int, prefix_end, ttl_ms
+from sdlab.kv.sql import Dialect, Result, Row, Stmt
+
+T = TypeVar("T")
+Script = Generator[Stmt, Result, T]
+
+ROWS_PER_STATEMENT = 500
+BYTES_PER_STATEMENT = 4 * 1024 * 1024  # well under MariaDB's default max_allowed_packet
+
+
+class Write(Protocol):
+    """A write request, queued for a batch."""
+
+    def script(self, d: Dialect, now: int) -> Script[Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    """SET without conditions, or MSET: runs of these merge into multi-row upserts."""
+
+    rows: tuple[Row, ...]
+
+    def script(self, d: Dialect, now: int) -> Script[bool]:
+        yield from put(d, self.rows)
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class SetIf:
+    """SET with NX, XX or KEEPTTL; True if the value was stored."""
+
+    key: bytes
+    value: bytes
+    expires_at: int | None
+    nx: bool = False
+    xx: bool = False
+    keep_ttl: bool = False
+
+    def script(self, d: Dialect, now: int) -> Script[bool]:
+        while True:
+            rows = (yield d.select(self.key, lock=True)).rows
+            if rows:
+                old_expiry = rows[0][1]
+                exists = alive(old_expiry, now)
+                if (self.nx and exists) or (self.xx and not exists):
+                    return False
+                expiry = old_expiry if self.keep_ttl and exists else self.expires_at
+                yield d.update(self.key, self.value, expiry)
+                return True
+            if self.xx:
+                return False
+            if (yield d.insert_if_absent((self.key, self.value, self.expires_at))).rowcount:
+                return True
+            # Another transaction created the key meanwhile: look again (and lock it).
+
+
+@dataclass(frozen=True, slots=True)
+class Incr:
+    """INCRBY: the new value; NotAnInteger before anything is written."""
+
+    key: bytes
+    by: int
+
+    def script(self, d: Dialect, now: int) -> Script[int]:
+        while True:
+            rows = (yield d.select(self.key, lock=True)).rows
+            if rows and alive(rows[0][1], now):
+                value = add(parse_int(bytes(rows[0][0])), self.by)
+                yield d.update_value(self.key, b"%d" % value)  # the expiry stays, as in Redis
+                return value
+            if rows:  # expired, not yet swept: it counts from zero, with no expiry
+                yield d.update(self.key, b"%d" % self.by, None)
+                return self.by
+            if (yield d.insert_if_absent((self.key, b"%d" % self.by, None))).rowcount:
+                return self.by
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """DEL: how many of the keys were alive."""
+
+    keys: tuple[bytes, ...]
+
+    def script(self, d: Dialect, now: int) -> Script[int]:
+        deleted = 0
+        for chunk in chunks(sorted(set(self.keys))):  # sorted: locks taken in one order
+            deleted += (yield d.delete_alive(chunk, now, DELETED)).rowcount
+        return deleted
+
+
+@dataclass(frozen=True, slots=True)
+class Expire:
+    """EXPIRE/PEXPIRE at an absolute time (a time already past deletes the key)."""
+
+    key: bytes
+    expires_at: int
+
+    def script(self, d: Dialect, now: int) -> Script[bool]:
+        rows = (yield d.select(self.key, lock=True)).rows
+        if not rows or not alive(rows[0][1], now):
+            return False
+        expiry = self.expires_at if self.expires_at > now else DELETED
+        yield d.update_expiry(self.key, expiry)
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Persist:
+    """PERSIST: True if the key had an expiry and now has none."""
+
+    key: bytes
+
+    def script(self, d: Dialect, now: int) -> Script[bool]:
+        rows = (yield d.select(self.key, lock=True)).rows
+        if not rows or rows[0][1] is None or not alive(rows[0][1], now):
+            return False
+        yield d.update_expiry(self.key, None)
+        return True
+
+
+def batch(d: Dialect, writes: Sequence[Write], now: int) -> Script[list[Any]]:
+    """Every write of a batch, in order, in the caller's one transaction. Each gets its
+    result, or the KVError it raised (a script raises before it writes anything)."""
+    results: list[Any] = []
+    puts: dict[bytes, Row] = {}  # a run of plain SETs: the last value of each key wins
+    for write in writes:
+        if isinstance(write, Put):
+            for row in write.rows:
+                puts[row[0]] = row
+            results.append(True)
+            continue
+        if puts:
+            yield from put(d, list(puts.values()))
+            puts.clear()
+        try:
+            results.append((yield from write.script(d, now)))
+        except KVError as exc:
+            results.append(exc)
+    if puts:
+        yield from put(d, list(puts.values()))
+    return results
+
+
+def put(d: Dialect, rows: Sequence[Row]) -> Script[None]:
+    """Upsert rows with distinct keys, a few hundred per statement."""
+    start = 0
+    while start < len(rows):
+        size, end = 0, start
+        while end < len(rows) and end - start < ROWS_PER_STATEMENT:
+            size += len(rows[end][0]) + len(rows[end][1])
+            end += 1
+            if size >= BYTES_PER_STATEMENT:
+                break
+        yield d.upsert(rows[start:end])
+        start = end
+
+
+# Reads: one statement each, outside any batch.
+
+
+def get(d: Dialect, now: int, key: bytes) -> Script[bytes | None]:
+    rows = (yield d.select(key)).rows
+    if rows and alive(rows[0][1], now):
+        return bytes(rows[0][0])
+    return None
+
+
+def mget(d: Dialect, now: int, keys: Sequence[bytes]) -> Script[list[bytes | None]]:
+    found = yield from _alive(d, now, keys)
+    return [found.get(key) for key in keys]
+
+
+def exists(d: Dialect, now: int, keys: Sequence[bytes]) -> Script[int]:
+    """How many of the keys exist, a key named twice counted twice (as Redis does)."""
+    found = yield from _alive(d, now, keys)
+    return sum(key in found for key in keys)
+
+
+def pttl(d: Dialect, now: int, key: bytes) -> Script[int]:
+    """Milliseconds to live; -1 for no expiry, -2 for no key."""
+    rows = (yield d.select(key)).rows
+    if not rows or not alive(rows[0][1], now):
+        return -2
+    return ttl_ms(rows[0][1], now)
+
+
+def scan(
+    d: Dialect, now: int, prefix: bytes, after: bytes | None, count: int
+) -> Script[tuple[list[bytes], bytes | None]]:
+    """Up to `count` live keys starting with `prefix`, after `after`, in key order, and
+    the key to continue after (None: the scan is complete)."""
+    rows = (yield d.scan(prefix, prefix_end(prefix), after, now, count)).rows
+    keys = [bytes(row[0]) for row in rows]
+    return keys, (keys[-1] if len(keys) == count else None)
+
+
+def count(d: Dialect, now: int) -> Script[int]:
+    rows = (yield d.count_alive(now)).rows
+    return int(rows[0][0])
+
+
+def sweep(d: Dialect, now: int, limit: int) -> Script[int]:
+    return (yield d.sweep(now, limit)).rowcount
+
+
+def _alive(d: Dialect, now: int, keys: Sequence[bytes]) -> Script[dict[bytes, bytes]]:
+    found: dict[bytes, bytes] = {}
+    for chunk in chunks(sorted(set(keys))):
+        for key, value, expires_at in (yield d.select_many(chunk)).rows:
+            if alive(expires_at, now):
+                found[bytes(key)] = bytes(value)
+    return found
+
+
+def chunks(items: Sequence[T], size: int = ROWS_PER_STATEMENT) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,243 @@
+"""`Store`: the key-value store's API, on one table of a relational database.
+
+    async with Store("sqlite:///kv.sqlite3") as kv:
+        await kv.set("greeting", "hello", ttl=60)
+        await kv.get("greeting")          # b'hello'
+
+Keys and values are bytes (text is stored as UTF-8). Reads go straight to the database
+and treat an expired row as absent. Writes go through group commit (`batching.py`)
+unless `group_commit=False`, which gives each write a transaction of its own (the naive
+way, kept for comparison). A background sweeper (`sweeper.py`) removes expired rows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any, Self, TypeVar
+
+from sdlab.kv import ops
+from sdlab.kv.backends import Backend, backend_for
+from sdlab.kv.batching import GroupCommit
+from sdlab.kv.core import (
+    DEFAULT_MAX_VALUE,
+    InvalidTTL,
+    Key,
+    StoreClosed,
+    Value,
+    as_key,
+    as_value,
+    now_ms,
+)
+from sdlab.kv.sweeper import Sweeper
+
+T = TypeVar("T")
+
+
+class Store:
+    """A key-value store in one table of SQLite, MariaDB or PostgreSQL."""
+
+    def __init__(
+        self,
+        url: str = "sqlite://",
+        *,
+        group_commit: bool = True,
+        max_batch: int = 1000,
+        max_value: int = DEFAULT_MAX_VALUE,
+        sweep_interval: float = 1.0,
+        sweep_batch: int = 500,
+        pool_size: int = 10,
+    ) -> None:
+        """
+        url: the backend (`sqlite:///FILE`, `sqlite://` for memory, `mysql://...`,
+            `postgresql://...`; `?table=NAME` for another table than kv_store).
+        group_commit: batch concurrent writes into one transaction (False: one each).
+        max_batch: the most writes in one transaction.
+        max_value: the longest value accepted, in bytes (longer: ValueTooLarge).
+        sweep_interval, sweep_batch: how often the sweeper runs, and how many expired
+            rows it removes per statement (None interval: no sweeper).
+        pool_size: connections to MariaDB or PostgreSQL.
+        """
+        self.url = url
+        self.max_value = max_value
+        self.group_commit = group_commit
+        self.backend: Backend = backend_for(url, pool_size=pool_size)
+        self._batcher = GroupCommit(self.backend, max_batch=max_batch) if group_commit else None
+        self._sweeper = Sweeper(self.backend, interval=sweep_interval, batch=sweep_batch)
+        self._sweeping = sweep_interval > 0
+        self._open = False
+        self.naive_writes = 0
+
+    async def open(self) -> None:
+        await self.backend.open()
+        if self._batcher is not None:
+            self._batcher.start()
+        if self._sweeping:
+            self._sweeper.start()
+        self._open = True
+
+    async def close(self) -> None:
+        """Stop the sweeper, commit the writes already queued, close the connections."""
+        if not self._open:
+            return
+        self._open = False
+        await self._sweeper.close()
+        if self._batcher is not None:
+            await self._batcher.close()
+        await self.backend.close()
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        mode = "group commit" if self.group_commit else "one transaction per write"
+        return f"Store({self.backend.name}, {mode})"
+
+    # Writes
+
+    async def apply(self, write: ops.Write) -> Any:
+        """Run one write (an `ops` object); return once it is committed. The write is
+        queued when this coroutine starts, so writes started in order commit in order."""
+        if self._batcher is not None:
+            return await self._batcher.submit(write)
+        if not self._open:
+            raise StoreClosed("the store is closed")
+        self.naive_writes += 1
+        return await self.backend.write(write.script(self.backend.dialect, now_ms()))
+
+    async def set(
+        self,
+        key: Key,
+        value: Value,
+        ttl: float | None = None,
+        *,
+        nx: bool = False,
+        xx: bool = False,
+        keep_ttl: bool = False,
+    ) -> bool:
+        """Store a value; with `ttl` (seconds) it expires. `nx`: only if the key does not
+        exist; `xx`: only if it does; `keep_ttl`: keep the key's expiry. True if stored."""
+        row_key, row_value = as_key(key), as_value(value, self.max_value)
+        expires_at = None if ttl is None else now_ms() + _ms(ttl)
+        if nx and xx:
+            raise ValueError("nx and xx exclude each other")
+        if not (nx or xx or keep_ttl):
+            return bool(await self.apply(ops.Put(((row_key, row_value, expires_at),))))
+        write = ops.SetIf(row_key, row_value, expires_at, nx=nx, xx=xx, keep_ttl=keep_ttl)
+        return bool(await self.apply(write))
+
+    async def mset(self, items: Mapping[Key, Value] | Iterable[tuple[Key, Value]]) -> None:
+        """Store several values at once (atomically), none of them expiring."""
+        pairs = items.items() if isinstance(items, Mapping) else items
+        rows = tuple((as_key(k), as_value(v, self.max_value), None) for k, v in pairs)
+        if rows:
+            await self.apply(ops.Put(rows))
+
+    async def delete(self, *keys: Key) -> int:
+        """Delete keys; how many existed."""
+        return int(await self.apply(ops.Delete(tuple(as_key(k) for k in keys))))
+
+    async def incr(self, key: Key, by: int = 1) -> int:
+        """Add `by` to an integer value (a missing key counts as 0); the new value.
+        NotAnInteger if the value is not a 64-bit decimal integer, or would overflow."""
+        return int(await self.apply(ops.Incr(as_key(key), by)))
+
+    async def expire(self, key: Key, ttl: float) -> bool:
+        """Let a key expire `ttl` seconds from now (0 or less: delete it). True if the
+        key exists."""
+        return await self.expire_at(key, now_ms() + math.ceil(ttl * 1000))
+
+    async def expire_at(self, key: Key, when_ms: int) -> bool:
+        """Let a key expire at a time (ms since the epoch). True if the key exists."""
+        return bool(await self.apply(ops.Expire(as_key(key), when_ms)))
+
+    async def persist(self, key: Key) -> bool:
+        """Remove a key's expiry. True if it had one."""
+        return bool(await self.apply(ops.Persist(as_key(key))))
+
+    # Reads
+
+    async def read(self, script: ops.Script[T]) -> T:
+        """Run a read script (`ops.get(...)`, say) on the backend."""
+        if not self._open:
+            raise StoreClosed("the store is closed")
+        return await self.backend.read(script)
+
+    def _d(self) -> Any:
+        return self.backend.dialect
+
+    async def get(self, key: Key) -> bytes | None:
+        """The value, or None if the key does not exist or has expired."""
+        return await self.read(ops.get(self._d(), now_ms(), as_key(key)))
+
+    async def mget(self, keys: Iterable[Key]) -> list[bytes | None]:
+        """The values of several keys, None for each missing one."""
+        return await self.read(ops.mget(self._d(), now_ms(), [as_key(k) for k in keys]))
+
+    async def exists(self, *keys: Key) -> int:
+        """How many of the keys exist (a key given twice counts twice)."""
+        return await self.read(ops.exists(self._d(), now_ms(), [as_key(k) for k in keys]))
+
+    async def pttl(self, key: Key) -> int:
+        """Milliseconds before the key expires: -1 if it never does, -2 if there is no key."""
+        return await self.read(ops.pttl(self._d(), now_ms(), as_key(key)))
+
+    async def ttl(self, key: Key) -> int:
+        """Seconds before the key expires, rounded as Redis does; -1 never, -2 no key."""
+        left = await self.pttl(key)
+        return left if left < 0 else (left + 500) // 1000
+
+    async def scan(
+        self, prefix: Key = b"", *, after: Key | None = None, count: int = 100
+    ) -> tuple[list[bytes], bytes | None]:
+        """Up to `count` keys that start with `prefix`, in byte order, after the key
+        `after`; and the key to pass as `after` next time (None when done)."""
+        raw_prefix = prefix.encode() if isinstance(prefix, str) else bytes(prefix)
+        raw_after = None if after is None else as_key(after)
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        return await self.read(ops.scan(self._d(), now_ms(), raw_prefix, raw_after, count))
+
+    async def keys(self, prefix: Key = b"", *, count: int = 500) -> AsyncIterator[bytes]:
+        """Every key that starts with `prefix`, page by page."""
+        after: bytes | None = None
+        while True:
+            page, after = await self.scan(prefix, after=after, count=count)
+            for key in page:
+                yield key
+            if after is None:
+                return
+
+    async def size(self) -> int:
+        """How many live keys there are (counts the table: slow on a large one)."""
+        return await self.read(ops.count(self._d(), now_ms()))
+
+    # Upkeep
+
+    async def sweep(self) -> int:
+        """Remove expired rows now (the sweeper does it every `sweep_interval`)."""
+        return await self._sweeper.sweep()
+
+    def stats(self) -> dict[str, Any]:
+        """Writes and batches so far, and rows swept."""
+        batching = (
+            self._batcher.stats()
+            if self._batcher is not None
+            else {"writes": self.naive_writes, "batches": self.naive_writes}
+        )
+        return {
+            "backend": self.backend.name,
+            "group_commit": self.group_commit,
+            **batching,
+            "swept": self._sweeper.swept,
+        }
+
+
+def _ms(ttl: float) -> int:
+    if not isinstance(ttl, int | float) or not ttl > 0 or math.isinf(ttl):
+        raise InvalidTTL(f"a time to live is a positive number of seconds, not {ttl!r}")
+    return max(1, math.ceil(ttl * 1000))
