@@ -23,12 +23,13 @@ from sdlab.kv.core import (
     StoreClosed,
     ValueTooLarge,
 )
-from sdlab.kv.store import Store
+from sdlab.kv.store import BackendUnavailable, Store
 
 __all__ = [
     "DEFAULT_MAX_VALUE",
     "MAX_KEY_BYTES",
     "Backend",
+    "BackendUnavailable",
     "InvalidKey",
     "InvalidTTL",
     "KVError",

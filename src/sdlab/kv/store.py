@@ -23,6 +23,7 @@ from sdlab.kv.core import (
     DEFAULT_MAX_VALUE,
     InvalidTTL,
     Key,
+    KVError,
     StoreClosed,
     Value,
     as_key,
@@ -32,6 +33,10 @@ from sdlab.kv.core import (
 from sdlab.kv.sweeper import Sweeper
 
 T = TypeVar("T")
+
+
+class BackendUnavailable(KVError):
+    """The database could not be reached (or the table not created) on open."""
 
 
 class Store:
@@ -69,7 +74,10 @@ class Store:
         self.naive_writes = 0
 
     async def open(self) -> None:
-        await self.backend.open()
+        try:
+            await self.backend.open()
+        except Exception as exc:
+            raise BackendUnavailable(f"{self.backend.name}: {exc}") from exc
         if self._batcher is not None:
             self._batcher.start()
         if self._sweeping:

@@ -1,0 +1,135 @@
+"""`sdlab kv`: serve the key-value store over HTTP and the Redis protocol; measure it."""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sdlab import lab
+from sdlab.config import settings
+from sdlab.console import console, stderr
+from sdlab.kv.core import DEFAULT_MAX_VALUE, KVError
+from sdlab.kv.service import serve as serve_store
+from sdlab.kv.store import Store
+
+app = typer.Typer(
+    help="A key-value store on a relational database (sdlab.kv), speaking HTTP and the "
+    "Redis protocol, with group commit.\n\nThe library is `from sdlab.kv import Store`; "
+    "see docs/kv.md.",
+    no_args_is_help=True,
+)
+
+
+def default_backend() -> str:
+    return f"sqlite:///{settings().state_dir / 'kv' / 'kv.sqlite3'}"
+
+
+@app.command()
+def serve(
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            help="Where the table lives: sqlite:///FILE, sqlite:// (memory), "
+            "mysql://USER@HOST:PORT/DB, postgresql://USER@HOST:PORT/DB; add ?table=NAME "
+            "for another table than kv_store. Default: <SDLAB_STATE_DIR>/kv/kv.sqlite3."
+        ),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    http_port: Annotated[
+        int, typer.Option(min=0, max=65535, help="HTTP port (0: any free one).")
+    ] = 8080,
+    resp_port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Redis-protocol port (0: any free one).")
+    ] = 6380,
+    http: Annotated[bool, typer.Option(help="Serve HTTP.")] = True,
+    resp: Annotated[bool, typer.Option(help="Serve the Redis protocol.")] = True,
+    naive: Annotated[
+        bool,
+        typer.Option(
+            "--naive", help="One transaction per write, no group commit (for comparison)."
+        ),
+    ] = False,
+    max_value: Annotated[
+        int, typer.Option(min=1, help="Longest value accepted, in bytes.")
+    ] = DEFAULT_MAX_VALUE,
+    sweep_interval: Annotated[
+        float, typer.Option(min=0, help="Seconds between sweeps of expired rows (0: never).")
+    ] = 1.0,
+    pool_size: Annotated[
+        int, typer.Option(min=1, help="Connections to MariaDB or PostgreSQL.")
+    ] = 10,
+) -> None:
+    """Serve one store over HTTP and the Redis protocol until Ctrl-C (or SIGTERM).
+
+    redis-cli, redis-py and redis-benchmark work against the Redis port unchanged:
+    GET, SET (EX/PX/EXAT/PXAT/NX/XX/KEEPTTL), DEL, EXISTS, EXPIRE, TTL, PERSIST, INCR,
+    MGET, MSET, SCAN, and PING, ECHO, SELECT 0, INFO, COMMAND, QUIT. A write is
+    answered once its transaction has committed.
+
+    Examples:
+
+      sdlab kv serve
+
+      sdlab kv serve --backend mysql://root@127.0.0.1:3306/sdlab_kv --resp-port 6380
+
+      redis-cli -p 6380 set greeting hello EX 60
+
+      curl -X PUT --data-binary hello 'localhost:8080/keys/greeting?ttl=60'
+    """
+    url = backend or default_backend()
+    store = Store(
+        url,
+        group_commit=not naive,
+        max_value=max_value,
+        sweep_interval=sweep_interval,
+        pool_size=pool_size,
+    )
+
+    def ready(ports: dict[str, int]) -> None:
+        where = []
+        if "http" in ports:
+            where.append(f"HTTP on http://{host}:{ports['http']}")
+        if "resp" in ports:
+            where.append(f"Redis protocol on redis://{host}:{ports['resp']}")
+        mode = "one transaction per write" if naive else "group commit"
+        console.print(f"kv ({store.backend.name}, {mode}): {', '.join(where)}", highlight=False)
+
+    try:
+        asyncio.run(
+            serve_store(
+                store,
+                host=host,
+                http_port=http_port if http else None,
+                resp_port=resp_port if resp else None,
+                ready=ready,
+            )
+        )
+    except (KVError, OSError) as exc:
+        stderr.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def bench(
+    quick: Annotated[bool, typer.Option("--quick", help="Small sizes: under a minute.")] = False,
+    out: Annotated[Path | None, typer.Option(help="Report folder.")] = None,
+) -> None:
+    """redis-benchmark -t set,get at 50 clients against our server on SQLite, MariaDB
+    and PostgreSQL, with group commit and without (one transaction per write), and
+    against a private real Redis as the ceiling.
+
+    Examples:
+
+      sdlab kv bench --quick
+
+      sdlab kv bench --out /tmp/kv-report
+    """
+    from sdlab.kv.experiment import Throughput
+
+    chosen = Throughput.quick() if quick else Throughput()
+    lab.run_and_exit([chosen], quick=quick, out=out, command=shlex.join(["sdlab", *sys.argv[1:]]))

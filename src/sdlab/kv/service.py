@@ -1,0 +1,186 @@
+"""The HTTP API, and `serve()`: one store behind both HTTP and the Redis protocol.
+
+    GET    /keys/{key}                   the value, raw (404 if missing or expired)
+    PUT    /keys/{key}?ttl=S&nx=&xx=     store the request body (413 if over the limit,
+                                         412 if nx/xx is not met)
+    DELETE /keys/{key}                   204, or 404 if there was no such key
+    GET    /keys?prefix=&after=&limit=   keys in byte order, and where to continue
+    GET    /stats                        the backend, writes, batches, rows swept
+
+A key is the rest of the path, slashes included, as UTF-8; one that is too long is a 422.
+Values are bytes both ways (`application/octet-stream`); the time to live of a value
+comes back in the `X-TTL` header (seconds, -1 for none). Every error is JSON with a
+`detail`. (No `from __future__ import annotations`: FastAPI reads them at run time.)
+"""
+
+import asyncio
+import contextlib
+import signal
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from sdlab.kv.core import InvalidKey, InvalidTTL, KVError, ValueTooLarge, as_key
+from sdlab.kv.server import RespServer
+from sdlab.kv.store import Store
+
+MAX_SCAN = 10_000
+
+
+class NotFound(KVError):
+    pass
+
+
+def create_app(store: Store, *, manage: bool = False) -> FastAPI:
+    """The HTTP API over `store`; with `manage`, the app opens and closes the store."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if manage:
+            await store.open()
+        try:
+            yield
+        finally:
+            if manage:
+                await store.close()
+
+    app = FastAPI(title="sdlab kv", lifespan=lifespan)
+
+    @app.exception_handler(InvalidKey)
+    @app.exception_handler(InvalidTTL)
+    async def unprocessable(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": str(exc)})
+
+    @app.exception_handler(ValueTooLarge)
+    async def too_large(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(status_code=413, content={"detail": str(exc)})
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(status_code=404, content={"detail": str(exc)})
+
+    @app.get("/keys/{key:path}", responses={404: {"description": "no such key"}})
+    async def get_key(key: str) -> Response:
+        raw = as_key(key)
+        value = await store.get(raw)
+        if value is None:
+            raise NotFound(f"no key {key!r} (never set, deleted, or expired)")
+        ttl = await store.ttl(raw)
+        headers = {"X-TTL": str(ttl)} if ttl != -2 else {}
+        return Response(value, media_type="application/octet-stream", headers=headers)
+
+    @app.put("/keys/{key:path}", responses={412: {}, 413: {}, 422: {}})
+    async def put_key(
+        key: str,
+        request: Request,
+        ttl: Annotated[float | None, Query(gt=0, description="Seconds to live.")] = None,
+        nx: Annotated[bool, Query(description="Only if the key does not exist.")] = False,
+        xx: Annotated[bool, Query(description="Only if the key exists.")] = False,
+    ) -> JSONResponse:
+        raw = as_key(key)
+        if nx and xx:
+            raise InvalidTTL("nx and xx exclude each other")
+        value = await _body(request, store.max_value)
+        stored = await store.set(raw, value, ttl, nx=nx, xx=xx)
+        if not stored:
+            condition = "exists already" if nx else "does not exist"
+            return JSONResponse(
+                status_code=412,
+                content={
+                    "detail": f"not stored: the key {key!r} {condition} (asked: "
+                    f"{'nx' if nx else 'xx'})"
+                },
+            )
+        return JSONResponse({"key": key, "stored": True, "bytes": len(value), "ttl": ttl})
+
+    @app.delete("/keys/{key:path}", status_code=204, responses={404: {}})
+    async def delete_key(key: str) -> Response:
+        if not await store.delete(as_key(key)):
+            raise NotFound(f"no key {key!r} to delete")
+        return Response(status_code=204)
+
+    @app.get("/keys")
+    async def list_keys(
+        prefix: str = "",
+        after: Annotated[str | None, Query(description="The `next` of the last page.")] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_SCAN)] = 100,
+    ) -> dict[str, Any]:
+        keys, following = await store.scan(prefix, after=after or None, count=limit)
+        text = [k.decode("utf-8", "backslashreplace") for k in keys]
+        return {
+            "keys": text,
+            "next": None if following is None else following.decode("utf-8", "backslashreplace"),
+        }
+
+    @app.get("/stats")
+    async def stats() -> dict[str, Any]:
+        return store.stats()
+
+    return app
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The request body, refused with ValueTooLarge as soon as it passes `limit`."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ValueTooLarge(f"a value is at most {limit} bytes, this one is {declared}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ValueTooLarge(f"a value is at most {limit} bytes, this one is longer")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def serve(
+    store: Store,
+    *,
+    host: str = "127.0.0.1",
+    http_port: int | None = 8080,
+    resp_port: int | None = 6380,
+    ready: Callable[[dict[str, int]], None] | None = None,
+) -> None:
+    """Open `store`, serve it over HTTP and RESP (a port of None: not that one) until
+    SIGINT or SIGTERM, then stop taking requests, commit what is queued, and close."""
+    import uvicorn
+
+    await store.open()
+    resp: RespServer | None = None
+    try:
+        ports: dict[str, int] = {}
+        if resp_port is not None:
+            resp = RespServer(store, host=host, port=resp_port)
+            await resp.start()
+            ports["resp"] = resp.port
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        if http_port is not None:
+            config = uvicorn.Config(
+                create_app(store), host=host, port=http_port, log_level="warning", lifespan="on"
+            )
+            http = uvicorn.Server(config)
+            http.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+            # Bound here, so that a port in use is an OSError now, and connections wait in
+            # the backlog until uvicorn accepts them.
+            listening = socket.create_server((host, http_port))
+            ports["http"] = listening.getsockname()[1]
+            task = loop.create_task(http.serve(sockets=[listening]))
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if ready is not None:
+            ready(ports)
+        await stop.wait()
+        if http_port is not None:
+            http.should_exit = True
+            with contextlib.suppress(Exception):
+                await task
+    finally:
+        if resp is not None:
+            await resp.close()
+        await store.close()
