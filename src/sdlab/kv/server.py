@@ -235,6 +235,8 @@ class Connection:
         if (found.arity > 0 and len(args) != found.arity) or len(args) < -found.arity:
             self._reply_now(Error(f"ERR wrong number of arguments for '{name}' command"))
             return
+        if found.name == "quit":  # nothing after it is read, let alone run
+            self.closing = True
         if found.kind == "none":
             gate = None
         else:
@@ -343,8 +345,7 @@ async def select(session: Session, args: list[bytes]) -> Reply:
 
 @command(1, "none")
 async def quit_(session: Session, args: list[bytes]) -> Reply:
-    session.connection.closing = True
-    return OK
+    return OK  # the connection stops reading when it sees QUIT, and closes once replied
 
 
 @command(-1, "none")

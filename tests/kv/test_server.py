@@ -1,0 +1,179 @@
+"""The Redis-protocol server, with redis-py, redis-cli and raw sockets as clients."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from sdlab.kv import Store
+from sdlab.kv.resp import request
+from sdlab.kv.server import RespServer
+
+
+@pytest.fixture
+async def server(backend_url: str) -> AsyncIterator[RespServer]:
+    async with Store(backend_url, sweep_interval=0) as kv:
+        server = RespServer(kv, port=0)
+        await server.start()
+        yield server
+        await server.close()
+
+
+@pytest.fixture
+async def client(server: RespServer) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis(port=server.port)  # redis-py 8: HELLO 3, then RESP3
+    yield client
+    await client.aclose()
+
+
+async def test_redis_py_commands(client: aioredis.Redis) -> None:
+    assert await client.ping()
+    assert await client.set("k", b"\x00\xffv")
+    assert await client.get("k") == b"\x00\xffv"
+    assert await client.get("missing") is None
+    assert await client.set("k", "x", nx=True) is None
+    assert await client.set("k", "y", xx=True, ex=100)
+    assert 99 <= await client.ttl("k") <= 100
+    assert await client.persist("k")
+    assert await client.ttl("k") == -1
+    assert await client.set("p", "v", px=50)
+    await asyncio.sleep(0.1)
+    assert await client.get("p") is None
+    assert await client.incr("n") == 1
+    assert await client.incrby("n", 10) == 11
+    assert await client.decr("n") == 10
+    with pytest.raises(ResponseError, match="not an integer"):
+        await client.incr("k")
+    assert await client.mset({"a": "1", "b": "2"})
+    assert await client.mget("a", "zz", "b") == [b"1", None, b"2"]
+    assert await client.exists("a", "b", "zz") == 2
+    assert await client.delete("a", "zz") == 1
+    assert await client.expire("b", 10)
+    assert await client.pttl("b") > 9000
+    assert await client.echo("hi") == b"hi"
+    assert await client.execute_command("SELECT", 0)
+    with pytest.raises(ResponseError, match="out of range"):
+        await client.execute_command("SELECT", 1)
+    assert (await client.info())["redis_version"]
+    assert await client.dbsize() == 3  # k, n, b
+    assert await client.type("k") == b"string"
+
+
+async def test_resp2_clients_too(server: RespServer) -> None:
+    client = aioredis.Redis(port=server.port, protocol=2)
+    try:
+        assert await client.get("missing") is None
+        assert await client.config_get("appendonly") == {"appendonly": "no"}
+    finally:
+        await client.aclose()
+
+
+async def test_scan_with_match_and_count(client: aioredis.Redis) -> None:
+    await client.mset({f"user:{i}": "x" for i in range(30)} | {"other": "x", "user;": "x"})
+    found = [key async for key in client.scan_iter(match="user:*", count=7)]
+    assert sorted(found) == sorted(f"user:{i}".encode() for i in range(30))
+    assert [k async for k in client.scan_iter(match="user:1?")] == [
+        f"user:{i}".encode() for i in range(10, 20)
+    ]
+    with pytest.raises(ResponseError, match="invalid cursor"):
+        await client.scan(cursor=12345)
+
+
+async def test_a_pipeline_sees_its_own_writes_in_order(client: aioredis.Redis) -> None:
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.set("k", 1).get("k").incr("k").get("k").set("k", "x").get("k").delete("k")
+        pipe.get("k").incr("k").incr("k").exists("k")
+        assert await pipe.execute() == [True, b"1", 2, b"2", True, b"x", 1, None, 1, 2, 1]
+
+
+async def test_many_clients_at_once_group_their_writes(server: RespServer) -> None:
+    clients = [aioredis.Redis(port=server.port) for _ in range(20)]
+    try:
+        await asyncio.gather(
+            *(c.set(f"k{i}:{j}", j) for i, c in enumerate(clients) for j in range(25))
+        )
+        stats = server.store.stats()
+        assert stats["writes"] == 500
+        assert stats["batches"] < 500
+        assert await clients[0].dbsize() == 500
+    finally:
+        for c in clients:
+            await c.aclose()
+
+
+async def raw(port: int, data: bytes) -> bytes:
+    """Send bytes, read until the server closes or goes quiet."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    got = b""
+    try:
+        while chunk := await asyncio.wait_for(reader.read(65536), 1.0):
+            got += chunk
+    except TimeoutError:
+        pass
+    writer.close()
+    return got
+
+
+async def test_unknown_commands_and_wrong_arity_get_errors(server: RespServer) -> None:
+    got = await raw(server.port, request("FLUSHALL") + request("GET") + request("PING"))
+    assert got == (
+        b"-ERR unknown command 'flushall', with args beginning with: \r\n"
+        b"-ERR wrong number of arguments for 'get' command\r\n+PONG\r\n"
+    )
+
+
+async def test_a_malformed_frame_gets_an_error_then_the_connection_closes(
+    server: RespServer,
+) -> None:
+    got = await raw(server.port, request("SET", "k", "v") + b"*1\r\n+oops\r\n" + request("PING"))
+    assert got == b"+OK\r\n-ERR Protocol error: expected '$', got '+'\r\n"
+
+
+async def test_inline_commands_and_quit(server: RespServer) -> None:
+    got = await raw(server.port, b"SET a 1\r\nGET a\r\nQUIT\r\nGET a\r\n")
+    assert got == b"+OK\r\n$1\r\n1\r\n+OK\r\n"  # nothing after QUIT
+
+
+@pytest.mark.parametrize("backend_url", ["sqlite://"], indirect=False)
+async def test_redis_cli_unchanged(server: RespServer) -> None:
+    cli = shutil.which("redis-cli")
+    assert cli is not None, "redis-cli is installed by `sdlab infra up --install`"
+
+    def run(*args: str) -> str:
+        done = subprocess.run(
+            [cli, "-p", str(server.port), *args], capture_output=True, text=True, timeout=30
+        )
+        return done.stdout.strip()
+
+    assert await asyncio.to_thread(run, "set", "greeting", "hello", "EX", "100") == "OK"
+    assert await asyncio.to_thread(run, "get", "greeting") == "hello"
+    assert await asyncio.to_thread(run, "incr", "greeting") == (
+        "ERR value is not an integer or out of range"
+    )
+    await asyncio.to_thread(run, "mset", "a:1", "x", "a:2", "y")
+    assert (await asyncio.to_thread(run, "--scan", "--pattern", "a:*")).split() == ["a:1", "a:2"]
+
+
+@pytest.mark.parametrize("backend_url", ["sqlite://"], indirect=False)
+async def test_redis_benchmark_pipelined(server: RespServer) -> None:
+    program = shutil.which("redis-benchmark")
+    assert program is not None
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [program, "-p", str(server.port), "-t", "set,get", "-n", "2000", "-c", "10",
+         "-P", "16", "-r", "100", "--csv"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert '"SET"' in done.stdout
+    assert '"GET"' in done.stdout
+    assert server.store.stats()["writes"] >= 2000
+    assert server.store.stats()["largest_batch"] > 1

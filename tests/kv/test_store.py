@@ -1,0 +1,245 @@
+"""The store's behaviour, the same on SQLite, MariaDB and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from sdlab.kv import InvalidKey, InvalidTTL, NotAnInteger, Store, StoreClosed, ValueTooLarge
+from sdlab.kv.core import MAX_KEY_BYTES
+from sdlab.kv.ops import Script
+from sdlab.kv.sql import Stmt
+
+
+async def rows_in_table(kv: Store) -> int:
+    """Rows in the table, expired ones included (what the sweeper has not removed)."""
+
+    def count() -> Script[int]:
+        result = yield Stmt(f"SELECT COUNT(*) FROM {kv.backend.dialect.table}")
+        return int(result.rows[0][0])
+
+    return await kv.read(count())
+
+
+async def test_set_get_overwrite_and_missing(store: Store) -> None:
+    assert await store.get("nothing") is None
+    assert await store.set("k", "one")
+    assert await store.get("k") == b"one"
+    assert await store.set("k", b"two")
+    assert await store.get("k") == b"two"
+
+
+async def test_values_are_binary_safe(store: Store) -> None:
+    every_byte = bytes(range(256)) * 4
+    await store.set(b"\x00key\xff\r\n", every_byte)
+    assert await store.get(b"\x00key\xff\r\n") == every_byte
+    await store.set("empty", b"")
+    assert await store.get("empty") == b""
+
+
+async def test_keys_and_values_are_checked(store: Store) -> None:
+    with pytest.raises(InvalidKey):
+        await store.set("", "v")
+    with pytest.raises(InvalidKey):
+        await store.get("k" * (MAX_KEY_BYTES + 1))
+    await store.set("k" * MAX_KEY_BYTES, "longest key")
+    assert await store.get("k" * MAX_KEY_BYTES) == b"longest key"
+    with pytest.raises(ValueTooLarge):
+        await store.set("k", b"x" * (store.max_value + 1))
+    with pytest.raises(InvalidTTL):
+        await store.set("k", "v", ttl=0)
+
+
+async def test_a_key_expires(store: Store) -> None:
+    await store.set("short", "lived", ttl=0.2)
+    await store.set("forever", "here")
+    assert 0 < await store.pttl("short") <= 200
+    assert await store.ttl("forever") == -1
+    await asyncio.sleep(0.3)
+    assert await store.get("short") is None  # lazily: the row is still in the table
+    assert await store.ttl("short") == -2
+    assert await store.exists("short", "forever") == 1
+    assert await store.mget(["short", "forever"]) == [None, b"here"]
+    assert await rows_in_table(store) == 2
+
+
+async def test_nx_and_xx(store: Store) -> None:
+    assert not await store.set("k", "v", xx=True)  # XX: only if it exists
+    assert await store.get("k") is None
+    assert await store.set("k", "first", nx=True)  # NX: only if it does not
+    assert not await store.set("k", "second", nx=True)
+    assert await store.get("k") == b"first"
+    assert await store.set("k", "third", xx=True)
+    assert await store.get("k") == b"third"
+    await store.set("gone", "v", ttl=0.05)
+    await asyncio.sleep(0.1)
+    assert not await store.set("gone", "v", xx=True)  # an expired key does not exist
+    assert await store.set("gone", "again", nx=True)
+    assert await store.ttl("gone") == -1
+
+
+async def test_keep_ttl(store: Store) -> None:
+    await store.set("k", "v", ttl=100)
+    await store.set("k", "w", keep_ttl=True)
+    assert await store.get("k") == b"w"
+    assert 98 <= await store.ttl("k") <= 100
+    await store.set("k", "x")  # a plain SET drops the expiry, as in Redis
+    assert await store.ttl("k") == -1
+
+
+async def test_incr(store: Store) -> None:
+    assert await store.incr("n") == 1
+    assert await store.incr("n", 41) == 42
+    assert await store.incr("n", -50) == -8
+    await store.set("n", "  7")
+    with pytest.raises(NotAnInteger):
+        await store.incr("n")
+    await store.set("text", "seven")
+    with pytest.raises(NotAnInteger):
+        await store.incr("text")
+    assert await store.get("text") == b"seven"  # unchanged
+    await store.set("big", str(2**63 - 1))
+    with pytest.raises(NotAnInteger, match="overflow"):
+        await store.incr("big")
+    await store.set("ttl", "5", ttl=100)
+    assert await store.incr("ttl") == 6
+    assert await store.ttl("ttl") > 0  # INCR keeps the expiry
+
+
+async def test_delete_exists_and_deleted_keys(store: Store) -> None:
+    await store.mset({"a": "1", "b": "2"})
+    assert await store.exists("a", "a", "b", "c") == 3  # named twice, counted twice
+    assert await store.delete("a", "a", "c") == 1
+    assert await store.delete("a") == 0
+    assert await store.get("a") is None
+    assert await store.set("a", "back", nx=True)
+    assert await store.get("a") == b"back"
+
+
+async def test_expire_ttl_persist(store: Store) -> None:
+    assert not await store.expire("none", 10)
+    await store.set("k", "v")
+    assert await store.expire("k", 10)
+    assert 9 <= await store.ttl("k") <= 10
+    assert await store.persist("k")
+    assert not await store.persist("k")  # no expiry left to remove
+    assert await store.ttl("k") == -1
+    assert await store.expire("k", 0)  # an expiry in the past deletes
+    assert await store.get("k") is None
+
+
+async def test_mget_mset(store: Store) -> None:
+    await store.mset([("x", "1"), ("y", b"\x00")])
+    assert await store.mget(["x", "nope", "y", "x"]) == [b"1", None, b"\x00", b"1"]
+    many = {f"m{i:04}": str(i) for i in range(1200)}  # more than one statement's worth
+    await store.mset(many)
+    values = await store.mget(list(many))
+    assert values == [v.encode() for v in many.values()]
+
+
+async def test_scan_by_prefix_with_a_cursor(store: Store) -> None:
+    await store.mset({f"user:{i:03}": "u" for i in range(25)})
+    await store.mset({"user;after": "x", "use": "x", "order:1": "x"})
+    await store.set("user:gone", "x", ttl=0.05)
+    await asyncio.sleep(0.1)
+    seen: list[bytes] = []
+    after = None
+    pages = 0
+    while True:
+        page, after = await store.scan("user:", after=after, count=10)
+        seen += page
+        pages += 1
+        if after is None:
+            break
+    assert seen == [f"user:{i:03}".encode() for i in range(25)]
+    assert pages == 3
+    assert [k async for k in store.keys(b"\xff")] == []
+    assert len([k async for k in store.keys(b"")]) == 28
+    assert await store.size() == 28
+
+
+async def test_the_sweeper_removes_expired_rows_in_batches(backend_url: str) -> None:
+    async with Store(backend_url, sweep_interval=0, sweep_batch=7) as kv:
+        await kv.mset({f"k{i}": "v" for i in range(30)})
+        for i in range(20):
+            await kv.expire(f"k{i}", 0.05)
+        await kv.delete("k29")
+        await asyncio.sleep(0.1)
+        assert await rows_in_table(kv) == 30
+        assert await kv.sweep() == 21
+        assert kv._sweeper.statements == 4  # 7 + 7 + 7 + 0: never more than 7 at once
+        assert await rows_in_table(kv) == 9
+        assert await kv.size() == 9
+
+
+async def test_the_background_sweeper_runs_by_itself(backend_url: str) -> None:
+    async with Store(backend_url, sweep_interval=0.05) as kv:
+        await kv.set("k", "v", ttl=0.01)
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if kv.stats()["swept"]:
+                break
+        assert kv.stats()["swept"] == 1
+        assert await rows_in_table(kv) == 0
+
+
+async def test_concurrent_writes_share_transactions(store: Store) -> None:
+    results = await asyncio.gather(*(store.set(f"k{i}", str(i)) for i in range(200)))
+    assert all(results)
+    stats = store.stats()
+    assert stats["writes"] == 200
+    assert stats["batches"] <= 2  # all queued before the writer woke: one batch (or two)
+    assert await store.mget([f"k{i}" for i in range(200)]) == [str(i).encode() for i in range(200)]
+
+
+async def test_a_batch_keeps_each_writes_own_result(store: Store) -> None:
+    await store.set("text", "abc")
+    outcomes = await asyncio.gather(
+        store.set("k", "1"),
+        store.incr("text"),  # fails alone; the rest of its batch commits
+        store.incr("k"),
+        store.set("k", "x", nx=True),
+        store.delete("missing"),
+        return_exceptions=True,
+    )
+    assert outcomes[0] is True
+    assert isinstance(outcomes[1], NotAnInteger)
+    assert outcomes[2:] == [2, False, 0]
+    assert await store.get("k") == b"2"
+
+
+async def test_the_same_key_twice_in_a_batch_keeps_the_last(store: Store) -> None:
+    await asyncio.gather(*(store.set("k", str(i)) for i in range(50)))
+    assert await store.get("k") == b"49"
+
+
+@pytest.mark.parametrize("group_commit", [True, False], ids=["group", "naive"])
+async def test_two_stores_on_one_table_never_lose_an_increment(
+    backend_url: str, group_commit: bool
+) -> None:
+    # Two servers on one table: SQLite serializes them with its file lock, the servers
+    # with row locks; either way no update is lost and only one NX wins.
+    async with (
+        Store(backend_url, group_commit=group_commit, sweep_interval=0) as a,
+        Store(backend_url, group_commit=group_commit, sweep_interval=0) as b,
+    ):
+        await asyncio.gather(*(kv.incr("counter") for kv in (a, b) for _ in range(100)))
+        await asyncio.gather(*(kv.set("once", f"{i}", nx=True) for i, kv in enumerate((a, b))))
+        assert await a.get("counter") == b"200"
+        assert await a.get("once") in (b"0", b"1")
+
+
+async def test_close_commits_what_is_queued_then_refuses(backend_url: str) -> None:
+    kv = Store(backend_url, sweep_interval=0)
+    await kv.open()
+    queued = [asyncio.create_task(kv.set(f"q{i}", "v")) for i in range(20)]
+    await asyncio.sleep(0)  # the tasks have queued their writes
+    await kv.close()
+    assert all(await asyncio.gather(*queued))
+    with pytest.raises(StoreClosed):
+        await kv.set("late", "v")
+    with pytest.raises(StoreClosed):
+        await kv.get("q0")
+    async with Store(backend_url, sweep_interval=0) as again:
+        assert await again.exists(*(f"q{i}" for i in range(20))) == 20
