@@ -87,13 +87,17 @@ def serve(
       curl -X PUT --data-binary hello 'localhost:8080/keys/greeting?ttl=60'
     """
     url = backend or default_backend()
-    store = Store(
-        url,
-        group_commit=not naive,
-        max_value=max_value,
-        sweep_interval=sweep_interval,
-        pool_size=pool_size,
-    )
+    try:
+        store = Store(
+            url,
+            group_commit=not naive,
+            max_value=max_value,
+            sweep_interval=sweep_interval,
+            pool_size=pool_size,
+        )
+    except KVError as exc:
+        stderr.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
 
     def ready(ports: dict[str, int]) -> None:
         where = []

@@ -1,0 +1,53 @@
+"""`sdlab kv serve` as a user runs it, and `sdlab kv bench`."""
+
+from __future__ import annotations
+
+import httpx
+import redis
+from rich.progress import Progress
+
+from sdlab.bench import Bench
+from sdlab.infra.pytest_plugin import Endpoints
+from sdlab.kv.experiment import Throughput
+from sdlab.kv.process import ServerProcess
+from tests.helpers import sdlab
+
+
+def test_serve_speaks_both_protocols_on_one_store(backend_url: str) -> None:
+    with ServerProcess(backend_url) as server:
+        client = redis.Redis(port=server.resp_port)
+        client.set("shared", "from redis")
+        assert httpx.get(f"{server.http_url}/keys/shared").content == b"from redis"
+        httpx.put(f"{server.http_url}/keys/other", content=b"from http")
+        assert client.get("other") == b"from http"
+        assert "group commit" in server.output()
+        client.close()
+
+
+def test_serve_fails_in_one_line() -> None:
+    done = sdlab("kv", "serve", "--backend", "mongodb://localhost/x")
+    assert done.returncode == 1
+    assert done.stderr.strip().startswith("error: backend 'mongodb://localhost/x'")
+    assert "Traceback" not in done.stderr
+    done = sdlab("kv", "serve", "--backend", "mysql://root@127.0.0.1:1/x", "--no-http")
+    assert done.returncode == 1
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "MariaDB 127.0.0.1:1/x" in done.stderr
+
+
+async def test_the_benchmark_runs_every_server(sdlab_endpoints: Endpoints) -> None:
+    endpoints = {name: sdlab_endpoints[name] for name in Throughput.services}
+    experiment = Throughput(requests=600, naive_requests=300, clients=10, keyspace=100)
+    outcome = await experiment.run(Bench(endpoints, Progress()))
+    assert [row["server"] for row in outcome.rows] == [
+        "Redis 7 (the ceiling)",
+        *(
+            f"sdlab kv on {db}, {mode}"
+            for db in ("SQLite", "MariaDB", "PostgreSQL")
+            for mode in ("group commit", "naive")
+        ),
+    ]
+    for row in outcome.rows:
+        assert row["SET (req/s)"] > 0
+        assert row["GET (req/s)"] > 0
+    assert sum("as fast as one transaction per write" in note for note in outcome.notes) == 3

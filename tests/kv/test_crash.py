@@ -1,0 +1,51 @@
+"""Kill the server (SIGKILL) in the middle of a write load: every write that was
+answered OK is in the database afterwards. The server is a real process; the load is
+30 redis-py clients writing keys of their own."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from sdlab.kv import Store
+from sdlab.kv.process import ServerProcess
+
+CLIENTS = 30
+
+
+async def write_until_killed(port: int, acked: dict[str, str], client_id: int) -> None:
+    client = aioredis.Redis(port=port, protocol=2, retry_on_error=[], socket_timeout=10)
+    try:
+        for i in range(100_000):
+            key, value = f"c{client_id}:{i}", f"v{client_id}.{i}"
+            if await client.set(key, value):
+                acked[key] = value
+    except (RedisConnectionError, ConnectionError, OSError):
+        return  # the server is gone: this write was never acknowledged
+    finally:
+        await client.aclose(close_connection_pool=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("naive", [False, True], ids=["group", "naive"])
+async def test_every_acknowledged_write_survives_a_kill(backend_url: str, naive: bool) -> None:
+    acked: dict[str, str] = {}
+    with ServerProcess(backend_url, naive=naive, http=False) as server:
+        load = [
+            asyncio.create_task(write_until_killed(server.resp_port, acked, c))
+            for c in range(CLIENTS)
+        ]
+        while len(acked) < 600:  # well into the load: batches are in flight
+            await asyncio.sleep(0.01)
+            assert not all(task.done() for task in load), server.output()
+        await asyncio.to_thread(server.kill)
+        await asyncio.wait_for(asyncio.gather(*load), 30)
+    async with Store(backend_url, sweep_interval=0) as kv:
+        keys = list(acked)
+        stored = await kv.mget(keys)
+    lost = [k for k, v in zip(keys, stored, strict=True) if v != acked[k].encode()]
+    assert not lost, f"{len(lost)} of {len(acked)} acknowledged writes lost: {lost[:5]}"
+    assert len(acked) >= 600

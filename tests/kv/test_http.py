@@ -1,0 +1,90 @@
+"""The HTTP API, in-process through httpx's ASGI transport."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from sdlab.kv import MAX_KEY_BYTES, Store
+from sdlab.kv.service import create_app
+
+
+@pytest.fixture
+async def http(backend_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with Store(backend_url, sweep_interval=0, max_value=1000) as kv:
+        transport = httpx.ASGITransport(app=create_app(kv))
+        async with httpx.AsyncClient(transport=transport, base_url="http://kv") as client:
+            yield client
+
+
+async def test_put_get_delete(http: httpx.AsyncClient) -> None:
+    put = await http.put("/keys/users/42", content=b"\x00alice\xff")
+    assert put.status_code == 200
+    assert put.json() == {"key": "users/42", "stored": True, "bytes": 7, "ttl": None}
+    got = await http.get("/keys/users/42")
+    assert got.status_code == 200
+    assert got.content == b"\x00alice\xff"
+    assert got.headers["content-type"] == "application/octet-stream"
+    assert got.headers["x-ttl"] == "-1"
+    assert (await http.delete("/keys/users/42")).status_code == 204
+    missing = await http.get("/keys/users/42")
+    assert missing.status_code == 404
+    assert "users/42" in missing.json()["detail"]
+    assert (await http.delete("/keys/users/42")).status_code == 404
+
+
+async def test_ttl_and_expiry(http: httpx.AsyncClient) -> None:
+    assert (await http.put("/keys/short", params={"ttl": 0.2}, content=b"v")).status_code == 200
+    got = await http.get("/keys/short")
+    assert got.headers["x-ttl"] in ("0", "1")
+    await asyncio.sleep(0.3)
+    expired = await http.get("/keys/short")
+    assert expired.status_code == 404
+    assert "expired" in expired.json()["detail"]
+    bad = await http.put("/keys/k", params={"ttl": -1}, content=b"v")
+    assert bad.status_code == 422
+    assert bad.json()["detail"]
+
+
+async def test_too_large_and_bad_keys(http: httpx.AsyncClient) -> None:
+    big = await http.put("/keys/big", content=b"x" * 1001)
+    assert big.status_code == 413
+    assert "1000 bytes" in big.json()["detail"]
+
+    async def chunked() -> AsyncIterator[bytes]:  # no Content-Length: counted as it comes
+        for _ in range(3):
+            yield b"x" * 400
+
+    streamed = await http.put("/keys/big", content=chunked())
+    assert streamed.status_code == 413
+    assert (await http.get("/keys/big")).status_code == 404
+    long_key = await http.put("/keys/" + "k" * (MAX_KEY_BYTES + 1), content=b"v")
+    assert long_key.status_code == 422
+    assert f"at most {MAX_KEY_BYTES} bytes" in long_key.json()["detail"]
+    assert (await http.get("/keys/" + "k" * (MAX_KEY_BYTES + 1))).status_code == 422
+
+
+async def test_nx_and_xx_are_preconditions(http: httpx.AsyncClient) -> None:
+    assert (await http.put("/keys/k", params={"xx": True}, content=b"1")).status_code == 412
+    assert (await http.put("/keys/k", params={"nx": True}, content=b"1")).status_code == 200
+    refused = await http.put("/keys/k", params={"nx": True}, content=b"2")
+    assert refused.status_code == 412
+    assert "exists already" in refused.json()["detail"]
+    assert (await http.get("/keys/k")).content == b"1"
+    both = await http.put("/keys/k", params={"nx": True, "xx": True}, content=b"2")
+    assert both.status_code == 422
+
+
+async def test_listing_keys_by_prefix(http: httpx.AsyncClient) -> None:
+    for i in range(5):
+        await http.put(f"/keys/logs/{i}", content=b"x")
+    await http.put("/keys/other", content=b"x")
+    first = (await http.get("/keys", params={"prefix": "logs/", "limit": 3})).json()
+    assert first == {"keys": ["logs/0", "logs/1", "logs/2"], "next": "logs/2"}
+    rest = (await http.get("/keys", params={"prefix": "logs/", "after": first["next"]})).json()
+    assert rest == {"keys": ["logs/3", "logs/4"], "next": None}
+    stats = (await http.get("/stats")).json()
+    assert stats["writes"] == 6
