@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 import redis
 from rich.progress import Progress
 
@@ -35,6 +36,7 @@ def test_serve_fails_in_one_line() -> None:
     assert "MariaDB 127.0.0.1:1/x" in done.stderr
 
 
+@pytest.mark.slow
 async def test_the_benchmark_runs_every_server(sdlab_endpoints: Endpoints) -> None:
     endpoints = {name: sdlab_endpoints[name] for name in Throughput.services}
     experiment = Throughput(requests=600, naive_requests=300, clients=10, keyspace=100)
