@@ -228,16 +228,14 @@ class Lag:
 
 async def group_lag(bootstrap: str, topic: str, group: str) -> list[Lag]:
     """How far behind the end of each partition of `topic` the group's commits are."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
     await consumer.start()
     try:
-        await consumer.topics()  # fetches the metadata partitions_for_topic reads
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            raise UnknownTopicOrPartitionError(f"no topic {topic!r}")
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        tps = await _partitions(consumer, topic)
         starts = await consumer.beginning_offsets(tps)
-        ends = await consumer.end_offsets(tps)
+        ends = await _ends(consumer, tps)
         committed = await asyncio.gather(*(consumer.committed(tp) for tp in tps))
         return [
             Lag(tp.partition, done, ends[tp], ends[tp] - (starts[tp] if done is None else done))
@@ -251,36 +249,59 @@ async def replay(
     bootstrap: str, topic: str, *, offset: int = 0, partitions: Iterable[int] | None = None
 ) -> AsyncIterator[Record]:
     """Every record of `topic` from `offset` on (0: from the beginning) in each of
-    `partitions` (default: all), up to the end each partition had when the replay began.
+    `partitions` (default: all), until the replay has caught up with the end.
     Outside any group: nothing is committed and no member is disturbed."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        await consumer.topics()
-        known = consumer.partitions_for_topic(topic)
-        if not known:
-            raise UnknownTopicOrPartitionError(f"no topic {topic!r}")
-        chosen = known if partitions is None else partitions
-        tps = [TopicPartition(topic, p) for p in sorted(chosen)]
+        tps = await _partitions(consumer, topic, partitions)
         consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        left = {tp for tp in tps if ends[tp] > offset}
-        for tp in left:
+        for tp in tps:
             consumer.seek(tp, offset)
+        left = set(tps)
         while left:
             batches = await consumer.getmany(*left, timeout_ms=1000)
             for tp, records in batches.items():
                 for record in records:
-                    if record.offset < ends[tp]:
-                        yield Record(
-                            topic,
-                            tp.partition,
-                            record.offset,
-                            record.key,
-                            record.value,
-                            record.timestamp,
-                        )
-                if records and records[-1].offset + 1 >= ends[tp]:
+                    yield Record(
+                        topic,
+                        tp.partition,
+                        record.offset,
+                        record.key,
+                        record.value,
+                        record.timestamp,
+                    )
+            for tp in list(left):
+                end = consumer.highwater(tp)  # from the fetch: see _ends()
+                if end is not None and await consumer.position(tp) >= end:
                     left.discard(tp)
     finally:
         await consumer.stop()
+
+
+async def _partitions(
+    consumer: AIOKafkaConsumer, topic: str, chosen: Iterable[int] | None = None
+) -> list[TopicPartition]:
+    await consumer.topics()  # fetches the metadata that partitions_for_topic reads
+    known = consumer.partitions_for_topic(topic)
+    if not known:
+        raise UnknownTopicOrPartitionError(f"no topic {topic!r}")
+    return [TopicPartition(topic, p) for p in sorted(known if chosen is None else chosen)]
+
+
+async def _ends(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+    """The offset after the last record of each partition.
+
+    tansu 0.6 answers ListOffsets (`end_offsets()`) with the offset after the first
+    record of the last batch, not after its last record: after a batch of 10 records it
+    says 1. The high watermark in a fetch response is right, so take the larger of the
+    two (on Apache Kafka they agree)."""
+    listed = await consumer.end_offsets(tps)
+    consumer.assign(tps)
+    for tp in tps:
+        consumer.seek(tp, listed[tp])
+    for _ in range(5):
+        if all(consumer.highwater(tp) is not None for tp in tps):
+            break
+        await consumer.getmany(*tps, timeout_ms=200, max_records=1)
+    return {tp: max(listed[tp], consumer.highwater(tp) or 0) for tp in tps}
