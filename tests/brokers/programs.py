@@ -20,19 +20,19 @@ class Program:
         self.lines: list[str] = []
 
     @classmethod
-    async def start(cls, *argv: str) -> Program:
+    async def start(cls, *argv: str, env: dict[str, str] | None = None) -> Program:
         process = await asyncio.create_subprocess_exec(
             *argv,
             cwd=ROOT,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", **(env or {})},
         )
         return cls(process, argv)
 
     @classmethod
-    async def python(cls, *argv: str) -> Program:
-        return await cls.start(sys.executable, *argv)
+    async def python(cls, *argv: str, env: dict[str, str] | None = None) -> Program:
+        return await cls.start(sys.executable, *argv, env=env)
 
     @classmethod
     async def sdlab(cls, *argv: str) -> Program:

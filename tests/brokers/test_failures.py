@@ -3,6 +3,7 @@ go to another consumer, and nothing is lost."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 
 import pytest
@@ -15,6 +16,7 @@ from sdlab.brokers import (
     RpcTimeout,
     create_topic,
     group_lag,
+    text,
 )
 from tests.brokers.conftest import Made
 from tests.brokers.programs import Program
@@ -46,6 +48,26 @@ async def test_a_worker_killed_before_its_ack_leaves_the_task_to_another(
     assert received[0] == " [x] Received long task. (redelivered)"
     assert sorted(received[1:]) == [f" [x] Received task {i}" for i in range(5)]
     assert survivor.lines.count(" [x] Done") == 6
+
+
+async def test_a_publish_waits_for_the_confirm_of_a_stalled_broker(servers: object, namespace: str):
+    """A publish returns when the broker confirms, not when the bytes are written: with
+    the broker paused (SIGSTOP) it does not return; resumed, it does."""
+    broker = servers.rabbitmq()  # type: ignore[attr-defined]
+    async with await Rabbit.connect(broker.url) as rabbit:
+        queue = Queue(rabbit, f"{namespace}.confirmed", persistent=True)
+        await queue.send("before")
+        broker.pause()
+        try:
+            publish = asyncio.create_task(queue.send("during"))
+            done, _ = await asyncio.wait([publish], timeout=1.0)
+            assert not done  # written to the socket, not confirmed: still waiting
+        finally:
+            broker.resume()
+        await asyncio.wait_for(publish, 30)
+        async with queue.consume(prefetch=10) as messages:
+            got = [text(m) for m in [await anext(aiter(messages)), await anext(aiter(messages))]]
+    assert got == ["before", "during"]
 
 
 async def test_a_dead_rpc_server_gives_callers_a_timeout(
