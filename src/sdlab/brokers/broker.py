@@ -30,13 +30,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 from urllib.parse import urlsplit
 
 from aio_pika.abc import ExchangeType
 
 from sdlab.brokers.errors import Unroutable
-from sdlab.brokers.kafka import GroupConsumer, Producer, Record, create_topic
+from sdlab.brokers.kafka import GroupConsumer, Producer, create_topic
 from sdlab.brokers.rabbit import QUORUM, Body, Rabbit
 from sdlab.infra.services.kafka import bootstrap_servers
 
@@ -47,14 +48,16 @@ class Message:
 
     body: bytes
     key: str | None
-    _ack: Callable[[], Awaitable[None]]
+    _ack: Callable[[], Awaitable[None] | None]
 
     @property
     def text(self) -> str:
         return self.body.decode()
 
     async def ack(self) -> None:
-        await self._ack()
+        done = self._ack()  # Kafka's is a plain call: the commit comes later
+        if done is not None:
+            await done
 
 
 class Broker(Protocol):
@@ -73,14 +76,19 @@ class Broker(Protocol):
     async def close(self) -> None: ...
 
 
-async def connect(url: str, *, session_timeout: float = 10.0) -> Broker:
+async def connect(
+    url: str, *, session_timeout: float = 10.0, fetch_max_wait: float = 0.5
+) -> Broker:
     """The broker at `url`: `amqp://` or `amqps://` is RabbitMQ, `kafka://` a Kafka
-    cluster (`session_timeout`: how long a Kafka group waits for a silent member)."""
+    cluster. The Kafka consumers' settings (see `GroupConsumer`): `session_timeout`, how
+    long a group waits for a silent member; `fetch_max_wait`, how long a fetch may wait."""
     scheme = urlsplit(url).scheme
     if scheme in ("amqp", "amqps"):
         return RabbitBroker(await Rabbit.connect(url))
     if scheme == "kafka":
-        broker = KafkaBroker(bootstrap_servers(url), session_timeout=session_timeout)
+        broker = KafkaBroker(
+            bootstrap_servers(url), session_timeout=session_timeout, fetch_max_wait=fetch_max_wait
+        )
         await broker.start()
         return broker
     raise ValueError(f"no broker for {url!r}: the URL should start with amqp:// or kafka://")
@@ -104,7 +112,8 @@ class RabbitBroker:
                 self._groups.add((topic, group))
 
     async def publish(self, topic: str, body: Body, *, key: str | None = None) -> None:
-        await self.declare(topic)
+        if topic not in self._topics:
+            await self.declare(topic)
         if not await self.rabbit.publish(topic, key or "", body, persistent=True):
             raise Unroutable(
                 f"topic {topic!r} has no group: nobody would get the message "
@@ -129,9 +138,12 @@ class RabbitBroker:
 
 
 class KafkaBroker:
-    def __init__(self, bootstrap: str, *, session_timeout: float = 10.0) -> None:
+    def __init__(
+        self, bootstrap: str, *, session_timeout: float = 10.0, fetch_max_wait: float = 0.5
+    ) -> None:
         self.bootstrap = bootstrap
         self.session_timeout = session_timeout
+        self.fetch_max_wait = fetch_max_wait
         self._producer = Producer(bootstrap)
         self._topics: set[str] = set()
 
@@ -145,7 +157,8 @@ class KafkaBroker:
             self._topics.add(topic)
 
     async def publish(self, topic: str, body: Body, *, key: str | None = None) -> None:
-        await self.declare(topic)
+        if topic not in self._topics:
+            await self.declare(topic)
         await self._producer.send(topic, body, key=key)
 
     @asynccontextmanager
@@ -159,17 +172,14 @@ class KafkaBroker:
             group,
             max_records=prefetch,
             session_timeout=self.session_timeout,
+            fetch_max_wait=self.fetch_max_wait,
         )
         async with consumer:
 
             async def messages() -> AsyncIterator[Message]:
                 async for record in consumer:
-
-                    async def ack(record: Record = record) -> None:
-                        consumer.ack(record)
-
                     key = None if record.key is None else record.key.decode()
-                    yield Message(record.value, key, ack)
+                    yield Message(record.value, key, partial(consumer.ack, record))
 
             yield messages()
 
