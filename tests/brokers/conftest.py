@@ -39,9 +39,8 @@ async def made(rabbitmq_url: str, sdlab_endpoints: object) -> AsyncIterator[Made
         async with await Rabbit.connect(rabbitmq_url) as rabbit:
             for queue in made.queues:
                 await rabbit.delete_queue(queue)
-            channel = await rabbit.connection.channel()
             for exchange in made.exchanges:
-                await channel.exchange_delete(exchange)
+                await rabbit.delete_exchange(exchange)
     if made.topics:
         from sdlab.infra.services.kafka import bootstrap_servers
 

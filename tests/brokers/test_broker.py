@@ -84,3 +84,15 @@ async def test_rabbitmq_refuses_a_message_no_group_would_get(
             await broker.publish(f"{namespace}-lonely", "anyone?")
     finally:
         await broker.close()
+
+
+async def test_delete_takes_the_topic_and_its_messages(broker: Broker, namespace: str, made: Made):
+    topic = f"{namespace}-gone"
+    forget(made, topic, ["g", "h"])
+    await broker.declare(topic, groups=["g"])
+    await broker.publish(topic, "old")
+    await broker.delete(topic, groups=["g"])
+    await broker.declare(topic, groups=["h"])
+    await broker.publish(topic, "new")
+    (message,) = await take(broker, topic, "h", 1)
+    assert message.text == "new"

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 
+import pytest
+
 from sdlab.brokers import GroupConsumer, Producer, create_topic, group_lag, replay
 from tests.brokers.conftest import Made
 
@@ -38,6 +40,7 @@ async def test_same_key_same_partition_and_order_kept_per_key(
     assert seen == {key: list(range(30)) for key in ["alice", "bob", "carol", "dave", "erin"]}
 
 
+@pytest.mark.slow
 async def test_a_group_resumes_after_the_last_acked_record(
     kafka_bootstrap: str, namespace: str, made: Made
 ):

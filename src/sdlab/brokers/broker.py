@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 from aio_pika.abc import ExchangeType
 
 from sdlab.brokers.errors import Unroutable
-from sdlab.brokers.kafka import GroupConsumer, Producer, create_topic
+from sdlab.brokers.kafka import GroupConsumer, Producer, create_topic, delete_topic
 from sdlab.brokers.rabbit import QUORUM, Body, Rabbit
 from sdlab.infra.services.kafka import bootstrap_servers
 
@@ -72,6 +72,10 @@ class Broker(Protocol):
         self, topic: str, group: str, *, prefetch: int = 100
     ) -> AbstractAsyncContextManager[AsyncIterator[Message]]:
         """Consume as a member of `group`, holding `prefetch` unacked messages at most."""
+
+    async def delete(self, topic: str, *, groups: Sequence[str] = ()) -> None:
+        """Delete `topic` with its messages, and its `groups`' queues on RabbitMQ (Kafka
+        keeps a group's committed offsets: groups cannot be deleted on every broker)."""
 
     async def close(self) -> None: ...
 
@@ -133,6 +137,13 @@ class RabbitBroker:
 
             yield messages()
 
+    async def delete(self, topic: str, *, groups: Sequence[str] = ()) -> None:
+        for group in groups:
+            await self.rabbit.delete_queue(f"{topic}.{group}")
+            self._groups.discard((topic, group))
+        await self.rabbit.delete_exchange(topic)
+        self._topics.discard(topic)
+
     async def close(self) -> None:
         await self.rabbit.close()
 
@@ -182,6 +193,10 @@ class KafkaBroker:
                     yield Message(record.value, key, partial(consumer.ack, record))
 
             yield messages()
+
+    async def delete(self, topic: str, *, groups: Sequence[str] = ()) -> None:
+        await delete_topic(self.bootstrap, topic)
+        self._topics.discard(topic)
 
     async def close(self) -> None:
         await self._producer.stop()

@@ -646,6 +646,7 @@ kafka_app = _pattern(
     "  sdlab brokers kafka consume --topic orders --group billing -n 2\n\n"
     "  sdlab brokers kafka lag --topic orders --group billing",
 )
+PARTITIONS = 3  # for a topic the first command to use it creates
 KafkaUrl = Annotated[
     str | None, typer.Option("--url", help="Kafka URL, kafka://host:port (default: sdlab's).")
 ]
@@ -659,7 +660,7 @@ def kafka_produce(
     key: Annotated[str | None, typer.Option(help="Key of every record (its partition).")] = None,
     partitions: Annotated[
         int, typer.Option(min=1, help="Partitions, if the topic is created now.")
-    ] = 3,
+    ] = PARTITIONS,
     url: KafkaUrl = None,
 ) -> None:
     """Send records, each acknowledged by the broker; print where each went.
@@ -704,7 +705,7 @@ def kafka_consume(
     bootstrap = _kafka_bootstrap(url)
 
     async def run() -> None:
-        await kafka.create_topic(bootstrap, topic)
+        await kafka.create_topic(bootstrap, topic, partitions=PARTITIONS)
         consumer = kafka.GroupConsumer(bootstrap, topic, group, session_timeout=session_timeout)
         async with consumer:
             async for record in _take(aiter(consumer), count):

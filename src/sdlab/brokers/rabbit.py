@@ -158,6 +158,10 @@ class Rabbit:
         async with self._declaring() as channel:
             await channel.queue_delete(name)
 
+    async def delete_exchange(self, name: str) -> None:
+        async with self._declaring() as channel:
+            await channel.exchange_delete(name)
+
     @asynccontextmanager
     async def _declaring(self) -> AsyncIterator[AbstractChannel]:
         channel = await self.connection.channel(publisher_confirms=False)

@@ -138,6 +138,9 @@ class RpcServer:
     async def serve(self) -> None:
         """Answer requests until cancelled."""
         await self.rabbit.declare_queue(self.queue, durable=True, arguments=QUORUM)
+        await self._answer_all()
+
+    async def _answer_all(self) -> None:
         async with (
             self.rabbit.consume(self.queue, prefetch=self.prefetch) as requests,
             asyncio.TaskGroup() as handling,
@@ -167,8 +170,9 @@ class RpcServer:
         await request.ack()  # after the reply: a server dying before it leaves the request queued
 
     async def __aenter__(self) -> Self:
+        # Declared here, not in the task: a mismatch is raised to the caller at once.
         await self.rabbit.declare_queue(self.queue, durable=True, arguments=QUORUM)
-        self._task = asyncio.create_task(self.serve(), name=f"rpc server {self.queue}")
+        self._task = asyncio.create_task(self._answer_all(), name=f"rpc server {self.queue}")
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
