@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from sdlab.brokers import (
+    BrokerError,
     RemoteError,
     RpcClient,
     RpcServer,
@@ -108,6 +109,31 @@ async def test_a_late_reply_is_dropped_not_given_to_the_next_call(
 
         assert await eventually(late, 1) == 1
         assert await client.call("fast") == "answer to fast"
+
+
+async def test_an_answer_for_a_client_that_left_is_dropped_not_queued(
+    rabbit: Rabbit, namespace: str, made: Made
+):
+    queue = made.queue(f"{namespace}.rpc")
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(request: str) -> str:
+        started.set()
+        await release.wait()
+        return "too late"
+
+    async with RpcServer(rabbit, slow, queue) as server:
+        async with RpcClient(rabbit, queue) as client:
+            call = asyncio.create_task(client.call("x", timeout=30))
+            await started.wait()
+        with pytest.raises(BrokerError, match="closed before the reply"):
+            await call  # the client closed under its pending call
+        release.set()
+
+        async def orphaned() -> int:
+            return server.orphaned
+
+        assert await eventually(orphaned, 1) == 1
 
 
 async def test_a_failing_handler_is_a_remote_error(rabbit: Rabbit, namespace: str, made: Made):

@@ -26,7 +26,7 @@ from typing import Self
 
 from aio_pika.abc import AbstractIncomingMessage
 
-from sdlab.brokers.errors import RemoteError, RpcTimeout, Unroutable
+from sdlab.brokers.errors import BrokerError, RemoteError, RpcTimeout, Unroutable
 from sdlab.brokers.rabbit import QUORUM, Body, Rabbit, text
 
 RPC_QUEUE = "rpc_queue"
@@ -61,7 +61,13 @@ class RpcClient:
             await _stop(self._listener)
             self._listener = None
         for waiter in self._waiting.values():
-            waiter.cancel()
+            if not waiter.done():
+                waiter.set_exception(BrokerError("the RPC client was closed before the reply"))
+        if self._reply_queue and not self.rabbit.connection.is_closed:
+            # Gone at once, not when the connection closes: an answer still on its way
+            # finds no queue and is dropped by the broker (the server counts it orphaned).
+            await self.rabbit.delete_queue(self._reply_queue)
+        self._reply_queue = ""
 
     async def __aenter__(self) -> Self:
         await self.start()
