@@ -42,8 +42,8 @@ T = TypeVar("T")
 Url = Annotated[
     str | None,
     typer.Option(
-        help="Broker URL (default: the one sdlab finds: SDLAB_RABBITMQ_URL or "
-        "SDLAB_KAFKA_URL, its private instance, or the usual local port)."
+        help="RabbitMQ URL, amqp://user:password@host:port/vhost (default: the one sdlab "
+        "finds: SDLAB_RABBITMQ_URL, its private instance, or 127.0.0.1:5672)."
     ),
 ]
 Count = Annotated[
@@ -85,8 +85,8 @@ async def _take(messages: AsyncIterator[T], count: int | None) -> AsyncIterator[
             return
 
 
-def _pattern(name: str, help: str) -> typer.Typer:
-    group = typer.Typer(help=help, no_args_is_help=True)
+def _pattern(name: str, summary: str) -> typer.Typer:
+    group = typer.Typer(help=summary, no_args_is_help=True)
     app.add_typer(group, name=name)
     return group
 
