@@ -1,0 +1,32 @@
+"""What can go wrong when talking to a broker, named so that callers can catch it."""
+
+from __future__ import annotations
+
+
+class BrokerError(Exception):
+    """Base class of the brokers' errors."""
+
+
+class TopologyMismatch(BrokerError):
+    """A queue or exchange already exists with other settings than the ones asked for
+    (RabbitMQ's 406 PRECONDITION_FAILED). The message quotes the broker's own words."""
+
+
+class Unroutable(BrokerError):
+    """The broker confirmed the message but no queue was bound to take it: it is gone.
+    (Publishing to a pub/sub exchange with no subscriber is not an error: see
+    `Exchange.publish`, which returns False instead.)"""
+
+
+class NotConfirmed(BrokerError):
+    """The broker refused the message (basic.nack): for example a full queue with
+    `x-overflow: reject-publish`. The message was not stored."""
+
+
+class RpcTimeout(BrokerError, TimeoutError):
+    """No reply came within the timeout: no server is running, or it is too slow. The
+    request expires in the queue at the same moment, so no server runs it later."""
+
+
+class RemoteError(BrokerError):
+    """The RPC server's handler raised; the message is the server's account of it."""

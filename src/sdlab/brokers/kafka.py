@@ -1,0 +1,310 @@
+"""Kafka on aiokafka: partitioned topics, keyed production, consumer groups that commit
+after processing, replay, and lag.
+
+    await create_topic(bootstrap, "orders", partitions=3)
+    async with Producer(bootstrap) as producer:
+        await producer.send("orders", "paid", key="order-42")   # same key, same partition
+    async with GroupConsumer(bootstrap, "orders", "billing") as consumer:
+        async for record in consumer:
+            ...                                              # process it, then
+            consumer.ack(record)                             # committed before the next fetch
+
+At-least-once: an offset is committed only when every record before it in its partition
+was acked, so a consumer that dies leaves its unacked records to be read again by the
+member the group gives its partitions to. Acks are committed in one request before each
+fetch, when partitions are taken away in a rebalance, and on `stop()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Self
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
+
+from sdlab.brokers.rabbit import Body, encode
+
+
+async def create_topic(bootstrap: str, topic: str, *, partitions: int = 1) -> None:
+    """Create `topic` with `partitions` partitions; nothing happens if it exists."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, replication_factor=1)])
+    except TopicAlreadyExistsError:
+        pass
+    finally:
+        await admin.close()
+
+
+async def delete_topic(bootstrap: str, topic: str) -> None:
+    """Delete `topic` and its records; nothing happens if it does not exist."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([topic])
+    except UnknownTopicOrPartitionError:
+        pass
+    finally:
+        await admin.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    timestamp: int  # milliseconds since the epoch
+
+    @property
+    def text(self) -> str:
+        return self.value.decode()
+
+
+class Producer:
+    """Sends records and waits for the broker's acknowledgement (`acks="all"`).
+
+    A record with a key goes to the partition the key hashes to (murmur2, as every Kafka
+    client), so all records of one key are in one partition, in the order sent: aiokafka
+    keeps one request in flight per broker, so a retried batch cannot overtake another."""
+
+    def __init__(self, bootstrap: str, *, linger_ms: int = 0) -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", linger_ms=linger_ms
+        )
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def send(
+        self, topic: str, value: Body, *, key: Body | None = None, partition: int | None = None
+    ) -> tuple[int, int]:
+        """Send one record; returns (partition, offset) once the broker has it."""
+        sent = await self._producer.send_and_wait(
+            topic,
+            encode(value),
+            key=None if key is None else encode(key),
+            partition=partition,
+        )
+        return sent.partition, sent.offset
+
+
+@dataclass
+class _Partition:
+    """Where one assigned partition stands: what was handed out and what was acked."""
+
+    next_offset: int = 0  # the offset after the last record handed out
+    unacked: set[int] = field(default_factory=set)
+    committed: int | None = None
+
+    def safe_offset(self) -> int:
+        """The offset the group may resume from without skipping an unacked record."""
+        return min(self.unacked) if self.unacked else self.next_offset
+
+
+class GroupConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
+    """A member of consumer group `group` reading `topic`: the group shares the
+    partitions out among its members, and each record is handled by one member.
+
+    Iterate to get records; `ack(record)` when it is processed. A group with no
+    committed offset starts from the beginning (`from_beginning=False`: from the end).
+    `session_timeout` is how long the group waits for a silent member before giving its
+    partitions to the others; `fetch_max_wait`, how long the broker may hold a fetch
+    open waiting for records (tansu holds it that long even when records arrive)."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        group: str,
+        *,
+        from_beginning: bool = True,
+        session_timeout: float = 10.0,
+        max_records: int = 500,
+        fetch_max_wait: float = 0.5,
+    ) -> None:
+        self.topic = topic
+        self.group = group
+        self.max_records = max_records
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest" if from_beginning else "latest",
+            session_timeout_ms=round(session_timeout * 1000),
+            heartbeat_interval_ms=max(100, round(session_timeout * 1000 / 4)),
+            fetch_max_wait_ms=round(fetch_max_wait * 1000),
+        )
+        self._partitions: dict[TopicPartition, _Partition] = {}
+
+    async def start(self) -> None:
+        self._consumer.subscribe([self.topic], listener=self)
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        try:
+            await self.commit()
+        finally:
+            await self._consumer.stop()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    def assignment(self) -> set[int]:
+        """The partitions this member reads now."""
+        return {tp.partition for tp in self._consumer.assignment()}
+
+    async def __aiter__(self) -> AsyncIterator[Record]:
+        while True:
+            await self.commit()
+            batches = await self._consumer.getmany(timeout_ms=1000, max_records=self.max_records)
+            for tp, records in batches.items():
+                state = self._partitions.setdefault(tp, _Partition())
+                for record in records:
+                    state.unacked.add(record.offset)
+                    state.next_offset = record.offset + 1
+                    yield Record(
+                        tp.topic,
+                        tp.partition,
+                        record.offset,
+                        record.key,
+                        record.value,
+                        record.timestamp,
+                    )
+
+    def ack(self, record: Record) -> None:
+        """Mark `record` processed; its offset is committed with the next commit."""
+        state = self._partitions.get(TopicPartition(record.topic, record.partition))
+        if state is not None:  # None: the partition went to another member meanwhile
+            state.unacked.discard(record.offset)
+
+    async def commit(self) -> None:
+        """Commit, for each partition, the offset before which everything was acked."""
+        owned = self._consumer.assignment()
+        offsets = {
+            tp: state.safe_offset()
+            for tp, state in self._partitions.items()
+            if tp in owned and state.safe_offset() != state.committed
+        }
+        if offsets:
+            await self._consumer.commit(offsets)
+            for tp, offset in offsets.items():
+                self._partitions[tp].committed = offset
+
+    # ConsumerRebalanceListener: aiokafka calls these during a rebalance.
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self.commit()  # what was acked, before another member takes over
+        for tp in revoked:
+            self._partitions.pop(tp, None)
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Lag:
+    partition: int
+    committed: int | None  # None: the group never committed on this partition
+    end: int  # the offset the next record will get
+    lag: int  # records the group has yet to process
+
+
+async def group_lag(bootstrap: str, topic: str, group: str) -> list[Lag]:
+    """How far behind the end of each partition of `topic` the group's commits are."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        tps = await _partitions(consumer, topic)
+        starts = await consumer.beginning_offsets(tps)
+        ends = await _ends(consumer, tps)
+        committed = await asyncio.gather(*(consumer.committed(tp) for tp in tps))
+        return [
+            Lag(tp.partition, done, ends[tp], ends[tp] - (starts[tp] if done is None else done))
+            for tp, done in zip(tps, committed, strict=True)
+        ]
+    finally:
+        await consumer.stop()
+
+
+async def replay(
+    bootstrap: str, topic: str, *, offset: int = 0, partitions: Iterable[int] | None = None
+) -> AsyncIterator[Record]:
+    """Every record of `topic` from `offset` on (0: from the beginning) in each of
+    `partitions` (default: all), until the replay has caught up with the end.
+    Outside any group: nothing is committed and no member is disturbed."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = await _partitions(consumer, topic, partitions)
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, offset)
+        left = set(tps)
+        while left:
+            batches = await consumer.getmany(*left, timeout_ms=1000)
+            for tp, records in batches.items():
+                for record in records:
+                    yield Record(
+                        topic,
+                        tp.partition,
+                        record.offset,
+                        record.key,
+                        record.value,
+                        record.timestamp,
+                    )
+            for tp in list(left):
+                end = consumer.highwater(tp)  # from the fetch: see _ends()
+                if end is not None and await consumer.position(tp) >= end:
+                    left.discard(tp)
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(
+    consumer: AIOKafkaConsumer, topic: str, chosen: Iterable[int] | None = None
+) -> list[TopicPartition]:
+    await consumer.topics()  # fetches the metadata that partitions_for_topic reads
+    known = consumer.partitions_for_topic(topic)
+    if not known:
+        raise UnknownTopicOrPartitionError(f"no topic {topic!r}")
+    return [TopicPartition(topic, p) for p in sorted(known if chosen is None else chosen)]
+
+
+async def _ends(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+    """The offset after the last record of each partition.
+
+    tansu 0.6 answers ListOffsets (`end_offsets()`) with the offset after the first
+    record of the last batch, not after its last record: after a batch of 10 records it
+    says 1. The high watermark in a fetch response is right, so take the larger of the
+    two (on Apache Kafka they agree)."""
+    listed = await consumer.end_offsets(tps)
+    consumer.assign(tps)
+    for tp in tps:
+        consumer.seek(tp, listed[tp])
+    for _ in range(5):
+        if all(consumer.highwater(tp) is not None for tp in tps):
+            break
+        await consumer.getmany(*tps, timeout_ms=200, max_records=1)
+    return {tp: max(listed[tp], consumer.highwater(tp) or 0) for tp in tps}

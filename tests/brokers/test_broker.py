@@ -1,0 +1,98 @@
+"""The common interface, the same test on both brokers: publish, consume with ack,
+groups, redelivery of what was not acked."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from sdlab.brokers import Broker, Message, Unroutable, connect
+from tests.brokers.conftest import Made
+
+
+@pytest_asyncio.fixture(params=["rabbitmq", "kafka"])
+async def broker(request: pytest.FixtureRequest, sdlab_endpoints: object) -> AsyncIterator[Broker]:
+    url = sdlab_endpoints[request.param].url  # type: ignore[index]
+    connected = await connect(url, session_timeout=2.0)
+    try:
+        yield connected
+    finally:
+        await connected.close()
+
+
+async def take(
+    broker: Broker, topic: str, group: str, n: int, *, ack: bool = True
+) -> list[Message]:
+    got: list[Message] = []
+    async with asyncio.timeout(30), broker.consume(topic, group) as messages:
+        async for message in messages:
+            got.append(message)
+            if ack:
+                await message.ack()
+            if len(got) == n:
+                break
+    return got
+
+
+def forget(made: Made, topic: str, groups: list[str]) -> None:
+    made.topic(topic)
+    made.exchange(topic)
+    for group in groups:
+        made.queue(f"{topic}.{group}")
+
+
+async def test_every_group_gets_every_message_once(broker: Broker, namespace: str, made: Made):
+    topic = f"{namespace}-posts"
+    forget(made, topic, ["extractor", "archive"])
+    await broker.declare(topic, groups=["extractor", "archive"])
+    for i in range(20):
+        await broker.publish(topic, f"post {i} #tag{i % 3}", key=f"user-{i % 4}")
+    extracted = await take(broker, topic, "extractor", 20)
+    archived = await take(broker, topic, "archive", 20)
+    expected = sorted(f"post {i} #tag{i % 3}" for i in range(20))
+    assert sorted(m.text for m in extracted) == sorted(m.text for m in archived) == expected
+    assert {m.key for m in extracted} == {f"user-{k}" for k in range(4)}
+
+
+async def test_what_was_not_acked_is_delivered_again(broker: Broker, namespace: str, made: Made):
+    topic = f"{namespace}-jobs"
+    forget(made, topic, ["workers"])
+    await broker.declare(topic, groups=["workers"])
+    for i in range(5):
+        await broker.publish(topic, f"job {i}")
+    first = await take(broker, topic, "workers", 5, ack=False)
+    assert len(first) == 5
+    again = await take(broker, topic, "workers", 5)
+    assert sorted(m.text for m in again) == [f"job {i}" for i in range(5)]
+
+
+async def test_unknown_url_scheme_is_refused() -> None:
+    with pytest.raises(ValueError, match="amqp:// or kafka://"):
+        await connect("redis://127.0.0.1:6379/0")
+
+
+async def test_rabbitmq_refuses_a_message_no_group_would_get(
+    rabbitmq_url: str, namespace: str, made: Made
+):
+    made.exchange(f"{namespace}-lonely")
+    broker = await connect(rabbitmq_url)
+    try:
+        with pytest.raises(Unroutable, match="has no group"):
+            await broker.publish(f"{namespace}-lonely", "anyone?")
+    finally:
+        await broker.close()
+
+
+async def test_delete_takes_the_topic_and_its_messages(broker: Broker, namespace: str, made: Made):
+    topic = f"{namespace}-gone"
+    forget(made, topic, ["g", "h"])
+    await broker.declare(topic, groups=["g"])
+    await broker.publish(topic, "old")
+    await broker.delete(topic, groups=["g"])
+    await broker.declare(topic, groups=["h"])
+    await broker.publish(topic, "new")
+    (message,) = await take(broker, topic, "h", 1)
+    assert message.text == "new"

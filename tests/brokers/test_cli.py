@@ -1,0 +1,100 @@
+"""`sdlab brokers` as a user runs it: each pattern's produce and consume, and failures
+as one line on stderr."""
+
+from __future__ import annotations
+
+import pytest
+
+from sdlab.brokers import Rabbit
+from tests.brokers.conftest import Made
+from tests.helpers import sdlab
+
+
+def test_hello_produce_then_consume(rabbitmq_url: str, namespace: str, made: Made) -> None:
+    queue = made.queue(f"{namespace}.hello")
+    sent = sdlab(
+        "brokers", "hello", "produce", "Hello CLI", "--queue", queue, "--url", rabbitmq_url
+    )
+    assert sent.returncode == 0, sent.stderr
+    assert sent.stdout == " [x] Sent 'Hello CLI'\n"
+    got = sdlab("brokers", "hello", "consume", "-n", "1", "--queue", queue, "--url", rabbitmq_url)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == " [x] Received Hello CLI\n"
+
+
+def test_deadletter_demo_retries_then_parks(rabbitmq_url: str, namespace: str, made: Made) -> None:
+    queue = f"{namespace}.jobs"
+    for part in [queue, f"{queue}.retry.1", f"{queue}.dead"]:
+        made.queue(part)
+    common = ["--queue", queue, "--delay", "0.2", "--url", rabbitmq_url]
+    sent = sdlab("brokers", "deadletter", "produce", "fine", "fail hard", *common)
+    assert sent.returncode == 0, sent.stderr
+    worked = sdlab("brokers", "deadletter", "consume", "-n", "3", *common)
+    assert worked.returncode == 0, worked.stderr
+    assert sorted(worked.stdout.splitlines()) == [
+        f" [x] fail hard: attempt 1 failed -> {queue}.retry.1",
+        f" [x] fail hard: attempt 2 failed -> {queue}.dead",
+        " [x] fine: attempt 1 done",
+    ]
+
+
+@pytest.mark.slow
+def test_kafka_produce_consume_lag_replay(kafka_bootstrap: str, namespace: str, made: Made) -> None:
+    topic, url = made.topic(f"{namespace}-cli"), f"kafka://{kafka_bootstrap}"
+    sent = sdlab(
+        "brokers", "kafka", "produce", "a", "b", "c", "--key", "k", "--topic", topic, "--url", url
+    )
+    assert sent.returncode == 0, sent.stderr
+    partition = sent.stdout.split("partition ")[1].split(",")[0]
+    assert sent.stdout.count(f"partition {partition},") == 3  # one key, one partition
+    group = ["--topic", topic, "--group", f"{namespace}-g", "--url", url]
+    read = sdlab("brokers", "kafka", "consume", "-n", "3", "--session-timeout", "2", *group)
+    assert read.returncode == 0, read.stderr
+    assert [line.split(" (")[0] for line in read.stdout.splitlines()] == [
+        " [x] a",
+        " [x] b",
+        " [x] c",
+    ]
+    lag = sdlab("brokers", "kafka", "lag", *group)
+    assert lag.returncode == 0, lag.stderr
+    assert "total lag: 0" in lag.stdout
+    replayed = sdlab("brokers", "kafka", "replay", "--topic", topic, "--offset", "2", "--url", url)
+    assert replayed.stdout == f" [x] c (partition {partition}, offset 2)\n"
+
+
+def test_rpc_without_a_server_is_one_line_on_stderr(rabbitmq_url: str, namespace: str) -> None:
+    done = sdlab(
+        "brokers", "rpc", "produce", "30", "--queue", f"{namespace}.none", "--url", rabbitmq_url
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"error: Unroutable: no queue '{namespace}.none': is an RPC server running?"
+    ]
+
+
+async def test_a_queue_declared_otherwise_is_one_line_on_stderr(
+    rabbitmq_url: str, namespace: str, made: Made
+) -> None:
+    queue = made.queue(f"{namespace}.classic")
+    async with await Rabbit.connect(rabbitmq_url) as rabbit:
+        await rabbit.declare_queue(queue, arguments={})  # classic, as older tutorials
+    done = sdlab("brokers", "work", "produce", "x.", "--queue", queue, "--url", rabbitmq_url)
+    assert done.returncode == 1
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: TopologyMismatch: PRECONDITION_FAILED - inequivalent arg")
+    assert "Traceback" not in done.stderr
+
+
+def test_kafka_lag_of_an_unknown_topic_is_one_line(kafka_bootstrap: str, namespace: str) -> None:
+    done = sdlab(
+        "brokers",
+        "kafka",
+        "lag",
+        "--topic",
+        f"{namespace}-none",
+        "--url",
+        f"kafka://{kafka_bootstrap}",
+    )
+    assert done.returncode == 1
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "no topic" in done.stderr
