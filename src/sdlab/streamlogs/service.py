@@ -26,7 +26,12 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from sdlab.streamlogs.mock import MockRunner, Plan
-from sdlab.streamlogs.store import DeploymentStore, InvalidDeploymentId, UnknownDeployment
+from sdlab.streamlogs.store import (
+    Deployment,
+    DeploymentStore,
+    InvalidDeploymentId,
+    UnknownDeployment,
+)
 from sdlab.streamlogs.stream import HEADERS, EventStream
 from sdlab.streamlogs.tail import Hub
 
@@ -120,7 +125,7 @@ def create_app(
         last_event_id: Annotated[str | None, Header(description="Resume after this id.")] = None,
     ) -> EventStreamResponse:
         deployment = store.get(deployment_id)
-        cursor = _cursor(last_event_id, deployment.size())
+        cursor = _cursor(last_event_id, deployment)
         if hub.closing:
             raise HTTPException(503, "the server is shutting down; reconnect in a moment")
         stream = EventStream(hub, deployment, cursor, retry_ms=retry_ms)
@@ -146,18 +151,18 @@ def _listing(store: DeploymentStore) -> list[dict[str, Any]]:
     return [{**status.as_dict(), "size": store.get(status.id).size()} for status in store.list()]
 
 
-def _cursor(last_event_id: str | None, size: int) -> int:
+def _cursor(last_event_id: str | None, deployment: Deployment) -> int:
     """Where a stream starts: after the event the client last saw, or at the top."""
     if last_event_id is None or not last_event_id.strip():
         return 0
     value = last_event_id.strip()
-    if not value.isdigit() or len(value) > MAX_ID_DIGITS or int(value) > size:
-        raise HTTPException(
-            400,
-            f"Last-Event-ID must be an event id of this log: a byte offset from 0 to "
-            f"{size}, got {value!r:.40}",
-        )
-    return int(value)
+    if value.isdigit() and len(value) <= MAX_ID_DIGITS and deployment.is_event_id(int(value)):
+        return int(value)
+    raise HTTPException(
+        400,
+        f"Last-Event-ID {value!r:.40} is not the id of an event of this log (ids are the "
+        f"byte offsets where lines end, up to {deployment.size()})",
+    )
 
 
 class Server(uvicorn.Server):

@@ -151,6 +151,20 @@ class Deployment:
             log.seek(start)
             return split_lines(log.read(max(end - start, 0)), start, final=final)
 
+    def is_event_id(self, offset: int) -> bool:
+        """Whether a stream of this log can have sent `offset` as an event id: the start,
+        the end of a line, or a cut inside a line too long to tell (see `split_lines`).
+        Resuming anywhere else would start mid-line."""
+        if offset == 0:
+            return True
+        if not 0 < offset <= self.size():
+            return False
+        with open(self.log_path, "rb") as log:
+            start = max(0, offset - MAX_LINE + 4)  # a cut backs off at most 3 bytes
+            log.seek(start)
+            before = log.read(offset - start)
+        return before.endswith(b"\n") or (b"\n" not in before and offset - start >= MAX_LINE - 4)
+
     def _write_status(self, status: Status, **changes: Any) -> Status:
         updated = Status(**{**status.as_dict(), **changes})
         temporary = self.status_path.with_suffix(".tmp")

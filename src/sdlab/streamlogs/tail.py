@@ -229,6 +229,7 @@ class Hub:
         self._inotify: Inotify | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.closing = False
+        self._gone = {"lines read": 0, "resyncs": 0}  # totals of the tails closed so far
 
     async def start(self) -> None:
         try:
@@ -282,12 +283,18 @@ class Hub:
                     with suppress(OSError):  # the folder may be gone
                         self._inotify.rm_watch(watch)
                 tail.release()
+                self._gone["lines read"] += tail.lines_read
+                self._gone["resyncs"] += tail.resyncs
 
     def stats(self) -> dict[str, Any]:
-        """Tails open now, with their clients (also served as GET /api/stats)."""
+        """Tails open now, with their clients, and totals since the start (also served
+        as GET /api/stats)."""
+        tails = self._tails.values()
         return {
             "tails": {key: tail.stats() for key, tail in self._tails.items()},
-            "clients": sum(tail.clients for tail in self._tails.values()),
+            "clients": sum(tail.clients for tail in tails),
+            "lines read": self._gone["lines read"] + sum(tail.lines_read for tail in tails),
+            "resyncs": self._gone["resyncs"] + sum(tail.resyncs for tail in tails),
             "inotify": self._inotify is not None,
         }
 
