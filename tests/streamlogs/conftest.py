@@ -188,12 +188,14 @@ class ServerProcess:
             self.process.kill()
             await self.process.wait()
 
-    async def interrupt(self) -> int:
-        """Ctrl-C; wait for the process to end; its exit code."""
+    async def interrupt(self) -> tuple[int, str]:
+        """Ctrl-C; wait for the process to end; its exit code and what it printed."""
         assert self.process is not None
+        assert self.process.stderr is not None
         self.process.send_signal(signal.SIGINT)
         async with asyncio.timeout(20):
-            return await self.process.wait()
+            printed = await self.process.stderr.read()
+            return await self.process.wait(), printed.decode()
 
 
 @pytest.fixture

@@ -66,6 +66,8 @@ def serve(
     The last one resumes after byte 118 of the log, as a browser does when it
     reconnects.
     """
+    from uvicorn.config import STARTUP_FAILURE
+
     from sdlab.streamlogs import original as seed
     from sdlab.streamlogs.service import create_app, server
 
@@ -84,16 +86,21 @@ def serve(
         web = seed.create_app(folder)
     else:
         web = create_app(folder, retry_ms=retry_ms, keepalive=keepalive)
-    console.print(f"serving {folder} on http://{host}:{port}/ (Ctrl-C to stop)", highlight=False)
     running = server(web, host=host, port=port)
+    running.on_start = lambda: console.print(
+        f"serving {folder} on http://{host}:{port}/ (Ctrl-C to stop)", highlight=False
+    )
     # Everything imported so far lives as long as the process: out of the collector's
     # sight, a full collection walks only what the connections made. (It paused the
     # server ~100 ms with 1,000 clients, which is the benchmark's p99 otherwise.)
     gc.collect()
     gc.freeze()
-    running.run()
-    if not running.started:  # uvicorn logged why (e.g. the port is taken)
-        raise typer.Exit(1)
+    try:
+        running.run()
+    except SystemExit as exc:
+        if exc.code != STARTUP_FAILURE:
+            raise
+        raise typer.Exit(1) from None  # uvicorn could not start, and logged why in one line
 
 
 @app.command()

@@ -13,7 +13,7 @@ id or parameter, 400 for a Last-Event-ID that is not an offset in the log.
 """
 
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -167,7 +167,15 @@ def _cursor(last_event_id: str | None, deployment: Deployment) -> int:
 
 class Server(uvicorn.Server):
     """uvicorn, ending every open stream when it shuts down. Left alone, uvicorn waits
-    for responses to finish, and a log stream finishes only with its deployment."""
+    for responses to finish, and a log stream finishes only with its deployment.
+    `on_start` is called once the server listens."""
+
+    on_start: Callable[[], None] | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self.on_start is not None:
+            self.on_start()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         app = self.config.app
