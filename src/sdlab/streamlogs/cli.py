@@ -108,8 +108,9 @@ def bench(
     quick: Annotated[bool, typer.Option("--quick", help="Small sizes: under a minute.")] = False,
     out: Annotated[Path | None, typer.Option(help="Report folder.")] = None,
 ) -> None:
-    """Fresh-line latency with 100 to 1,000 clients on one deployment: this service
-    beside the seed's design, each in a server process of its own, clients in another.
+    """Fresh-line latency with 100 to 1,000 clients on one deployment, and with clients
+    waiting on a quiet deployment: this service beside the seed's design, each in a
+    server process of its own, the clients in another.
 
     Examples:
 
@@ -117,7 +118,7 @@ def bench(
 
       sdlab streamlogs bench --out /tmp/report
     """
-    from sdlab.streamlogs.experiment import FreshLineLatency
+    from sdlab.streamlogs import experiment
 
-    chosen = [FreshLineLatency.quick() if quick else FreshLineLatency()]
+    chosen = [cls.quick() if quick else cls() for cls in experiment.ALL]
     lab.run_and_exit(chosen, quick=quick, out=out, command=shlex.join(["sdlab", *sys.argv[1:]]))

@@ -25,6 +25,8 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,93 +61,51 @@ ORIGINAL = Design("original", ("--original",))
 SDLAB = Design("sdlab", ())
 
 
-@register
 @dataclass
-class FreshLineLatency(Experiment):
-    """N clients follow one deployment's log while a line is appended every `interval`
-    seconds: the time from each write to its arrival at each client, for the seed's
-    design (a thread-pool thread per waiting client, polling the file) and for sdlab's
-    (one reader per deployment, asyncio fan-out). Each server runs alone in its own
-    process, the clients in another; memory per client is the server's RSS growth."""
+class Followers(Experiment):
+    """The common part: start a server, connect clients, write lines, collect."""
 
-    name = "streamlogs"
-    system = "streamlogs"
-    title = "Fresh-line latency: a thread per client vs one reader and an asyncio fan-out"
-    clients: tuple[int, ...] = (100, 300, 1000)
     lines: int = 40
     interval: float = 0.25
     drain: float = 10.0
 
-    @classmethod
-    def quick(cls) -> FreshLineLatency:
-        return cls(lines=10, drain=3.0)
-
-    async def run(self, bench: Bench) -> Outcome:
-        rows = []
-        with bench.progress("servers measured", total=2 * len(self.clients)) as advance:
-            for count in self.clients:
-                found = {}
-                for design in (ORIGINAL, SDLAB):
-                    found[design.label] = await self.measure(design, count)
-                    advance()
-                rows.append(_row(count, found["original"], found["sdlab"]))
-        notes = [
-            f"{self.lines} lines, one every {self.interval} s, after every client had its "
-            f"response headers; runs stop {self.drain} s after the last write. Servers "
-            "and clients share this 2-core machine.",
-            "Missing = (client, line) pairs not delivered by then; they count as late by "
-            "the time they had waited, so a row with lines missing gives lower bounds.",
-            "Measured earlier on this machine (issue 4): the seed's design at p50 388 ms / "
-            "p99 5.2 s with 100 clients, p50 12 s with 300.",
-        ]
-        chart = Chart(
-            "clients",
-            ["original p99 (ms)", "sdlab p99 (ms)", "sdlab p50 (ms)"],
-            kind="line",
-            ylabel="fresh-line latency (ms)",
-            logy=True,
-        )
-        return Outcome(rows, chart=chart, notes=notes)
-
-    async def measure(self, design: Design, clients: int) -> Measured:
-        """One server, `clients` clients, `lines` lines."""
+    async def measure(self, design: Design, clients: int, *, idle: int = 0) -> Measured:
+        """One fresh server; `idle` clients watching a deployment that prints nothing,
+        then `clients` clients on a deployment that prints `lines` lines."""
         folder = Path(tempfile.mkdtemp(prefix="sdlab-streamlogs-"))
         try:
-            deployment = DeploymentStore(folder / "data").create()
-            async with _server(design, folder / "data") as (port, process):
+            store = DeploymentStore(folder / "data")
+            quiet, busy = store.create(), store.create()
+            async with AsyncExitStack() as stack:
+                port, process = await stack.enter_async_context(_server(design, store.root))
                 baseline = process.memory_info().rss
-                loadgen = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "sdlab.streamlogs.loadgen",
-                    "127.0.0.1", str(port), f"/logs/{deployment.id}",
-                    "--clients", str(clients), "--lines", str(self.lines),
-                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                )  # fmt: skip
-                try:
-                    ready = await _message(loadgen)
-                    cpu_before, started = process.cpu_times(), time.monotonic()
-                    written = await self._write(deployment.log_path)
-                    connected_rss = process.memory_info().rss
-                    result = await self._collect(loadgen)
-                    cpu_after, ended = process.cpu_times(), time.monotonic()
-                finally:
-                    if loadgen.returncode is None:
-                        loadgen.kill()
-                    await loadgen.wait()
+                if idle:
+                    watchers = await stack.enter_async_context(_clients(port, quiet.id, idle, 0))
+                    await _message(watchers)
+                loadgen = await stack.enter_async_context(
+                    _clients(port, busy.id, clients, self.lines)
+                )
+                ready = await _message(loadgen)
+                cpu_before, started = process.cpu_times(), time.monotonic()
+                written = await self._write(busy.log_path)
+                rss = process.memory_info().rss
+                result = await self._collect(loadgen)
+                cpu_after, ended = process.cpu_times(), time.monotonic()
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         latency = Latency.decode(result["latency"])
         missing = 0
         for seq, stamp in enumerate(written):
             late = clients - result["received"].get(str(seq), 0)
-            if late > 0:
+            if late > 0:  # not delivered: late by the time it waited, at least
                 latency.record(result["stopped_ns"] - stamp, late)
                 missing += late
-        busy = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
+        busy_s = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
         return Measured(
             latency=latency,
             missing_percent=100 * missing / (clients * self.lines),
-            kib_per_client=max(connected_rss - baseline, 0) / clients / 1024,
-            cpu_percent=100 * busy / (ended - started),
+            kib_per_client=max(rss - baseline, 0) / (clients + idle) / 1024,
+            cpu_percent=100 * busy_s / (ended - started),
             failed=ready["failed"],
         )
 
@@ -174,16 +134,108 @@ class FreshLineLatency(Experiment):
             return await asyncio.wait_for(_message(loadgen), 60)
 
 
+@register
+@dataclass
+class FreshLineLatency(Followers):
+    """N clients follow one deployment's log while a line is appended every `interval`
+    seconds: the time from each write to its arrival at each client, for the seed's
+    design (a thread-pool thread per waiting client, polling the file) and for sdlab's
+    (one reader per deployment, asyncio fan-out). Each server runs alone in its own
+    process, the clients in another; memory per client is the server's RSS growth."""
+
+    name = "streamlogs"
+    system = "streamlogs"
+    title = "Fresh-line latency: a thread per client vs one reader and an asyncio fan-out"
+    clients: tuple[int, ...] = (100, 300, 1000)
+
+    @classmethod
+    def quick(cls) -> FreshLineLatency:
+        return cls(lines=10, drain=3.0)
+
+    async def run(self, bench: Bench) -> Outcome:
+        rows = []
+        with bench.progress("servers measured", total=2 * len(self.clients)) as advance:
+            for count in self.clients:
+                found = {}
+                for design in (ORIGINAL, SDLAB):
+                    found[design.label] = await self.measure(design, count)
+                    advance()
+                rows.append(_row(count, found["original"], found["sdlab"]))
+        notes = [
+            f"{self.lines} lines, one every {self.interval} s, once every client had its "
+            f"response headers; a run stops {self.drain} s after the last write. Servers "
+            "and clients share this 2-core machine.",
+            "Missing: (client, line) pairs not delivered by then. They count as late by "
+            "the time they had waited, so with lines missing the percentiles are lower "
+            "bounds.",
+            "Measured earlier on this machine (issue 4): the seed's design at p50 388 ms / "
+            "p99 5.2 s with 100 clients, p50 12 s with 300.",
+        ]
+        chart = Chart(
+            "clients",
+            ["original p99 (ms)", "sdlab p99 (ms)", "sdlab p50 (ms)"],
+            kind="line",
+            ylabel="fresh-line latency (ms)",
+            logy=True,
+        )
+        return Outcome(rows, chart=chart, notes=notes)
+
+
+@register
+@dataclass
+class QuietWatchers(Followers):
+    """The failure the seed's design hides until production: clients of a deployment
+    that prints nothing (finished, or between steps) each hold a thread-pool thread
+    while they wait. With as many of them as threads (40), the clients of a busy
+    deployment get nothing at all. sdlab's clients wait on an event, not a thread."""
+
+    name = "streamlogs-quiet"
+    system = "streamlogs"
+    title = "Clients waiting on a quiet deployment, beside 100 on a busy one"
+    idle: tuple[int, ...] = (0, 20, 40)
+    clients: int = 100
+
+    @classmethod
+    def quick(cls) -> QuietWatchers:
+        return cls(idle=(0, 40), lines=8, drain=3.0)
+
+    async def run(self, bench: Bench) -> Outcome:
+        rows = []
+        with bench.progress("servers measured", total=2 * len(self.idle)) as advance:
+            for idle in self.idle:
+                row: dict[str, Any] = {"quiet clients": idle, "busy clients": self.clients}
+                for design in (ORIGINAL, SDLAB):
+                    found = await self.measure(design, self.clients, idle=idle)
+                    row[f"{design.label} p50 (ms)"] = found.latency.percentile_ms(50)
+                    row[f"{design.label} p99 (ms)"] = found.latency.percentile_ms(99)
+                    row[f"{design.label} missing (%)"] = found.missing_percent
+                    advance()
+                rows.append(row)
+        notes = [
+            f"{self.lines} lines to the busy deployment, one every {self.interval} s; a run "
+            f"stops {self.drain} s after the last write, and lines not delivered by then "
+            "count as late by the time they had waited (lower bounds).",
+            "anyio's thread pool, which Starlette runs sync iterators on, has 40 threads.",
+        ]
+        return Outcome(rows, notes=notes)
+
+
+ALL: list[type[Followers]] = [FreshLineLatency, QuietWatchers]
+
+
 def _row(clients: int, original: Measured, sdlab: Measured) -> dict[str, Any]:
+    both = (("original", original), ("sdlab", sdlab))
     row: dict[str, Any] = {"clients": clients}
-    for label, found in (("original", original), ("sdlab", sdlab)):
+    for label, found in both:
         row[f"{label} p50 (ms)"] = found.latency.percentile_ms(50)
         row[f"{label} p99 (ms)"] = found.latency.percentile_ms(99)
-        row[f"{label} missing (%)"] = found.missing_percent
     row["p99 original / sdlab"] = row["original p99 (ms)"] / max(row["sdlab p99 (ms)"], 1e-9)
-    for label, found in (("original", original), ("sdlab", sdlab)):
+    for label, found in both:
         row[f"{label} KiB per client"] = found.kib_per_client
+    for label, found in both:
         row[f"{label} server CPU (%)"] = found.cpu_percent
+    for label, found in both:
+        row[f"{label} missing (%)"] = found.missing_percent
     return row
 
 
@@ -196,33 +248,47 @@ async def _message(process: asyncio.subprocess.Process) -> dict[str, Any]:
     return message
 
 
-class _server:
+@asynccontextmanager
+async def _server(design: Design, data_dir: Path) -> AsyncIterator[tuple[int, psutil.Process]]:
     """`sdlab streamlogs serve` in a process of its own, until the block ends."""
-
-    def __init__(self, design: Design, data_dir: Path) -> None:
-        self.design = design
-        self.data_dir = data_dir
-        self.port = int(port_for.select_random())
-
-    async def __aenter__(self) -> tuple[int, psutil.Process]:
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "sdlab", "streamlogs", "serve", *self.design.flags,
-            "--port", str(self.port), "--data-dir", str(self.data_dir),
-            stdout=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
+    port = int(port_for.select_random())
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sdlab", "streamlogs", "serve", *design.flags,
+        "--port", str(port), "--data-dir", str(data_dir),
+        stdout=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
         async with httpx.AsyncClient() as http:
             for _ in range(300):
+                if process.returncode is not None:
+                    raise RuntimeError("the server exited at start")
                 try:
-                    await http.get(f"http://127.0.0.1:{self.port}/openapi.json")
+                    await http.get(f"http://127.0.0.1:{port}/openapi.json")
                     break
                 except httpx.TransportError:
-                    if self.process.returncode is not None:
-                        raise RuntimeError("the server exited at start") from None
                     await asyncio.sleep(0.05)
             else:
                 raise RuntimeError("the server did not answer within 15 s")
-        return self.port, psutil.Process(self.process.pid)
+        yield port, psutil.Process(process.pid)
+    finally:
+        process.kill()  # the seed's design never ends its streams: no grace to wait for
+        await process.wait()
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.process.kill()  # the seed's design never ends its streams; no grace needed
-        await self.process.wait()
+
+@asynccontextmanager
+async def _clients(
+    port: int, deployment: str, clients: int, lines: int
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """The load generator in a process of its own (see loadgen.py)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sdlab.streamlogs.loadgen",
+        "127.0.0.1", str(port), f"/logs/{deployment}",
+        "--clients", str(clients), "--lines", str(lines),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()

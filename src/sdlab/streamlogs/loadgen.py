@@ -11,9 +11,9 @@ CLOCK_MONOTONIC is one clock for every process of the machine, so the writer's s
 and the client's reading compare directly.
 
 It prints JSON lines on stdout: `{"ready": n, "failed": [...]}` once every client has
-its response headers, then, when every client has every line, or "stop" arrives on
-stdin, or --timeout passes, `{"latency": <Latency.encode()>, "received": {seq: count},
-"stopped_ns": ...}`.
+its response headers; then, when every client has every line (never, with --lines 0:
+clients that only watch), or "stop" arrives on stdin, or --timeout passes,
+`{"latency": <Latency.encode()>, "received": {seq: count}, "stopped_ns": ...}`.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class Client(asyncio.Protocol):
             self.run.record(int(seq), now - int(sent))
             self.lines += 1
         self.buffer = buffer[cut + 2 :]
-        if self.lines == self.run.lines:
+        if self.lines == self.run.lines > 0:
             self.run.one_done()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -160,7 +160,9 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("port", type=int)
     parser.add_argument("path")
     parser.add_argument("--clients", type=int, required=True)
-    parser.add_argument("--lines", type=int, required=True, help="lines each client expects")
+    parser.add_argument(
+        "--lines", type=int, required=True, help="lines each client expects (0: just watch)"
+    )
     parser.add_argument("--timeout", type=float, default=600.0)
     return parser.parse_args()
 
