@@ -153,7 +153,7 @@ class FreshLineLatency(Followers):
         return cls(lines=10, drain=3.0)
 
     async def run(self, bench: Bench) -> Outcome:
-        rows = []
+        rows, load = [], os.getloadavg()[0]
         with bench.progress("servers measured", total=2 * len(self.clients)) as advance:
             for count in self.clients:
                 found = {}
@@ -164,7 +164,7 @@ class FreshLineLatency(Followers):
         notes = [
             f"{self.lines} lines, one every {self.interval} s, once every client had its "
             f"response headers; a run stops {self.drain} s after the last write. Servers "
-            "and clients share this 2-core machine.",
+            f"and clients share this 2-core machine (load average {load:.1f} at the start).",
             "Missing: (client, line) pairs not delivered by then. They count as late by "
             "the time they had waited, so with lines missing the percentiles are lower "
             "bounds.",
@@ -200,7 +200,7 @@ class QuietWatchers(Followers):
         return cls(idle=(0, 40), lines=8, drain=3.0)
 
     async def run(self, bench: Bench) -> Outcome:
-        rows = []
+        rows, load = [], os.getloadavg()[0]
         with bench.progress("servers measured", total=2 * len(self.idle)) as advance:
             for idle in self.idle:
                 row: dict[str, Any] = {"quiet clients": idle, "busy clients": self.clients}
@@ -214,7 +214,8 @@ class QuietWatchers(Followers):
         notes = [
             f"{self.lines} lines to the busy deployment, one every {self.interval} s; a run "
             f"stops {self.drain} s after the last write, and lines not delivered by then "
-            "count as late by the time they had waited (lower bounds).",
+            f"count as late by the time they had waited (lower bounds). Load average "
+            f"{load:.1f} at the start.",
             "anyio's thread pool, which Starlette runs sync iterators on, has 40 threads.",
         ]
         return Outcome(rows, notes=notes)
