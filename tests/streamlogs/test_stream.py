@@ -109,6 +109,26 @@ async def test_unknown_and_malformed_ids(
     assert detail in json.loads(body)["detail"]
 
 
+async def test_the_json_api(service: Service) -> None:
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        made = await http.post("/deployments", params={"lines": 3, "interval": 0})
+        assert made.status_code == 201
+        await read_events(f"{service.url}{made.json()['stream']}")
+        one = (await http.get(f"/api/deployments/{made.json()['id']}")).json()
+        assert one["state"] == "finished"
+        assert one["plan"] == {"lines": 3, "interval": 0.0}
+        assert one["size"] > 0
+        assert [d["id"] for d in (await http.get("/api/deployments")).json()] == [one["id"]]
+        stats = (await http.get("/api/stats")).json()
+        assert stats["tails"] == {}
+        assert stats["resyncs"] >= 1  # it had finished: its client read the file
+        assert stats["inotify"] is True
+        for params in ({"lines": 0}, {"lines": 100_001}, {"interval": -1}, {"interval": 61}):
+            wrong = await http.post("/deployments", params=params)
+            assert wrong.status_code == 422
+            assert wrong.json()["detail"][0]["loc"][0] == "query"
+
+
 @pytest.mark.parametrize("bad", ["abc", "-5", "3", "99999", "1" * 30])
 async def test_a_last_event_id_that_is_no_event_is_refused(service: Service, bad: str) -> None:
     deployment = service.store.create()

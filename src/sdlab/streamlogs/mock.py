@@ -100,11 +100,13 @@ class MockRunner:
         task.add_done_callback(lambda _: self._tasks.pop(deployment.id, None))
 
     async def _write(self, deployment: Deployment, plan: Plan, done: int) -> None:
-        for step in range(done + 1, plan.lines + 1):
-            await asyncio.sleep(plan.interval)
-            deployment.append(f"{now()} {script_line(step, plan.lines)}")
-        deployment.finish("finished")
-        log.info("deployment %s finished", deployment.id)
+        try:
+            for step in range(done + 1, plan.lines + 1):
+                await asyncio.sleep(plan.interval)
+                deployment.append(f"{now()} {script_line(step, plan.lines)}")
+            deployment.finish("finished")
+        except OSError as exc:  # its folder was removed, the disk is full...
+            log.warning("deployment %s: stopped writing its log: %s", deployment.id, exc)
 
 
 def _whole_lines(deployment: Deployment) -> int:
