@@ -22,17 +22,22 @@ def _steps(lines: list[str]) -> list[int]:
     return [int(re.search(r"step (\d+)/", line).group(1)) for line in lines]  # type: ignore[union-attr]
 
 
+async def _start_from_the_list(page: Any, lines: int, interval: float, shown: int) -> None:
+    """Click "New deployment" on the list page; return once `shown` lines are on its page."""
+    await page.fill("input[name=lines]", str(lines))
+    await page.fill("input[name=interval]", str(interval))
+    await page.click("#new-deployment")
+    await page.wait_for_url(re.compile(r"/deployments/\w+$"), timeout=TIMEOUT_MS)
+    await page.wait_for_function(
+        f"document.querySelectorAll('#log .line').length >= {shown}", timeout=TIMEOUT_MS
+    )
+
+
 async def test_a_new_deployment_streams_live_to_finished(service: Service, page: Any) -> None:
     await page.goto(service.url)
     assert await page.text_content("#deployments") == "No deployments yet."
-    await page.fill("input[name=lines]", "25")
-    await page.fill("input[name=interval]", "0.05")
-    await page.click("#new-deployment")
-    await page.wait_for_url(re.compile(r"/deployments/\w+$"), timeout=TIMEOUT_MS)
+    await _start_from_the_list(page, lines=25, interval=0.05, shown=3)
     # Live: the page says running while lines are still arriving.
-    await page.wait_for_function(
-        "document.querySelectorAll('#log .line').length >= 3", timeout=TIMEOUT_MS
-    )
     deployment = service.store.list()[0]
     assert deployment.state == "running"
     assert await page.text_content("#status") == "running"
@@ -78,13 +83,7 @@ async def test_the_page_reconnects_after_a_server_restart(
     line missing or repeated."""
     await server_process.start()
     await page.goto(server_process.url)
-    await page.fill("input[name=lines]", "40")
-    await page.fill("input[name=interval]", "0.08")
-    await page.click("#new-deployment")
-    await page.wait_for_url(re.compile(r"/deployments/\w+$"), timeout=TIMEOUT_MS)
-    await page.wait_for_function(
-        "document.querySelectorAll('#log .line').length >= 5", timeout=TIMEOUT_MS
-    )
+    await _start_from_the_list(page, lines=40, interval=0.08, shown=5)
     await server_process.kill()
     await page.wait_for_selector("#status[data-state=reconnecting]", timeout=TIMEOUT_MS)
     before = len(await _lines(page))
