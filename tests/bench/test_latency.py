@@ -37,6 +37,18 @@ def test_merge_adds_counts() -> None:
     assert a.max_ms == pytest.approx(3.0, rel=1e-3)
 
 
+def test_encode_carries_a_histogram_between_processes() -> None:
+    latency = Latency()
+    for ms in (1, 2, 3, 400):
+        latency.record(ms * 1_000_000)
+    text = latency.encode()
+    assert isinstance(text, str)
+    copy = Latency.decode(text)
+    assert copy.count == 4
+    assert copy.percentile_ms(50) == pytest.approx(2.0, rel=1e-3)
+    assert copy.max_ms == pytest.approx(400.0, rel=1e-3)
+
+
 def test_time_measures_the_block_and_survives_exceptions() -> None:
     latency = Latency()
     with latency.time():

@@ -41,6 +41,17 @@ class Latency:
     def merge(self, other: Latency) -> None:
         self._histogram.add(other._histogram)
 
+    def encode(self) -> str:
+        """The histogram as compact text (HdrHistogram's base64 form), to carry
+        latencies measured in another process: `Latency.decode(text)` reads it back."""
+        return self._histogram.encode().decode("ascii")
+
+    @classmethod
+    def decode(cls, text: str) -> Latency:
+        latency = cls()
+        latency._histogram.add(HdrHistogram.decode(text.encode("ascii")))
+        return latency
+
     @property
     def count(self) -> int:
         return int(self._histogram.get_total_count())

@@ -1,0 +1,295 @@
+"""Fresh-line latency with many clients on one deployment: this service beside the seed's
+design (a sync generator per client on the thread pool, `original.py`), same run.
+
+Three processes per measurement, so that each side's numbers are its own:
+
+- the server: `sdlab streamlogs serve` (or `--original`), alone in its process, started
+  fresh for every design and client count;
+- the clients: `python -m sdlab.streamlogs.loadgen`, N raw-socket SSE clients on one
+  event loop (see loadgen.py for why not httpx), all on one deployment;
+- this process: it appends the lines to the deployment's log, each stamped with
+  CLOCK_MONOTONIC just before the write, and samples the server's memory and CPU.
+
+A line's latency is the time from its write to its arrival at a client, for every client
+and every line. A line some client has not received when the run stops (`drain` seconds
+after the last write) counts as late by the time it had waited: those percentiles are
+lower bounds, and the table says how many lines were still missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import port_for
+import psutil
+
+from sdlab.bench import Bench, Chart, Experiment, Latency, Outcome, register
+from sdlab.streamlogs.store import DeploymentStore
+
+PAD = "x" * 60  # a benchmark line is about as long as a mock deployment's line
+
+
+@dataclass(frozen=True)
+class Measured:
+    latency: Latency
+    missing_percent: float
+    """Of the (client, line) pairs, those not delivered when the run stopped."""
+    kib_per_client: float
+    cpu_percent: float
+    failed: list[str]
+
+
+@dataclass(frozen=True)
+class Design:
+    label: str
+    flags: tuple[str, ...]
+
+
+ORIGINAL = Design("original", ("--original",))
+SDLAB = Design("sdlab", ())
+
+
+@dataclass
+class Followers(Experiment):
+    """The common part: start a server, connect clients, write lines, collect."""
+
+    lines: int = 40
+    interval: float = 0.25
+    drain: float = 10.0
+
+    async def measure(self, design: Design, clients: int, *, idle: int = 0) -> Measured:
+        """One fresh server; `idle` clients watching a deployment that prints nothing,
+        then `clients` clients on a deployment that prints `lines` lines."""
+        folder = Path(tempfile.mkdtemp(prefix="sdlab-streamlogs-"))
+        try:
+            store = DeploymentStore(folder / "data")
+            quiet, busy = store.create(), store.create()
+            async with AsyncExitStack() as stack:
+                port, process = await stack.enter_async_context(_server(design, store.root))
+                baseline = process.memory_info().rss
+                if idle:
+                    watchers = await stack.enter_async_context(_clients(port, quiet.id, idle, 0))
+                    await _message(watchers)
+                loadgen = await stack.enter_async_context(
+                    _clients(port, busy.id, clients, self.lines)
+                )
+                ready = await _message(loadgen)
+                cpu_before, started = process.cpu_times(), time.monotonic()
+                written = await self._write(busy.log_path)
+                rss = process.memory_info().rss
+                result = await self._collect(loadgen)
+                cpu_after, ended = process.cpu_times(), time.monotonic()
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        latency = Latency.decode(result["latency"])
+        missing = 0
+        for seq, stamp in enumerate(written):
+            late = clients - result["received"].get(str(seq), 0)
+            if late > 0:  # not delivered: late by the time it waited, at least
+                latency.record(result["stopped_ns"] - stamp, late)
+                missing += late
+        busy_s = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
+        return Measured(
+            latency=latency,
+            missing_percent=100 * missing / (clients * self.lines),
+            kib_per_client=max(rss - baseline, 0) / (clients + idle) / 1024,
+            cpu_percent=100 * busy_s / (ended - started),
+            failed=ready["failed"],
+        )
+
+    async def _write(self, log_path: Path) -> list[int]:
+        """Append the lines, one every `interval`; return each one's write time."""
+        stamps = []
+        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND)
+        try:
+            for seq in range(self.lines):
+                await asyncio.sleep(self.interval)
+                stamp = time.monotonic_ns()
+                os.write(fd, f"bench {seq} {stamp} {PAD}\n".encode())
+                stamps.append(stamp)
+        finally:
+            os.close(fd)
+        return stamps
+
+    async def _collect(self, loadgen: asyncio.subprocess.Process) -> dict[str, Any]:
+        """The clients' findings, once all have every line or `drain` has passed."""
+        assert loadgen.stdin is not None
+        try:
+            return await asyncio.wait_for(_message(loadgen), self.drain)
+        except TimeoutError:
+            loadgen.stdin.write(b"stop\n")
+            await loadgen.stdin.drain()
+            return await asyncio.wait_for(_message(loadgen), 60)
+
+
+@register
+@dataclass
+class FreshLineLatency(Followers):
+    """N clients follow one deployment's log while a line is appended every `interval`
+    seconds: the time from each write to its arrival at each client, for the seed's
+    design (a thread-pool thread per waiting client, polling the file) and for sdlab's
+    (one reader per deployment, asyncio fan-out). Each server runs alone in its own
+    process, the clients in another; memory per client is the server's RSS growth."""
+
+    name = "streamlogs"
+    system = "streamlogs"
+    title = "Fresh-line latency: a thread per client vs one reader and an asyncio fan-out"
+    clients: tuple[int, ...] = (100, 300, 1000)
+
+    @classmethod
+    def quick(cls) -> FreshLineLatency:
+        return cls(lines=10, drain=3.0)
+
+    async def run(self, bench: Bench) -> Outcome:
+        rows, load = [], os.getloadavg()[0]
+        with bench.progress("servers measured", total=2 * len(self.clients)) as advance:
+            for count in self.clients:
+                found = {}
+                for design in (ORIGINAL, SDLAB):
+                    found[design.label] = await self.measure(design, count)
+                    advance()
+                rows.append(_row(count, found["original"], found["sdlab"]))
+        notes = [
+            f"{self.lines} lines, one every {self.interval} s, once every client had its "
+            f"response headers; a run stops {self.drain} s after the last write. Servers "
+            f"and clients share this 2-core machine (load average {load:.1f} at the start).",
+            "Missing: (client, line) pairs not delivered by then. They count as late by "
+            "the time they had waited, so with lines missing the percentiles are lower "
+            "bounds.",
+            "Measured earlier on this machine (issue 4): the seed's design at p50 388 ms / "
+            "p99 5.2 s with 100 clients, p50 12 s with 300.",
+        ]
+        chart = Chart(
+            "clients",
+            ["original p99 (ms)", "sdlab p99 (ms)", "sdlab p50 (ms)"],
+            kind="line",
+            ylabel="fresh-line latency (ms)",
+            logy=True,
+        )
+        return Outcome(rows, chart=chart, notes=notes)
+
+
+@register
+@dataclass
+class QuietWatchers(Followers):
+    """The failure the seed's design hides until production: clients of a deployment
+    that prints nothing (finished, or between steps) each hold a thread-pool thread
+    while they wait. With as many of them as threads (40), the clients of a busy
+    deployment get nothing at all. sdlab's clients wait on an event, not a thread."""
+
+    name = "streamlogs-quiet"
+    system = "streamlogs"
+    title = "Clients waiting on a quiet deployment, beside 100 on a busy one"
+    idle: tuple[int, ...] = (0, 20, 40)
+    clients: int = 100
+
+    @classmethod
+    def quick(cls) -> QuietWatchers:
+        return cls(idle=(0, 40), lines=8, drain=3.0)
+
+    async def run(self, bench: Bench) -> Outcome:
+        rows, load = [], os.getloadavg()[0]
+        with bench.progress("servers measured", total=2 * len(self.idle)) as advance:
+            for idle in self.idle:
+                row: dict[str, Any] = {"quiet clients": idle, "busy clients": self.clients}
+                for design in (ORIGINAL, SDLAB):
+                    found = await self.measure(design, self.clients, idle=idle)
+                    row[f"{design.label} p50 (ms)"] = found.latency.percentile_ms(50)
+                    row[f"{design.label} p99 (ms)"] = found.latency.percentile_ms(99)
+                    row[f"{design.label} missing (%)"] = found.missing_percent
+                    advance()
+                rows.append(row)
+        notes = [
+            f"{self.lines} lines to the busy deployment, one every {self.interval} s; a run "
+            f"stops {self.drain} s after the last write, and lines not delivered by then "
+            f"count as late by the time they had waited (lower bounds). Load average "
+            f"{load:.1f} at the start.",
+            "anyio's thread pool, which Starlette runs sync iterators on, has 40 threads.",
+        ]
+        return Outcome(rows, notes=notes)
+
+
+ALL: list[type[Followers]] = [FreshLineLatency, QuietWatchers]
+
+
+def _row(clients: int, original: Measured, sdlab: Measured) -> dict[str, Any]:
+    both = (("original", original), ("sdlab", sdlab))
+    row: dict[str, Any] = {"clients": clients}
+    for label, found in both:
+        row[f"{label} p50 (ms)"] = found.latency.percentile_ms(50)
+        row[f"{label} p99 (ms)"] = found.latency.percentile_ms(99)
+    row["p99 original / sdlab"] = row["original p99 (ms)"] / max(row["sdlab p99 (ms)"], 1e-9)
+    for label, found in both:
+        row[f"{label} KiB per client"] = found.kib_per_client
+    for label, found in both:
+        row[f"{label} server CPU (%)"] = found.cpu_percent
+    for label, found in both:
+        row[f"{label} missing (%)"] = found.missing_percent
+    return row
+
+
+async def _message(process: asyncio.subprocess.Process) -> dict[str, Any]:
+    assert process.stdout is not None
+    line = await process.stdout.readline()
+    if not line:
+        raise RuntimeError(f"the load generator exited (code {await process.wait()})")
+    message: dict[str, Any] = json.loads(line)
+    return message
+
+
+@asynccontextmanager
+async def _server(design: Design, data_dir: Path) -> AsyncIterator[tuple[int, psutil.Process]]:
+    """`sdlab streamlogs serve` in a process of its own, until the block ends."""
+    port = int(port_for.select_random())
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sdlab", "streamlogs", "serve", *design.flags,
+        "--port", str(port), "--data-dir", str(data_dir),
+        stdout=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        async with httpx.AsyncClient() as http:
+            for _ in range(300):
+                if process.returncode is not None:
+                    raise RuntimeError("the server exited at start")
+                try:
+                    await http.get(f"http://127.0.0.1:{port}/openapi.json")
+                    break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.05)
+            else:
+                raise RuntimeError("the server did not answer within 15 s")
+        yield port, psutil.Process(process.pid)
+    finally:
+        process.kill()  # the seed's design never ends its streams: no grace to wait for
+        await process.wait()
+
+
+@asynccontextmanager
+async def _clients(
+    port: int, deployment: str, clients: int, lines: int
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """The load generator in a process of its own (see loadgen.py)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sdlab.streamlogs.loadgen",
+        "127.0.0.1", str(port), f"/logs/{deployment}",
+        "--clients", str(clients), "--lines", str(lines),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()

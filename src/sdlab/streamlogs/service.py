@@ -1,0 +1,191 @@
+"""The log-streaming service over HTTP: the seed's endpoints, and a JSON API beside them.
+
+    GET  /                          the deployments (HTML), with a "new deployment" button
+    POST /deployments               start a mock deployment -> 201 {"id", "page", "stream"}
+    GET  /deployments/{id}          its live log (HTML; the browser's EventSource)
+    GET  /logs/{id}                 its log as Server-Sent Events (Last-Event-ID resumes)
+    GET  /api/deployments[/{id}]    the same as JSON
+    GET  /api/stats                 the tails open now, their clients, the mock runs
+
+Errors are JSON `{"detail": ...}`: 404 for an unknown deployment, 422 for a malformed
+id or parameter, 400 for a Last-Event-ID that is not an offset in the log.
+(No `from __future__ import annotations` here: FastAPI reads the annotations at run time.)
+"""
+
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import uvicorn
+from fastapi import FastAPI, Header, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.templating import Jinja2Templates
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from sdlab.streamlogs.mock import MockRunner, Plan
+from sdlab.streamlogs.store import (
+    Deployment,
+    DeploymentStore,
+    InvalidDeploymentId,
+    UnknownDeployment,
+)
+from sdlab.streamlogs.stream import HEADERS, EventStream
+from sdlab.streamlogs.tail import Hub
+
+TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
+MAX_ID_DIGITS = 20
+
+
+class EventStreamResponse(Response):
+    """An `EventStream` as FastAPI wants a response to look."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, stream: EventStream) -> None:
+        self.stream = stream
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = list(HEADERS)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.stream(scope, receive, send)
+
+
+def create_app(
+    data_dir: Path | str,
+    *,
+    retry_ms: int = 1000,
+    keepalive: float = 15.0,
+    window: int = 1024,
+    poll_interval: float = 1.0,
+) -> FastAPI:
+    """The service over the deployments in `data_dir` (created if missing). `retry_ms`
+    is the reconnection delay told to clients; a stream silent for `keepalive` seconds
+    gets a comment; `window` is the events each tail keeps in memory."""
+    store = DeploymentStore(data_dir)
+    hub = Hub(window=window, keepalive=keepalive, poll_interval=poll_interval)
+    runner = MockRunner(store)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await hub.start()
+        runner.resume()
+        try:
+            yield
+        finally:
+            await runner.stop()
+            await hub.close()
+
+    app = FastAPI(title="sdlab streamlogs", lifespan=lifespan)
+    app.state.store, app.state.hub, app.state.runner = store, hub, runner
+
+    @app.exception_handler(UnknownDeployment)
+    async def unknown(request: Request, exc: UnknownDeployment) -> JSONResponse:
+        return JSONResponse(status_code=404, content={"detail": str(exc)})
+
+    @app.exception_handler(InvalidDeploymentId)
+    async def invalid(request: Request, exc: InvalidDeploymentId) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": str(exc)})
+
+    @app.get("/", response_class=HTMLResponse)
+    async def index(request: Request) -> HTMLResponse:
+        return TEMPLATES.TemplateResponse(
+            request, "index.html", {"deployments": _listing(store), "plan": Plan()}
+        )
+
+    @app.post("/deployments", status_code=201)
+    async def new_deployment(
+        lines: Annotated[int, Query(ge=1, le=100_000, description="Lines to print.")] = 40,
+        interval: Annotated[float, Query(ge=0, le=60, description="Seconds between lines.")] = 0.5,
+    ) -> JSONResponse:
+        deployment = runner.start(Plan(lines, interval))
+        body = {
+            "id": deployment.id,
+            "page": f"/deployments/{deployment.id}",
+            "stream": f"/logs/{deployment.id}",
+        }
+        return JSONResponse(body, status_code=201, headers={"location": body["page"]})
+
+    @app.get("/deployments/{deployment_id}", response_class=HTMLResponse)
+    async def page(request: Request, deployment_id: str) -> HTMLResponse:
+        status = store.get(deployment_id).status()
+        return TEMPLATES.TemplateResponse(request, "deployment.html", {"status": status})
+
+    @app.get(
+        "/logs/{deployment_id}",
+        status_code=200,
+        response_class=EventStreamResponse,
+        responses={200: {"content": {"text/event-stream": {}}, "description": "the log"}},
+    )
+    async def logs(
+        deployment_id: str,
+        last_event_id: Annotated[str | None, Header(description="Resume after this id.")] = None,
+    ) -> EventStreamResponse:
+        deployment = store.get(deployment_id)
+        cursor = _cursor(last_event_id, deployment)
+        if hub.closing:
+            raise HTTPException(503, "the server is shutting down; reconnect in a moment")
+        stream = EventStream(hub, deployment, cursor, retry_ms=retry_ms)
+        return EventStreamResponse(stream)
+
+    @app.get("/api/deployments")
+    async def api_list() -> list[dict[str, Any]]:
+        return _listing(store)
+
+    @app.get("/api/deployments/{deployment_id}")
+    async def api_one(deployment_id: str) -> dict[str, Any]:
+        deployment = store.get(deployment_id)
+        return {**deployment.status().as_dict(), "size": deployment.size()}
+
+    @app.get("/api/stats")
+    async def stats() -> dict[str, Any]:
+        return {**hub.stats(), "running": runner.running}
+
+    return app
+
+
+def _listing(store: DeploymentStore) -> list[dict[str, Any]]:
+    return [{**status.as_dict(), "size": store.get(status.id).size()} for status in store.list()]
+
+
+def _cursor(last_event_id: str | None, deployment: Deployment) -> int:
+    """Where a stream starts: after the event the client last saw, or at the top."""
+    if last_event_id is None or not last_event_id.strip():
+        return 0
+    value = last_event_id.strip()
+    if value.isdigit() and len(value) <= MAX_ID_DIGITS and deployment.is_event_id(int(value)):
+        return int(value)
+    raise HTTPException(
+        400,
+        f"Last-Event-ID {value!r:.40} is not the id of an event of this log (ids are the "
+        f"byte offsets where lines end, up to {deployment.size()})",
+    )
+
+
+class Server(uvicorn.Server):
+    """uvicorn, ending every open stream when it shuts down. Left alone, uvicorn waits
+    for responses to finish, and a log stream finishes only with its deployment.
+    `on_start` is called once the server listens."""
+
+    on_start: Callable[[], None] | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self.on_start is not None:
+            self.on_start()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        app = self.config.app
+        if isinstance(app, FastAPI):
+            app.state.hub.end_streams()
+        await super().shutdown(sockets)
+
+
+def server(app: FastAPI, *, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> Server:
+    """A uvicorn server for `app` (run it with `server.run()` or `await server.serve()`)."""
+    options.setdefault("log_level", "warning")
+    options.setdefault("timeout_graceful_shutdown", 5)
+    return Server(uvicorn.Config(app, host=host, port=port, **options))

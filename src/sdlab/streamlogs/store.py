@@ -1,0 +1,240 @@
+"""Deployments on disk: one folder each, holding the log and a status file.
+
+    <data dir>/<deployment id>/log           lines appended as the deployment runs
+    <data dir>/<deployment id>/status.json   {"id", "state", "created", "ended", "plan"}
+
+The log is the truth: servers come and go, the files stay. A line's position in the
+stream is its byte offset: the event id of a line is the offset just past it, so a
+client that last saw id N resumes by reading the file from byte N, with no index.
+
+Whoever writes a deployment (the mock runner here, a build runner in real life) appends
+whole lines and, at the end, replaces the status file (write a temporary file, then
+rename): a reader that sees the final state and then reads the log to its end has
+every line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+from ulid import ULID
+
+State = Literal["running", "finished", "failed"]
+ENDED: tuple[State, ...] = ("finished", "failed")
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+"""Letters, digits, '-' and '_': no '/', no '.', so an id never leaves the data directory."""
+_ID = re.compile(ID_PATTERN)
+
+MAX_LINE = 64 * 1024
+"""Longer lines are cut into events of this many bytes, so that memory stays bounded
+whatever a deployment prints."""
+
+LOG = "log"
+STATUS = "status.json"
+
+
+class StreamLogsError(Exception):
+    """Base class of the errors a user of sdlab.streamlogs can meet."""
+
+
+class InvalidDeploymentId(StreamLogsError, ValueError):
+    """Not a deployment id: wrong characters or length, or a path out of the data dir."""
+
+
+class UnknownDeployment(StreamLogsError, LookupError):
+    """A well-formed id that names no deployment."""
+
+
+class Line(NamedTuple):
+    """One line of a log: the text, and the byte offset just past it (its event id)."""
+
+    end: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Status:
+    """What `status.json` says about a deployment."""
+
+    id: str
+    state: State
+    created: str
+    ended: str | None = None
+    plan: Mapping[str, Any] = field(default_factory=dict)
+    """How the deployment was asked for (the mock runner's lines and interval)."""
+
+    @property
+    def done(self) -> bool:
+        return self.state in ENDED
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "state": self.state,
+            "created": self.created,
+            "ended": self.ended,
+            "plan": dict(self.plan),
+        }
+
+
+def check_id(deployment_id: str) -> str:
+    """`deployment_id` if it is a valid id, else InvalidDeploymentId."""
+    if not isinstance(deployment_id, str) or not _ID.fullmatch(deployment_id):
+        raise InvalidDeploymentId(
+            f"not a deployment id: {deployment_id!r:.80} (1-64 letters, digits, '-' or '_')"
+        )
+    return deployment_id
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Deployment:
+    """One deployment's folder. Cheap to make: nothing is opened until asked."""
+
+    def __init__(self, root: Path, deployment_id: str) -> None:
+        self.id = check_id(deployment_id)
+        self.path = root / deployment_id
+        self.log_path = self.path / LOG
+        self.status_path = self.path / STATUS
+
+    def __repr__(self) -> str:
+        return f"Deployment({self.id!r})"
+
+    def status(self) -> Status:
+        try:
+            data = json.loads(self.status_path.read_text())
+        except FileNotFoundError:
+            raise UnknownDeployment(f"no deployment {self.id!r}") from None
+        return Status(
+            id=self.id,
+            state=data["state"],
+            created=data["created"],
+            ended=data.get("ended"),
+            plan=data.get("plan", {}),
+        )
+
+    def size(self) -> int:
+        """Bytes in the log now."""
+        return self.log_path.stat().st_size
+
+    def append(self, *lines: str) -> int:
+        """Append whole lines in one write (O_APPEND); return the log's new size. A
+        "\n" inside a line starts another line."""
+        data = "".join(f"{line}\n" for line in lines).encode()
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(fd, data)
+            return os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+
+    def finish(self, state: State = "finished") -> Status:
+        """Mark the deployment ended. Call after its last line is appended."""
+        if state not in ENDED:
+            raise ValueError(f"a deployment ends as one of {ENDED}, not {state!r}")
+        return self._write_status(self.status(), state=state, ended=now())
+
+    def read(self, start: int, end: int, *, final: bool = False) -> list[Line]:
+        """The lines in bytes [start, end) of the log. `final`: `end` is the end of the
+        log for good, so a last line without "\\n" is complete too."""
+        with open(self.log_path, "rb") as log:
+            log.seek(start)
+            return split_lines(log.read(max(end - start, 0)), start, final=final)
+
+    def is_event_id(self, offset: int) -> bool:
+        """Whether a stream of this log can have sent `offset` as an event id: the start,
+        the end of a line, or a cut inside a line too long to tell (see `split_lines`).
+        Resuming anywhere else would start mid-line."""
+        if offset == 0:
+            return True
+        if not 0 < offset <= self.size():
+            return False
+        with open(self.log_path, "rb") as log:
+            start = max(0, offset - MAX_LINE + 4)  # a cut backs off at most 3 bytes
+            log.seek(start)
+            before = log.read(offset - start)
+        return before.endswith(b"\n") or (b"\n" not in before and offset - start >= MAX_LINE - 4)
+
+    def _write_status(self, status: Status, **changes: Any) -> Status:
+        updated = Status(**{**status.as_dict(), **changes})
+        temporary = self.status_path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(updated.as_dict()))
+        os.replace(temporary, self.status_path)  # readers see the old file or the new one
+        return updated
+
+
+class DeploymentStore:
+    """Every deployment under one data directory."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def create(self, plan: Mapping[str, Any] | None = None) -> Deployment:
+        """A new, running deployment with an empty log. Ids are ULIDs: unique, and
+        sorted by creation time."""
+        deployment = Deployment(self.root, str(ULID()).lower())
+        deployment.path.mkdir()
+        deployment.log_path.touch()
+        deployment._write_status(
+            Status(id=deployment.id, state="running", created=now(), plan=dict(plan or {}))
+        )
+        return deployment
+
+    def get(self, deployment_id: str) -> Deployment:
+        """The deployment called `deployment_id`: InvalidDeploymentId if that cannot be
+        an id, UnknownDeployment if there is none."""
+        deployment = Deployment(self.root, deployment_id)
+        # The id's characters keep it inside the root; a symlink planted in the data
+        # directory could still lead out, so the folder must really be here.
+        if deployment.path.resolve().parent != self.root or not deployment.status_path.is_file():
+            raise UnknownDeployment(f"no deployment {deployment_id!r}")
+        return deployment
+
+    def list(self) -> list[Status]:
+        """Every deployment's status, newest first."""
+        found = []
+        for path in self.root.iterdir():
+            try:
+                found.append(self.get(path.name).status())
+            except StreamLogsError:
+                continue  # a stray file or folder, not a deployment
+        return sorted(found, key=lambda s: s.created, reverse=True)
+
+
+def split_lines(data: bytes, base: int, *, final: bool, max_line: int = MAX_LINE) -> list[Line]:
+    """Cut `data` (read from byte `base` of a log) into lines.
+
+    A line ends at "\\n", or after `max_line` bytes (at a UTF-8 character boundary); an
+    unfinished last line is left for the next read, unless `final`. Text is decoded as
+    UTF-8 with bad bytes replaced, and loses its "\\n" (or "\\r\\n")."""
+    lines = []
+    position, size = 0, len(data)
+    while position < size:
+        newline = data.find(b"\n", position, position + max_line)
+        if newline >= 0:
+            end = newline + 1
+        elif size - position >= max_line:
+            end = position + max_line
+            while end < size and end > position + 1 and data[end] & 0xC0 == 0x80:
+                end -= 1  # do not cut a character in two
+        elif final:
+            end = size
+        else:
+            break
+        text = data[position:end].decode("utf-8", "replace")
+        if text.endswith("\n"):
+            text = text[:-2] if text.endswith("\r\n") else text[:-1]
+        lines.append(Line(base + end, text))
+        position = end
+    return lines

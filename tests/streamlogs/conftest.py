@@ -1,0 +1,208 @@
+"""A streamlogs service for each test: in this process (to look inside its hub), or in
+a process of its own (to kill it)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from httpx_sse import ServerSentEvent, aconnect_sse
+from httpx_sse._decoders import SSEDecoder
+
+from sdlab.streamlogs import DeploymentStore, Hub, MockRunner, create_app
+from sdlab.streamlogs.service import Server
+
+
+@dataclass
+class Service:
+    """A running service: its address, and its parts to look at."""
+
+    url: str
+    app: FastAPI
+
+    @property
+    def store(self) -> DeploymentStore:
+        return self.app.state.store  # type: ignore[no-any-return]
+
+    @property
+    def hub(self) -> Hub:
+        return self.app.state.hub  # type: ignore[no-any-return]
+
+    @property
+    def runner(self) -> MockRunner:
+        return self.app.state.runner  # type: ignore[no-any-return]
+
+    def clients(self) -> int:
+        return self.hub.stats()["clients"]  # type: ignore[no-any-return]
+
+
+@asynccontextmanager
+async def serving(app: FastAPI) -> AsyncIterator[Service]:
+    """`app` under a real uvicorn on a free port of this event loop."""
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, log_level="warning", timeout_graceful_shutdown=3
+    )
+    server = Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield Service(f"http://127.0.0.1:{port}", app)
+    finally:
+        server.should_exit = True
+        await task
+
+
+StartService = Callable[..., Awaitable[Service]]
+
+
+@pytest.fixture
+async def start_service(tmp_path: Path) -> AsyncIterator[StartService]:
+    """`await start_service(**create_app options)`: a service over tmp_path/data."""
+    async with AsyncExitStack() as stack:
+
+        async def start(**options: Any) -> Service:
+            options.setdefault("retry_ms", 200)
+            return await stack.enter_async_context(
+                serving(create_app(tmp_path / "data", **options))
+            )
+
+        yield start
+
+
+@pytest.fixture
+async def service(start_service: StartService) -> Service:
+    return await start_service()
+
+
+async def read_events(
+    url: str,
+    *,
+    last_event_id: str | None = None,
+    stop: Callable[[list[ServerSentEvent]], bool] = lambda events: False,
+    timeout: float = 30,
+) -> list[ServerSentEvent]:
+    """The events of one connection to `url` (httpx-sse parses them, not our code) until
+    the server ends the response or `stop(events)` says enough."""
+    headers = {} if last_event_id is None else {"Last-Event-ID": last_event_id}
+    events: list[ServerSentEvent] = []
+    async with (
+        asyncio.timeout(timeout),
+        httpx.AsyncClient(timeout=None) as http,
+        aconnect_sse(http, "GET", url, headers=headers) as source,
+    ):
+        source.response.raise_for_status()
+        async for event in source.aiter_sse():
+            if event.retry is not None and not event.data:
+                continue  # httpx-sse hands over a `retry:`-only block; browsers do not
+            events.append(event)
+            if stop(events):
+                break
+    return events
+
+
+async def follow(
+    url: str, events: list[ServerSentEvent], *, attempts: int = 5, timeout: float = 30
+) -> int:
+    """What a browser's EventSource does: read `url` into `events`; when the connection
+    breaks, connect again with the last id seen as Last-Event-ID; stop at the `end`
+    event. Returns the number of connections made."""
+    for attempt in range(1, attempts + 1):
+        last_id = next((e.id for e in reversed(events) if e.id), None)
+        headers = {} if last_id is None else {"Last-Event-ID": last_id}
+        try:
+            async with (
+                asyncio.timeout(timeout),
+                httpx.AsyncClient(timeout=None) as http,
+                aconnect_sse(http, "GET", url, headers=headers) as source,
+            ):
+                async for event in source.aiter_sse():
+                    if event.data or event.retry is None:
+                        events.append(event)
+        except httpx.TransportError:
+            await asyncio.sleep(0.05)
+            continue
+        if events and events[-1].event == "end":
+            return attempt
+    raise AssertionError(f"no end event after {attempts} connections")
+
+
+def parse_events(body: bytes) -> list[ServerSentEvent]:
+    """The events in a whole response body, as a spec-following client sees them."""
+    decoder, events = SSEDecoder(), []
+    for line in body.decode().splitlines():
+        event = decoder.decode(line)
+        if event is not None and not (event.retry is not None and not event.data):
+            events.append(event)
+    return events
+
+
+def steps(events: list[ServerSentEvent]) -> list[int]:
+    """The step numbers of a mock deployment's lines ("... step 7/40 build: ...")."""
+    return [int(e.data.split("step ")[1].split("/")[0]) for e in events if e.event == "message"]
+
+
+class ServerProcess:
+    """`sdlab streamlogs serve` in a process of its own, to kill and start again."""
+
+    def __init__(self, data_dir: Path, port: int) -> None:
+        self.data_dir = data_dir
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> ServerProcess:
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "sdlab", "streamlogs", "serve", "--port", str(self.port),
+            "--data-dir", str(self.data_dir), "--retry-ms", "300",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        async with httpx.AsyncClient() as http:
+            for _ in range(600):
+                if self.process.returncode is not None:
+                    assert self.process.stderr is not None
+                    raise RuntimeError(f"the server exited: {await self.process.stderr.read()!r}")
+                try:
+                    await http.get(f"{self.url}/api/stats")
+                    return self
+                except httpx.TransportError:
+                    await asyncio.sleep(0.05)
+        raise RuntimeError("the server did not answer in 30 s")
+
+    async def kill(self) -> None:
+        """SIGKILL: no shutdown at all, as in a crash."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+
+    async def interrupt(self) -> tuple[int, str]:
+        """Ctrl-C; wait for the process to end; its exit code and what it printed."""
+        assert self.process is not None
+        assert self.process.stderr is not None
+        self.process.send_signal(signal.SIGINT)
+        async with asyncio.timeout(20):
+            printed = await self.process.stderr.read()
+            return await self.process.wait(), printed.decode()
+
+
+@pytest.fixture
+async def server_process(tmp_path: Path, unused_port: int) -> AsyncIterator[ServerProcess]:
+    """A (not yet started) server process over tmp_path/data; killed after the test."""
+    process = ServerProcess(tmp_path / "data", unused_port)
+    try:
+        yield process
+    finally:
+        await process.kill()

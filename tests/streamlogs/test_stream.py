@@ -1,0 +1,265 @@
+"""The stream over real HTTP (uvicorn on a port, clients on sockets): the SSE format,
+resuming, errors, the shared reader, slow and vanished clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+from httpx_sse import ServerSentEvent
+
+from sdlab.streamlogs import Plan
+from sdlab.streamlogs.store import MAX_LINE
+from tests.helpers import Proxy, eventually
+from tests.streamlogs.conftest import (
+    Service,
+    StartService,
+    follow,
+    parse_events,
+    read_events,
+    steps,
+)
+
+
+async def test_a_finished_deployment_streams_every_line_then_ends(service: Service) -> None:
+    deployment = service.runner.start(Plan(lines=6, interval=0))
+    events = await read_events(f"{service.url}/logs/{deployment.id}")
+    assert steps(events) == [1, 2, 3, 4, 5, 6]
+    end = events[-1]
+    assert end.event == "end"
+    assert json.loads(end.data)["state"] == "finished"
+    # Every event has an id: the byte offset just past its line, growing.
+    ids = [int(e.id) for e in events]
+    assert ids[:-1] == sorted(set(ids[:-1]))
+    assert ids[-1] == ids[-2] == deployment.size()
+    # Reconnecting after the last id: nothing more, the end at once.
+    again = await read_events(f"{service.url}/logs/{deployment.id}", last_event_id=end.id)
+    assert [e.event for e in again] == ["end"]
+
+
+async def test_the_response_is_an_event_stream_with_a_retry(start_service: StartService) -> None:
+    service = await start_service(retry_ms=1234)
+    deployment = service.store.create()
+    deployment.append("only line")
+    deployment.finish()
+    async with httpx.AsyncClient() as http:
+        answer = await http.get(f"{service.url}/logs/{deployment.id}")
+    assert answer.headers["content-type"] == "text/event-stream"
+    assert answer.headers["cache-control"] == "no-cache"
+    assert answer.text.startswith("retry: 1234\n\n")
+    assert "id: 10\ndata: only line\n\n" in answer.text
+
+
+async def test_last_event_id_resumes_with_no_gap_and_no_duplicate(service: Service) -> None:
+    deployment = service.runner.start(Plan(lines=30, interval=0.01))
+    url = f"{service.url}/logs/{deployment.id}"
+    first = await read_events(url, stop=lambda events: len(events) == 10)
+    rest = await read_events(url, last_event_id=first[-1].id)
+    assert steps(first) + steps(rest) == list(range(1, 31))
+    assert rest[-1].event == "end"
+
+
+async def test_a_cut_connection_resumes_where_it_broke(service: Service) -> None:
+    """A real reconnect: the connection dies mid-stream (a proxy drops both sides) and
+    the client comes back with its Last-Event-ID, as EventSource does."""
+    deployment = service.runner.start(Plan(lines=40, interval=0.02))
+    port = int(service.url.rsplit(":", 1)[1])
+    events: list[ServerSentEvent] = []
+    async with Proxy(port) as proxy:
+        url = f"http://127.0.0.1:{proxy.port}/logs/{deployment.id}"
+        following = asyncio.create_task(follow(url, events))
+        await eventually(lambda: _async(len(events) >= 10), True)
+        proxy.cut()
+        connections = await following
+    assert connections >= 2
+    assert steps(events) == list(range(1, 41))
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "detail"),
+    [
+        ("/logs/01nosuchdeployment", 404, "no deployment '01nosuchdeployment'"),
+        ("/deployments/01nosuchdeployment", 404, "no deployment"),
+        ("/api/deployments/01nosuchdeployment", 404, "no deployment"),
+        ("/logs/..", 422, "not a deployment id: '..'"),
+        ("/logs/%2e%2e", 422, "not a deployment id: '..'"),
+        ("/deployments/..", 422, "not a deployment id"),
+        ("/logs/.hidden", 422, "not a deployment id"),
+        ("/logs/" + "x" * 65, 422, "not a deployment id"),
+        ("/logs/..%2f..%2fetc%2fpasswd", 404, "Not Found"),  # a '/': no route matches
+        ("/logs/%2e%2e%2f%2e%2e%2fetc%2fpasswd", 404, "Not Found"),
+    ],
+)
+async def test_unknown_and_malformed_ids(
+    service: Service, path: str, status: int, detail: str
+) -> None:
+    """Sent on a raw socket: an HTTP client would tidy `..` away before sending it."""
+    port = int(service.url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    answer = await reader.read()
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split()[1] == str(status).encode()
+    assert detail in json.loads(body)["detail"]
+
+
+async def test_the_json_api(service: Service) -> None:
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        made = await http.post("/deployments", params={"lines": 3, "interval": 0})
+        assert made.status_code == 201
+        await read_events(f"{service.url}{made.json()['stream']}")
+        one = (await http.get(f"/api/deployments/{made.json()['id']}")).json()
+        assert one["state"] == "finished"
+        assert one["plan"] == {"lines": 3, "interval": 0.0}
+        assert one["size"] > 0
+        assert [d["id"] for d in (await http.get("/api/deployments")).json()] == [one["id"]]
+        stats = (await http.get("/api/stats")).json()
+        assert stats["tails"] == {}
+        assert stats["resyncs"] >= 1  # it had finished: its client read the file
+        assert stats["inotify"] is True
+        for params in ({"lines": 0}, {"lines": 100_001}, {"interval": -1}, {"interval": 61}):
+            wrong = await http.post("/deployments", params=params)
+            assert wrong.status_code == 422
+            assert wrong.json()["detail"][0]["loc"][0] == "query"
+
+
+@pytest.mark.parametrize("bad", ["abc", "-5", "3", "99999", "1" * 30])
+async def test_a_last_event_id_that_is_no_event_is_refused(service: Service, bad: str) -> None:
+    deployment = service.store.create()
+    deployment.append("twelve bytes", "more")  # ids 13 and 18
+    async with httpx.AsyncClient() as http:
+        answer = await http.get(
+            f"{service.url}/logs/{deployment.id}", headers={"Last-Event-ID": bad}
+        )
+    assert answer.status_code == 400
+    assert "is not the id of an event of this log" in answer.json()["detail"]
+
+
+async def test_lines_written_by_another_writer_arrive_as_they_are_written(
+    service: Service,
+) -> None:
+    """The service follows the file, whoever writes it (here the test, as a build runner
+    in its own process would)."""
+    deployment = service.store.create()
+    url = f"{service.url}/logs/{deployment.id}"
+    reading = asyncio.create_task(read_events(url))
+    await eventually(lambda: _async(service.clients()), 1)
+    for text in ["plain", "10%\r100%", "", "tab\there"]:
+        deployment.append(text)
+        await asyncio.sleep(0.01)
+    _write_bytes(deployment.log_path, b"raw \xff\xfe\n")  # not UTF-8
+    _write_bytes(deployment.log_path, b"y" * (MAX_LINE + 10) + b"\n")  # longer than an event
+    _write_bytes(deployment.log_path, b"no newline at the end")
+    deployment.finish()
+    events = await reading
+    data = [e.data for e in events if e.event == "message"]
+    assert data[:4] == ["plain", "10%\n100%", "", "tab\there"]
+    assert data[4] == "raw \ufffd\ufffd"
+    assert data[5] + data[6] == "y" * (MAX_LINE + 10)  # cut in two events
+    assert data[7] == "no newline at the end"  # the deployment ended: the line is whole
+    assert events[-1].event == "end"
+
+
+async def test_idle_streams_get_keepalive_comments(start_service: StartService) -> None:
+    service = await start_service(keepalive=0.05)
+    deployment = service.store.create()  # running, and silent
+    received = b""
+    async with (
+        httpx.AsyncClient() as http,
+        http.stream("GET", f"{service.url}/logs/{deployment.id}") as answer,
+    ):
+        async for chunk in answer.aiter_raw():
+            received += chunk
+            if received.count(b": keepalive\n\n") >= 2:
+                break
+    assert received.startswith(b"retry: 200\n\n")
+
+
+async def test_many_clients_share_one_reader(service: Service) -> None:
+    deployment = service.store.create()
+    url = f"{service.url}/logs/{deployment.id}"
+    readers = [asyncio.create_task(read_events(url)) for _ in range(20)]
+    await eventually(lambda: _async(service.clients()), 20)
+    stats = service.hub.stats()
+    assert list(stats["tails"]) == [deployment.id]
+    assert stats["tails"][deployment.id]["clients"] == 20
+    # One open file for twenty clients.
+    opened = [f for f in psutil.Process().open_files() if f.path == str(deployment.log_path)]
+    assert len(opened) == 1
+    for n in range(50):
+        deployment.append(f"line {n}")
+    deployment.finish()
+    for events in await asyncio.gather(*readers):
+        assert [e.data for e in events[:-1]] == [f"line {n}" for n in range(50)]
+    stats = service.hub.stats()
+    assert stats["lines read"] == 50  # each line read once, not once per client
+    assert stats["tails"] == {}  # closed with its last client, and its file too
+    assert not [f for f in psutil.Process().open_files() if f.path == str(deployment.log_path)]
+
+
+async def test_a_slow_client_stalls_no_one_and_is_resynced_from_the_file(
+    start_service: StartService,
+) -> None:
+    """One client stops reading: its socket fills, its `send` waits. The others still get
+    every line while it sleeps; when it reads again, it has fallen out of the window and
+    catches up from the file, with every line once and in order."""
+    service = await start_service(window=8)
+    deployment = service.store.create()
+    url = f"{service.url}/logs/{deployment.id}"
+    small_window = httpx.AsyncHTTPTransport(
+        socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)]
+    )
+    # 8 MB: more than the socket buffers can hold (the kernel's grow to 4 MB here).
+    lines = [f"{n:05d} " + "z" * 16_000 for n in range(500)]
+    async with (
+        httpx.AsyncClient(transport=small_window, timeout=None) as slow_http,
+        slow_http.stream("GET", url) as slow,  # headers read, then nothing
+    ):
+        fast = [asyncio.create_task(read_events(url)) for _ in range(3)]
+        await eventually(lambda: _async(service.clients()), 4)
+        for line in lines:
+            deployment.append(line)
+        deployment.finish()
+        # The fast clients have everything while the slow one has read nothing.
+        for events in await asyncio.gather(*fast):
+            assert [e.data for e in events if e.event == "message"] == lines
+        assert service.clients() == 1  # the slow one, still mid-stream
+        resyncs = service.hub.stats()["resyncs"]
+        body = b"".join([chunk async for chunk in slow.aiter_bytes()])  # now it reads
+    events = parse_events(body)
+    assert [e.data for e in events if e.event == "message"] == lines
+    assert events[-1].event == "end"
+    assert service.hub.stats()["resyncs"] > resyncs  # it caught up from the file
+
+
+async def test_disconnected_clients_are_dropped_at_once(start_service: StartService) -> None:
+    """No line is written and no keepalive is due: the server notices each hang-up from
+    the connection itself, and the tail closes with its last client."""
+    service = await start_service(keepalive=3600)
+    deployment = service.store.create()
+    url = f"{service.url}/logs/{deployment.id}"
+    readers = [asyncio.create_task(read_events(url)) for _ in range(10)]
+    await eventually(lambda: _async(service.clients()), 10)
+    for reader in readers[:4]:
+        reader.cancel()
+    assert await eventually(lambda: _async(service.clients()), 6) == 6
+    for reader in readers[4:]:
+        reader.cancel()
+    assert await eventually(lambda: _async(service.clients()), 0) == 0
+    assert service.hub.stats()["tails"] == {}
+    await asyncio.gather(*readers, return_exceptions=True)
+
+
+async def _async(value: object) -> object:
+    return value
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    with path.open("ab") as log:
+        log.write(data)
