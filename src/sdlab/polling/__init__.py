@@ -14,6 +14,7 @@ provisioner; `service.py` the HTTP service and its page; `client.py` a client.
 """
 
 from sdlab.polling.channel import Channel, ChannelUnavailable, PostgresChannel, RedisChannel
+from sdlab.polling.client import PollingClient
 from sdlab.polling.fleet import Fleet, FleetClosed
 from sdlab.polling.model import (
     AlreadyCreated,
@@ -38,6 +39,7 @@ __all__ = [
     "Fleet",
     "FleetClosed",
     "MariaDBStore",
+    "PollingClient",
     "PollingError",
     "PostgresChannel",
     "PostgresStore",

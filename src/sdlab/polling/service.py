@@ -18,6 +18,7 @@ bad `since`, `timeout` or server id, 503 database unavailable or server shutting
 """
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from contextlib import asynccontextmanager
@@ -171,8 +172,6 @@ async def _unless_gone(request: Request, waiting: Coroutine[Any, Any, T]) -> T:
     """Run `waiting` until it finishes or the client hangs up (ClientGone): a waiter
     whose client has gone is dropped at once, not at its timeout."""
     task = asyncio.ensure_future(waiting)
-    if task.done():
-        return task.result()
     gone = asyncio.ensure_future(_disconnected(request))
     try:
         await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
@@ -180,6 +179,8 @@ async def _unless_gone(request: Request, waiting: Coroutine[Any, Any, T]) -> T:
         gone.cancel()
         if not task.done():
             task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task  # so that it has left the fleet's count of waiters
     if task.cancelled():
         raise ClientGone
     return task.result()
