@@ -87,7 +87,8 @@ async def test_the_page_reconnects_after_its_server_restarts(
         service.stop()
         await page.wait_for_selector('#live[data-state="reconnecting"]')
         service.start()  # same port, same database
+        await page.wait_for_selector('#live[data-state="live"]', timeout=30_000)
         async with httpx.AsyncClient() as http:
-            await http.post(f"{service.url}/create/server-4")
+            created = await http.post(f"{service.url}/create/server-4")
+        assert created.status_code == 202
         await page.wait_for_selector(row("server-4", "TO_DO"), timeout=30_000)
-        await page.wait_for_selector('#live[data-state="live"]')

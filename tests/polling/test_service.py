@@ -21,7 +21,7 @@ LATER = Delays(to_do=3600, in_progress=3600)
 async def http(mysql_db: str, redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
     fleet = await Fleet.open(mysql_db, redis_url=redis_url, delays=LATER)
     app = create_app(fleet, seed=["server-1", "server-2"])
-    async with app.router.lifespan_context(app):
+    async with app.lifespan():
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://polling") as client:
             yield client
@@ -73,7 +73,7 @@ async def test_terminate_makes_a_server_creatable_again(mysql_db: str, redis_url
     fleet = await Fleet.open(mysql_db, redis_url=redis_url, delays=Delays(0, 0))
     app = create_app(fleet, seed=["server-1"])
     async with (
-        app.router.lifespan_context(app),
+        app.lifespan(),
         PollingClient(
             "http://polling",
             http=httpx.AsyncClient(

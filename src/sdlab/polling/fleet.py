@@ -29,9 +29,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Sequence
 from typing import Any
 
+from sdlab.bench.latency import Latency
 from sdlab.polling.channel import Channel, PostgresChannel, RedisChannel
 from sdlab.polling.model import Delays, PollingError, Server, UnknownServer
 from sdlab.polling.store import DEFAULT_TABLE, PostgresStore, Store
@@ -97,6 +99,9 @@ class Fleet:
         self.waiting = 0
         self.reads = 0
         self.transitions = 0
+        self.woken = Latency()
+        """For each waiter answered because of a change: from the change (the database's
+        timestamp) to the answer, on this host's clock."""
 
     @classmethod
     async def open(
@@ -192,6 +197,7 @@ class Fleet:
         """The server once its version is newer than `since`: at once if it already is,
         else when it changes; None if `timeout` seconds pass first. Raises
         UnknownServer, FleetClosed."""
+        waited = False
         if server_id not in self._rows or since > self._rows[server_id].version:
             # The mirror has not caught up with the client: ask the database.
             truth = await self.store.get(server_id)
@@ -208,10 +214,13 @@ class Fleet:
                 while True:
                     server = self._rows.get(server_id)
                     if server is not None and server.version > since:
+                        if waited:
+                            self._record_woken(server)
                         return server
                     if self._closing:
                         raise FleetClosed("the server is shutting down; poll again")
                     await self._changed.setdefault(server_id, asyncio.Event()).wait()
+                    waited = True
         except TimeoutError:
             return None
         finally:
@@ -240,6 +249,9 @@ class Fleet:
             return None
         finally:
             self.waiting -= 1
+
+    def _record_woken(self, server: Server) -> None:
+        self.woken.record(time.time_ns() - int(server.changed_at.timestamp() * 1e9))
 
     async def status(self, server_id: str) -> Server:
         """The server as the database has it now (what a short poll reads)."""
@@ -382,4 +394,5 @@ class Fleet:
             "subscribed": None if channel is None else channel.subscribed.is_set(),
             "announcements": None if channel is None else channel.received,
             "resyncs": None if channel is None else channel.resyncs,
+            "woken": self.woken.summary(percentiles=(50, 99)),
         }

@@ -14,57 +14,48 @@
 A server is `{"server_id", "status", "version", "changed_at"}`. Errors are JSON with a
 `detail`: 404 unknown server, 409 create while a creation is under way (or done), 422 a
 bad `since`, `timeout` or server id, 503 database unavailable or server shutting down.
+The polls are answered by `polls.Polls` in front of FastAPI (why: there).
 (No `from __future__ import annotations` here: FastAPI reads the annotations at run time.)
 """
 
-import asyncio
-import contextlib
 import json
-from collections.abc import AsyncIterator, Coroutine, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from importlib.resources import files
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import asyncmy.errors
 import psycopg
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from sdlab.polling.fleet import Fleet, FleetClosed
 from sdlab.polling.model import SERVER_ID, Conflict, Server, UnknownServer
+from sdlab.polling.polls import Polls
 from sdlab.pool import PoolError
 
-MAX_TIMEOUT = 60.0
-DEFAULT_TIMEOUT = 30.0
 PAGE = files("sdlab.polling").joinpath("page.html").read_text()
 NO_STORE = {"Cache-Control": "no-store"}
-
-T = TypeVar("T")
 
 ServerId = Annotated[
     str, PathParam(pattern=SERVER_ID.pattern, description="Letters, digits, `_.-`; 1 to 64.")
 ]
-Since = Annotated[
-    int,
-    Query(ge=0, description="The version you have (0: none); the answer is newer than it."),
-]
-Timeout = Annotated[
-    float,
-    Query(
-        ge=0,
-        le=MAX_TIMEOUT,
-        allow_inf_nan=False,
-        description=f"Seconds to hold the request if nothing is newer (0 to {MAX_TIMEOUT:g}).",
-    ),
-]
 
 
-class ClientGone(Exception):
-    """The client hung up while its long poll waited."""
+class PollingApp(Polls):
+    """The service: the polls, then FastAPI (`api`) for the rest."""
+
+    def __init__(self, api: FastAPI, fleet: Fleet) -> None:
+        super().__init__(api, fleet)
+        self.api = api
+
+    def lifespan(self) -> AbstractAsyncContextManager[None]:
+        """Start-up and shutdown, for running the app without a server (tests)."""
+        return self.api.router.lifespan_context(self.api)
 
 
-def create_app(fleet: Fleet, seed: Sequence[str] = ()) -> FastAPI:
+def create_app(fleet: Fleet, seed: Sequence[str] = ()) -> PollingApp:
     """The app around a fleet opened in the server's event loop. At start-up the app
     starts the fleet (unless it already runs) and adds the `seed` servers that are
     missing; at shutdown it closes the fleet."""
@@ -124,40 +115,11 @@ def create_app(fleet: Fleet, seed: Sequence[str] = ()) -> FastAPI:
     async def terminate(request: Request, server_id: ServerId) -> Response:
         return _server(await fleet_of(request).terminate(server_id))
 
-    @app.get("/short/status/{server_id}")
-    async def short_status(request: Request, server_id: ServerId) -> Response:
-        return _server(await fleet_of(request).status(server_id))
-
-    @app.get("/long/status/{server_id}")
-    async def long_status(
-        request: Request, server_id: ServerId, since: Since = 0, timeout: Timeout = DEFAULT_TIMEOUT
-    ) -> Response:
-        try:
-            server = await _unless_gone(request, fleet_of(request).wait(server_id, since, timeout))
-        except ClientGone:
-            return Response(status_code=499)  # nobody reads it
-        if server is None:
-            return Response(status_code=304, headers=NO_STORE)
-        return _server(server)
-
-    @app.get("/long/servers")
-    async def long_servers(
-        request: Request, since: Since = 0, timeout: Timeout = DEFAULT_TIMEOUT
-    ) -> Response:
-        try:
-            found = await _unless_gone(request, fleet_of(request).wait_all(since, timeout))
-        except ClientGone:
-            return Response(status_code=499)
-        if found is None:
-            return Response(status_code=304, headers=NO_STORE)
-        version, changed = found
-        return _json({"version": version, "servers": [s.as_dict() for s in changed]})
-
     @app.get("/stats")
     async def stats(request: Request) -> dict[str, Any]:
         return fleet_of(request).stats()
 
-    return app
+    return PollingApp(app, fleet)
 
 
 def _server(server: Server) -> Response:
@@ -166,26 +128,3 @@ def _server(server: Server) -> Response:
 
 def _json(content: Any) -> Response:
     return Response(json.dumps(content), media_type="application/json", headers=NO_STORE)
-
-
-async def _unless_gone(request: Request, waiting: Coroutine[Any, Any, T]) -> T:
-    """Run `waiting` until it finishes or the client hangs up (ClientGone): a waiter
-    whose client has gone is dropped at once, not at its timeout."""
-    task = asyncio.ensure_future(waiting)
-    gone = asyncio.ensure_future(_disconnected(request))
-    try:
-        await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        gone.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task  # so that it has left the fleet's count of waiters
-    if task.cancelled():
-        raise ClientGone
-    return task.result()
-
-
-async def _disconnected(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
