@@ -129,6 +129,8 @@ def serve(
             host=host,
             port=port,
             log_level="warning",
+            access_log=False,
+            proxy_headers=False,  # no proxy in front; its middleware costs every request
             backlog=4096,  # thousands of long-polling clients may connect at once
             timeout_keep_alive=65,  # longer than the longest poll, so connections are reused
         )
