@@ -252,3 +252,34 @@ async def test_a_postgres_channel_needs_the_postgres_store(mysql_db: str) -> Non
         await Fleet.open(mysql_db, channel="postgres")
     with pytest.raises(ValueError, match="needs redis_url"):
         await Fleet.open(mysql_db, channel="redis")
+
+
+@pytest.mark.slow
+async def test_a_database_crash_loses_no_update(
+    servers: Any, redis_url: str, namespace: str
+) -> None:
+    """MariaDB is killed while a creation is under way, and its transitions come due
+    while it is down. When it is back, the provisioners make them and the waiters on
+    the other fleet get them: nothing is lost, nothing is made twice."""
+    (db,) = servers.mariadb()
+    one = await Fleet.open(db.url, redis_url=redis_url, table=namespace, delays=Delays(0.3, 0.3))
+    other = await Fleet.open(db.url, redis_url=redis_url, table=namespace)
+    async with one, other:
+        await one.add(["a"])
+        created = await one.create("a")
+
+        async def mirrored() -> bool:
+            return other.version >= created.version
+
+        assert await eventually(mirrored, True)
+        db.kill()
+        await asyncio.sleep(0.8)  # IN_PROGRESS and DONE are both due by now
+        waiter = asyncio.create_task(other.wait("a", since=created.version, timeout=60))
+        await waiting(other)
+        assert other.get("a") == created  # the mirror still answers
+        db.start()
+        server: Any = await waiter
+        while server.status is not Status.DONE:
+            server = await other.wait("a", since=server.version, timeout=60)
+        assert server.version == created.version + 2
+        assert one.transitions + other.transitions == 2

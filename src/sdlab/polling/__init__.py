@@ -27,7 +27,7 @@ from sdlab.polling.model import (
     UnknownServer,
     seed_ids,
 )
-from sdlab.polling.store import MariaDBStore, PostgresStore, Store
+from sdlab.polling.store import DatabaseUnavailable, MariaDBStore, PostgresStore, Store
 
 __all__ = [
     "AlreadyCreated",
@@ -35,6 +35,7 @@ __all__ = [
     "ChannelUnavailable",
     "Conflict",
     "CreationInProgress",
+    "DatabaseUnavailable",
     "Delays",
     "Fleet",
     "FleetClosed",

@@ -25,13 +25,11 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Annotated, Any, TypeVar
 from urllib.parse import unquote_plus
 
-import asyncmy.errors
-import psycopg
 from pydantic import Field, TypeAdapter, ValidationError
 
 from sdlab.polling.fleet import Fleet, FleetClosed
 from sdlab.polling.model import SERVER_ID, Server, UnknownServer
-from sdlab.pool import PoolError
+from sdlab.polling.store import DATABASE_ERRORS
 
 MAX_TIMEOUT = 60.0
 DEFAULT_TIMEOUT = 30.0
@@ -55,7 +53,6 @@ _SERVER_ID: TypeAdapter[str] = TypeAdapter(Annotated[str, Field(pattern=SERVER_I
 
 _JSON = (b"content-type", b"application/json")
 _NO_STORE = (b"cache-control", b"no-store")
-_DATABASE_AWAY = (PoolError, asyncmy.errors.OperationalError, psycopg.OperationalError)
 
 
 class _Invalid(Exception):
@@ -121,7 +118,7 @@ class Polls:
             status, body = 404, _detail(str(exc))
         except FleetClosed as exc:
             status, body = 503, _detail(str(exc))
-        except _DATABASE_AWAY as exc:
+        except DATABASE_ERRORS as exc:
             status, body = 503, _detail(f"database unavailable: {exc}")
         headers = [_NO_STORE, (b"content-length", str(len(body)).encode())]
         if status != 304:

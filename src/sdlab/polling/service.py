@@ -93,6 +93,7 @@ def create_app(fleet: Fleet, seed: Sequence[str] = ()) -> PollingApp:
     @app.exception_handler(PoolError)
     @app.exception_handler(asyncmy.errors.OperationalError)
     @app.exception_handler(psycopg.OperationalError)
+    @app.exception_handler(OSError)
     async def database_away(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse(status_code=503, content={"detail": f"database unavailable: {exc}"})
 

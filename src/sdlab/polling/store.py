@@ -30,16 +30,20 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from sdlab.infra.services import mariadb
+import asyncmy.errors
+import psycopg
+
+from sdlab.infra.services import mariadb, postgres
 from sdlab.polling.model import (
     AlreadyCreated,
     CreationInProgress,
     Delays,
+    PollingError,
     Server,
     Status,
     UnknownServer,
 )
-from sdlab.pool import MariaDB, Pool, PostgreSQL
+from sdlab.pool import MariaDB, Pool, PoolError, PostgreSQL
 
 DEFAULT_TABLE = "ec2_servers"
 DEFAULT_MYSQL_DATABASE = "sdlab_polling"
@@ -48,6 +52,14 @@ _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 # What each request may change, and into what.
 _CREATE_FROM = (Status.NOT_YET_CREATED,)
 _TERMINATE_FROM = (Status.DONE,)
+
+
+class DatabaseUnavailable(PollingError):
+    """The database did not answer when the store was opened."""
+
+
+# What the drivers raise when the server is away (the pool's PoolTimeout says why).
+DATABASE_ERRORS = (PoolError, asyncmy.errors.OperationalError, psycopg.OperationalError, OSError)
 
 
 class Store(ABC):
@@ -74,14 +86,21 @@ class Store(ABC):
         if not _IDENTIFIER.match(table):
             raise ValueError(f"table name {table!r} must match {_IDENTIFIER.pattern}")
         scheme = urlsplit(url).scheme
+        kind: type[MariaDBStore | PostgresStore]
         if scheme in ("mysql", "mariadb"):
-            store: Store = await MariaDBStore.open(url, table, pool_size)
+            kind = MariaDBStore
         elif scheme in ("postgresql", "postgres"):
-            store = await PostgresStore.open(url, table, pool_size)
+            kind = PostgresStore
         else:
             raise ValueError(
                 f"database URL {url!r}: scheme should be mysql:// (MariaDB, MySQL) or postgresql://"
             )
+        where = urlsplit(url).netloc.rpartition("@")[2]
+        try:
+            store: Store = await kind.open(url, table, pool_size)
+        except DATABASE_ERRORS as exc:
+            reason = " ".join(str(exc).split())  # drivers' messages span lines
+            raise DatabaseUnavailable(f"{kind.dialect} at {where}: {reason}") from exc
         try:
             await store.create_schema()
         except BaseException:
@@ -342,6 +361,7 @@ class MariaDBStore(Store):
             min_size=1,
             max_size=pool_size,
             configure=utc,
+            timeout=5,  # a request waits this long for a connection when the database is away
             name=f"polling:{table}",
         )
         await _open(pool)
@@ -421,10 +441,15 @@ class PostgresStore(Store):
 
     @classmethod
     async def open(cls, url: str, table: str, pool_size: int) -> PostgresStore:
+        # One connection first: a server that is away fails here, at once and plainly,
+        # instead of in the pool's retries.
+        probe = await postgres.connect(url, connect_timeout=5)
+        await probe.close()
         pool = Pool(
             PostgreSQL(url, autocommit=True),
             min_size=1,
             max_size=pool_size,
+            timeout=5,  # a request waits this long for a connection when the database is away
             name=f"polling:{table}",
         )
         await _open(pool)
