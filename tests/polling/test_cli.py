@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 from sdlab.polling import Delays
 from sdlab.polling.process import ServiceProcess
 from tests.helpers import sdlab
 
 
+@pytest.mark.slow  # three processes
 def test_an_unreachable_database_is_one_line(unused_port: int) -> None:
     for url, says in [
         (f"mysql://root@127.0.0.1:{unused_port}/", "error: mariadb at 127.0.0.1:"),
@@ -28,6 +31,7 @@ def test_an_unreachable_redis_is_one_line(mysql_db: str, unused_port: int) -> No
     assert len(done.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_watch_follows_a_creation_to_done(mysql_db: str, redis_url: str) -> None:
     with ServiceProcess(mysql_db, redis_url=redis_url, delays=Delays(0.2, 0.2)) as service:
         done = sdlab("polling", "watch", "server-1", "--create", "--url", service.url)
