@@ -91,7 +91,6 @@ class Fleet:
         self._changed: dict[str, asyncio.Event] = {}  # per server, replaced at each change
         self._any_changed = asyncio.Event()  # replaced at each change of any server
         self._wanted = asyncio.Event()  # poke(): read the database
-        self._heard = 0  # the highest version announced so far
         self._reschedule = asyncio.Event()  # the schedule may have changed
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
@@ -302,11 +301,8 @@ class Fleet:
     def poke(self, version: int | None = None) -> None:
         """Read the database soon: a change up to `version` (None: perhaps some change)
         has committed. Announcements of what the mirror already has are ignored."""
-        if version is not None:
-            if version <= self.version:
-                return
-            self._heard = max(self._heard, version)
-        self._wanted.set()
+        if version is None or version > self.version:
+            self._wanted.set()
 
     async def _reader(self) -> None:
         backoff = _BACKOFF_FIRST
@@ -353,6 +349,7 @@ class Fleet:
         """Sleep until the next scheduled transition (or until the schedule may have
         changed), then make the transitions that are due."""
         backoff = _BACKOFF_FIRST
+        lost = 0  # due transitions in a row that another process made first
         while True:
             try:
                 self._reschedule.clear()  # before asking: a change during the query re-sets it
@@ -362,12 +359,14 @@ class Fleet:
                     self.transitions += len(made)
                     for server in made:
                         self._announce(server)
-                    if not made:  # another process made them: look again, without spinning
-                        await asyncio.sleep(0.001)
+                    lost = 0 if made else lost + 1
+                    if lost:  # look again soon, but never spin
+                        await asyncio.sleep(min(0.001 * 2**lost, _BACKOFF_MAX))
                     continue
-                # Nothing scheduled: sleep until the mirror changes. A creation made
-                # elsewhere reaches the mirror (announced, or found by the sweep) and wakes
-                # this loop; every change of a schedule is a change with a version.
+                # Sleep until the next transition is due or, with none scheduled, until
+                # the mirror changes: a creation made elsewhere reaches the mirror
+                # (announced, or found by the sweep), and every change of a schedule is
+                # a change with a version.
                 try:
                     async with asyncio.timeout(due_in):
                         await self._reschedule.wait()

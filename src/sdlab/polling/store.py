@@ -49,7 +49,7 @@ DEFAULT_TABLE = "ec2_servers"
 DEFAULT_MYSQL_DATABASE = "sdlab_polling"
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 
-# What each request may change, and into what.
+# The statuses each request may change a server from.
 _CREATE_FROM = (Status.NOT_YET_CREATED,)
 _TERMINATE_FROM = (Status.DONE,)
 
