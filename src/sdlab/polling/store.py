@@ -150,11 +150,7 @@ class Store(ABC):
             changed = await self._change(server_id, _CREATE_FROM, Status.TO_DO, schedule=schedule)
             if changed is not None:
                 return changed
-            server = await self.get(server_id)
-            if server is None:
-                raise UnknownServer(server_id)
-            if server.status.in_progress:
-                raise CreationInProgress(server)
+            server = await self._refused(server_id)
             if server.status is Status.DONE:
                 raise AlreadyCreated(server)
             # NOT_YET_CREATED again: created, finished and terminated since our UPDATE.
@@ -164,8 +160,11 @@ class Store(ABC):
         that is NOT_YET_CREATED is returned as it is. Raises UnknownServer,
         CreationInProgress."""
         changed = await self._change(server_id, _TERMINATE_FROM, Status.NOT_YET_CREATED)
-        if changed is not None:
-            return changed
+        return changed or await self._refused(server_id)
+
+    async def _refused(self, server_id: str) -> Server:
+        """The server now, after a change to it was refused: UnknownServer if there is
+        none, CreationInProgress while a creation is under way."""
         server = await self.get(server_id)
         if server is None:
             raise UnknownServer(server_id)
