@@ -1,0 +1,131 @@
+"""The mock EC2 status service over HTTP.
+
+    GET  /                                     the page: every server, live by long polling
+    GET  /servers                              {"version", "servers": [...]} from the database
+    POST /create/{server_id}                   202: TO_DO now, IN_PROGRESS and DONE later
+    POST /terminate/{server_id}                DONE -> NOT_YET_CREATED
+    GET  /short/status/{server_id}             the server, read from the database now
+    GET  /long/status/{server_id}?since=V&timeout=S
+                                               200 with the server once its version > V;
+                                               304 if S seconds pass first
+    GET  /long/servers?since=V&timeout=S       200 {"version", "servers": changed after V}; 304
+    GET  /stats                                this process: waiters, version, channel
+
+A server is `{"server_id", "status", "version", "changed_at"}`. Errors are JSON with a
+`detail`: 404 unknown server, 409 create while a creation is under way (or done), 422 a
+bad `since`, `timeout` or server id, 503 database unavailable or server shutting down.
+The polls are answered by `polls.Polls` in front of FastAPI (why: there).
+(No `from __future__ import annotations` here: FastAPI reads the annotations at run time.)
+"""
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from importlib.resources import files
+from typing import Annotated, Any
+
+import asyncmy.errors
+import psycopg
+from fastapi import FastAPI, Request
+from fastapi import Path as PathParam
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from sdlab.polling.fleet import Fleet, FleetClosed
+from sdlab.polling.model import SERVER_ID, Conflict, Server, UnknownServer
+from sdlab.polling.polls import Polls
+from sdlab.pool import PoolError
+
+PAGE = files("sdlab.polling").joinpath("page.html").read_text()
+NO_STORE = {"Cache-Control": "no-store"}
+
+ServerId = Annotated[
+    str, PathParam(pattern=SERVER_ID.pattern, description="Letters, digits, `_.-`; 1 to 64.")
+]
+
+
+class PollingApp(Polls):
+    """The service: the polls, then FastAPI (`api`) for the rest."""
+
+    def __init__(self, api: FastAPI, fleet: Fleet) -> None:
+        super().__init__(api, fleet)
+        self.api = api
+
+    def lifespan(self) -> AbstractAsyncContextManager[None]:
+        """Start-up and shutdown, for running the app without a server (tests)."""
+        return self.api.router.lifespan_context(self.api)
+
+
+def create_app(fleet: Fleet, seed: Sequence[str] = ()) -> PollingApp:
+    """The app around a fleet opened in the server's event loop. At start-up the app
+    starts the fleet (unless it already runs) and adds the `seed` servers that are
+    missing; at shutdown it closes the fleet."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            if not fleet.started:
+                await fleet.start()
+            await fleet.add(seed)
+            app.state.fleet = fleet
+            yield
+        finally:
+            await fleet.close()
+
+    app = FastAPI(title="sdlab polling: mock EC2 status", lifespan=lifespan)
+
+    def fleet_of(request: Request) -> Fleet:
+        return request.app.state.fleet  # type: ignore[no-any-return]
+
+    @app.exception_handler(UnknownServer)
+    async def unknown(request: Request, exc: UnknownServer) -> JSONResponse:
+        return JSONResponse(status_code=404, content={"detail": str(exc)})
+
+    @app.exception_handler(Conflict)
+    async def conflict(request: Request, exc: Conflict) -> JSONResponse:
+        return JSONResponse(
+            status_code=409, content={"detail": str(exc), "server": exc.server.as_dict()}
+        )
+
+    @app.exception_handler(FleetClosed)
+    async def closing(request: Request, exc: FleetClosed) -> JSONResponse:
+        return JSONResponse(status_code=503, content={"detail": str(exc)})
+
+    @app.exception_handler(PoolError)
+    @app.exception_handler(asyncmy.errors.OperationalError)
+    @app.exception_handler(psycopg.OperationalError)
+    @app.exception_handler(OSError)
+    async def database_away(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(status_code=503, content={"detail": f"database unavailable: {exc}"})
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(PAGE)
+
+    @app.get("/servers")
+    async def servers(request: Request) -> Response:
+        found = await fleet_of(request).store.all()
+        version = max((s.version for s in found), default=0)
+        return _json({"version": version, "servers": [s.as_dict() for s in found]})
+
+    @app.post("/create/{server_id}", status_code=202)
+    async def create(request: Request, server_id: ServerId) -> Response:
+        server = await fleet_of(request).create(server_id)
+        return Response(server.body, status_code=202, media_type="application/json")
+
+    @app.post("/terminate/{server_id}")
+    async def terminate(request: Request, server_id: ServerId) -> Response:
+        return _server(await fleet_of(request).terminate(server_id))
+
+    @app.get("/stats")
+    async def stats(request: Request) -> dict[str, Any]:
+        return fleet_of(request).stats()
+
+    return PollingApp(app, fleet)
+
+
+def _server(server: Server) -> Response:
+    return Response(server.body, media_type="application/json", headers=NO_STORE)
+
+
+def _json(content: Any) -> Response:
+    return Response(json.dumps(content), media_type="application/json", headers=NO_STORE)

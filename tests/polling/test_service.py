@@ -1,0 +1,139 @@
+"""The HTTP service as its clients call it (in process; test_processes.py runs it for real)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from sdlab.polling import Delays, Fleet, PollingClient
+from sdlab.polling.service import create_app
+from tests.helpers import eventually
+
+LATER = Delays(to_do=3600, in_progress=3600)
+
+
+@pytest.fixture
+async def http(mysql_db: str, redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    fleet = await Fleet.open(mysql_db, redis_url=redis_url, delays=LATER)
+    app = create_app(fleet, seed=["server-1", "server-2"])
+    async with app.lifespan():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://polling") as client:
+            yield client
+
+
+async def test_short_and_long_status(http: httpx.AsyncClient) -> None:
+    short = await http.get("/short/status/server-1")
+    assert short.status_code == 200
+    assert short.json()["status"] == "NOT_YET_CREATED"
+    assert short.headers["cache-control"] == "no-store"
+    version = short.json()["version"]
+    assert (await http.get("/long/status/server-1")).json() == short.json()  # since=0
+
+    held = await http.get("/long/status/server-1", params={"since": version, "timeout": 0.05})
+    assert held.status_code == 304
+    assert held.content == b""
+
+    waiting = asyncio.create_task(
+        http.get("/long/status/server-1", params={"since": version, "timeout": 30})
+    )
+
+    async def waiters() -> int:
+        return int((await http.get("/stats")).json()["waiting"])
+
+    assert await eventually(waiters, 1) == 1
+    created = await http.post("/create/server-1")
+    assert created.status_code == 202
+    assert created.json()["status"] == "TO_DO"
+    answer = await waiting
+    assert answer.status_code == 200
+    assert answer.json() == created.json()
+    assert answer.json()["version"] > version
+
+
+async def test_the_servers_and_their_changes(http: httpx.AsyncClient) -> None:
+    listed = (await http.get("/servers")).json()
+    assert [s["server_id"] for s in listed["servers"]] == ["server-1", "server-2"]
+    assert listed["version"] == 2
+    everything = (await http.get("/long/servers", params={"since": 0})).json()
+    assert everything == listed
+    assert (await http.get("/long/servers", params={"since": 2, "timeout": 0})).status_code == 304
+    await http.post("/create/server-2")
+    changed = (await http.get("/long/servers", params={"since": 2})).json()
+    assert changed["version"] == 3
+    assert [(s["server_id"], s["status"]) for s in changed["servers"]] == [("server-2", "TO_DO")]
+
+
+async def test_terminate_makes_a_server_creatable_again(mysql_db: str, redis_url: str) -> None:
+    fleet = await Fleet.open(mysql_db, redis_url=redis_url, delays=Delays(0, 0))
+    app = create_app(fleet, seed=["server-1"])
+    async with (
+        app.lifespan(),
+        PollingClient(
+            "http://polling",
+            http=httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://polling"
+            ),
+        ) as client,
+    ):
+        await client.create("server-1")
+        statuses = [s.status.value async for s in client.follow("server-1")]
+        assert statuses[-1] == "DONE"
+        conflict = await client.http.post("/create/server-1")
+        assert conflict.status_code == 409
+        assert "already created" in conflict.json()["detail"]
+        assert (await client.terminate("server-1")).status.value == "NOT_YET_CREATED"
+        assert (await client.create("server-1")).status.value == "TO_DO"
+        await client.http.aclose()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "params", "status", "detail"),
+    [
+        ("get", "/short/status/nope", {}, 404, "no server 'nope'"),
+        ("get", "/long/status/nope", {}, 404, "no server 'nope'"),
+        ("post", "/create/nope", {}, 404, "no server 'nope'"),
+        ("post", "/terminate/nope", {}, 404, "no server 'nope'"),
+        ("get", "/long/status/server-1", {"timeout": -1}, 422, "greater than or equal to 0"),
+        ("get", "/long/status/server-1", {"timeout": 61}, 422, "less than or equal to 60"),
+        ("get", "/long/status/server-1", {"timeout": "nan"}, 422, "finite number"),
+        ("get", "/long/status/server-1", {"timeout": "soon"}, 422, "valid number"),
+        ("get", "/long/servers", {"timeout": "inf"}, 422, "finite number"),
+        ("get", "/long/status/server-1", {"since": -1}, 422, "greater than or equal to 0"),
+        ("get", "/long/status/server-1", {"since": "x"}, 422, "valid integer"),
+        ("get", "/short/status/bad name!", {}, 422, "String should match pattern"),
+        ("post", "/create/" + "x" * 65, {}, 422, "String should match pattern"),
+    ],
+)
+async def test_bad_requests_say_what_was_wrong(
+    http: httpx.AsyncClient,
+    method: str,
+    path: str,
+    params: dict[str, Any],
+    status: int,
+    detail: str,
+) -> None:
+    answer = await http.request(method.upper(), path, params=params)
+    assert answer.status_code == status
+    assert detail in json.dumps(answer.json()["detail"])
+
+
+async def test_create_while_in_progress_is_409_with_the_server(http: httpx.AsyncClient) -> None:
+    first = await http.post("/create/server-1")
+    second = await http.post("/create/server-1")
+    assert second.status_code == 409
+    assert "is being created" in second.json()["detail"]
+    assert second.json()["server"] == first.json()
+    assert (await http.post("/terminate/server-1")).status_code == 409
+
+
+async def test_the_page_long_polls(http: httpx.AsyncClient) -> None:
+    page = await http.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "/long/servers?since=" in page.text
