@@ -12,6 +12,7 @@ id or parameter, 400 for a Last-Event-ID that is not an offset in the log.
 (No `from __future__ import annotations` here: FastAPI reads the annotations at run time.)
 """
 
+import re
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -36,7 +37,8 @@ from sdlab.streamlogs.stream import HEADERS, EventStream
 from sdlab.streamlogs.tail import Hub
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
-MAX_ID_DIGITS = 20
+EVENT_ID = re.compile(r"[0-9]{1,20}")
+"""An offset in ASCII digits (str.isdigit() says yes to "²", which int() refuses)."""
 
 
 class EventStreamResponse(Response):
@@ -156,7 +158,7 @@ def _cursor(last_event_id: str | None, deployment: Deployment) -> int:
     if last_event_id is None or not last_event_id.strip():
         return 0
     value = last_event_id.strip()
-    if value.isdigit() and len(value) <= MAX_ID_DIGITS and deployment.is_event_id(int(value)):
+    if EVENT_ID.fullmatch(value) and deployment.is_event_id(int(value)):
         return int(value)
     raise HTTPException(
         400,
