@@ -37,9 +37,13 @@ async def test_a_finished_deployment_streams_every_line_then_ends(service: Servi
     ids = [int(e.id) for e in events]
     assert ids[:-1] == sorted(set(ids[:-1]))
     assert ids[-1] == ids[-2] == deployment.size()
-    # Reconnecting after the last id: nothing more, the end at once.
-    again = await read_events(f"{service.url}/logs/{deployment.id}", last_event_id=end.id)
-    assert [e.event for e in again] == ["end"]
+    # Reconnecting after the last id (as EventSource does when the response ends):
+    # 204 No Content, which tells it to stop.
+    async with httpx.AsyncClient() as http:
+        again = await http.get(
+            f"{service.url}/logs/{deployment.id}", headers={"Last-Event-ID": end.id}
+        )
+    assert (again.status_code, again.content) == (204, b"")
 
 
 async def test_the_response_is_an_event_stream_with_a_retry(start_service: StartService) -> None:

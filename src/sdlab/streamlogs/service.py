@@ -8,7 +8,8 @@
     GET  /api/stats                 the tails open now, their clients, the mock runs
 
 Errors are JSON `{"detail": ...}`: 404 for an unknown deployment, 422 for a malformed
-id or parameter, 400 for a Last-Event-ID that is not an offset in the log.
+id or parameter, 400 for a Last-Event-ID that is not an offset in the log. A stream
+resumed after the end of an ended deployment is 204, which stops EventSource.
 (No `from __future__ import annotations` here: FastAPI reads the annotations at run time.)
 """
 
@@ -120,14 +121,22 @@ def create_app(
         "/logs/{deployment_id}",
         status_code=200,
         response_class=EventStreamResponse,
-        responses={200: {"content": {"text/event-stream": {}}, "description": "the log"}},
+        responses={
+            200: {"content": {"text/event-stream": {}}, "description": "the log"},
+            204: {"description": "nothing after Last-Event-ID: the deployment has ended"},
+        },
     )
     async def logs(
         deployment_id: str,
         last_event_id: Annotated[str | None, Header(description="Resume after this id.")] = None,
-    ) -> EventStreamResponse:
+    ) -> Response:
         deployment = store.get(deployment_id)
         cursor = _cursor(last_event_id, deployment)
+        if last_event_id is not None and deployment.status().done and cursor == deployment.size():
+            # A reconnect after the `end` event (EventSource reconnects whenever a
+            # response ends): 204 tells it to stop for good, where the `end` event
+            # again would start it over every `retry` ms.
+            return Response(status_code=204)
         if hub.closing:
             raise HTTPException(503, "the server is shutting down; reconnect in a moment")
         stream = EventStream(hub, deployment, cursor, retry_ms=retry_ms)
