@@ -114,3 +114,8 @@ def test_event_ids_are_the_start_and_line_ends(tmp_path: Path) -> None:
     deployment.append("alpha", "beta")  # ends at 6 and 11
     assert [deployment.is_event_id(n) for n in (0, 6, 11)] == [True, True, True]
     assert [deployment.is_event_id(n) for n in (3, 7, 12, -1)] == [False] * 4
+    with deployment.log_path.open("ab") as log:
+        log.write(b"unfinished")  # ends at 21
+    assert not deployment.is_event_id(21)  # not a line yet: the writer may add to it
+    deployment.finish()
+    assert deployment.is_event_id(21)  # the last line of an ended log: it was sent

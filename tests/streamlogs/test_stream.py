@@ -169,6 +169,10 @@ async def test_lines_written_by_another_writer_arrive_as_they_are_written(
     assert data[5] + data[6] == "y" * (MAX_LINE + 10)  # cut in two events
     assert data[7] == "no newline at the end"  # the deployment ended: the line is whole
     assert events[-1].event == "end"
+    # Its id is an id like any other: a client that saw it resumes after it.
+    async with httpx.AsyncClient() as http:
+        again = await http.get(url, headers={"Last-Event-ID": events[-2].id})
+    assert again.status_code == 204
 
 
 async def test_idle_streams_get_keepalive_comments(start_service: StartService) -> None:

@@ -153,12 +153,16 @@ class Deployment:
 
     def is_event_id(self, offset: int) -> bool:
         """Whether a stream of this log can have sent `offset` as an event id: the start,
-        the end of a line, or a cut inside a line too long to tell (see `split_lines`).
-        Resuming anywhere else would start mid-line."""
+        the end of a line (the end of an ended log too: its last line may lack its
+        "\n"), or a cut inside a line too long to tell (see `split_lines`). Resuming
+        anywhere else would start mid-line."""
         if offset == 0:
             return True
-        if not 0 < offset <= self.size():
+        size = self.size()
+        if not 0 < offset <= size:
             return False
+        if offset == size and self.status().done:
+            return True
         with open(self.log_path, "rb") as log:
             start = max(0, offset - MAX_LINE + 4)  # a cut backs off at most 3 bytes
             log.seek(start)
