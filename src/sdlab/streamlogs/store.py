@@ -229,9 +229,7 @@ def split_lines(data: bytes, base: int, *, final: bool, max_line: int = MAX_LINE
         if newline >= 0:
             end = newline + 1
         elif size - position >= max_line:
-            end = position + max_line
-            while end < size and end > position + 1 and data[end] & 0xC0 == 0x80:
-                end -= 1  # do not cut a character in two
+            end = _cut(data, position, position + max_line)
         elif final:
             end = size
         else:
@@ -242,3 +240,16 @@ def split_lines(data: bytes, base: int, *, final: bool, max_line: int = MAX_LINE
         lines.append(Line(base + end, text))
         position = end
     return lines
+
+
+def _cut(data: bytes, start: int, end: int) -> int:
+    """Where to cut a long line that begins at `start`: at `end`, or before the UTF-8
+    character that a cut at `end` would split (3 bytes back at most). Only the bytes
+    before `end` are looked at, so the cut is the same however much of the line has
+    been read; bytes that are not UTF-8 are cut at `end`."""
+    for lead in range(end - 1, max(start, end - 4), -1):
+        byte = data[lead]
+        if byte & 0xC0 != 0x80:  # not a continuation byte: the last character starts here
+            length = 1 if byte < 0x80 else 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return lead if lead + length > end else end
+    return end
