@@ -212,6 +212,26 @@ async def test_many_clients_share_one_reader(service: Service) -> None:
     assert not [f for f in psutil.Process().open_files() if f.path == str(deployment.log_path)]
 
 
+async def test_a_burst_longer_than_the_window_reaches_clients_from_memory(
+    start_service: StartService,
+) -> None:
+    """A build prints many lines at once, more than the tail's window: the tail hands
+    them out a window at a time, and clients that keep up get every one from memory.
+    (Published at once, the burst pushed their cursors out of the window, and each
+    client read the file and encoded the burst again for itself.)"""
+    service = await start_service(window=8)
+    deployment = service.store.create()
+    url = f"{service.url}/logs/{deployment.id}"
+    readers = [asyncio.create_task(read_events(url)) for _ in range(5)]
+    await eventually(lambda: _async(service.clients()), 5)
+    lines = [f"line {n}" for n in range(100)]
+    deployment.append(*lines)  # one write: the tail reads it in one go
+    deployment.finish()
+    for events in await asyncio.gather(*readers):
+        assert [e.data for e in events if e.event == "message"] == lines
+    assert service.hub.stats()["resyncs"] == 0
+
+
 async def test_a_slow_client_stalls_no_one_and_is_resynced_from_the_file(
     start_service: StartService,
 ) -> None:

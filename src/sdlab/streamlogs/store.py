@@ -216,15 +216,17 @@ class DeploymentStore:
         return sorted(found, key=lambda s: s.created, reverse=True)
 
 
-def split_lines(data: bytes, base: int, *, final: bool, max_line: int = MAX_LINE) -> list[Line]:
-    """Cut `data` (read from byte `base` of a log) into lines.
+def split_lines(
+    data: bytes, base: int, *, final: bool, max_line: int = MAX_LINE, most: int | None = None
+) -> list[Line]:
+    """Cut `data` (read from byte `base` of a log) into lines, `most` of them at most.
 
     A line ends at "\\n", or after `max_line` bytes (at a UTF-8 character boundary); an
     unfinished last line is left for the next read, unless `final`. Text is decoded as
     UTF-8 with bad bytes replaced, and loses its "\\n" (or "\\r\\n")."""
-    lines = []
+    lines: list[Line] = []
     position, size = 0, len(data)
-    while position < size:
+    while position < size and len(lines) != most:
         newline = data.find(b"\n", position, position + max_line)
         if newline >= 0:
             end = newline + 1
