@@ -10,11 +10,12 @@ client that last saw id N resumes by reading the file from byte N, with no index
 Whoever writes a deployment (the mock runner here, a build runner in real life) appends
 whole lines and, at the end, replaces the status file (write a temporary file, then
 rename): a reader that sees the final state and then reads the log to its end has
-every line.
+every line. A writer `claim()`s the deployment first, so that two never write one log.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -137,6 +138,18 @@ class Deployment:
             return os.fstat(fd).st_size
         finally:
             os.close(fd)
+
+    def claim(self) -> int | None:
+        """The right to write this deployment, if no one has it (in this process or
+        another): a file descriptor holding a lock on the log, to close when done; None
+        if another writer holds it. The kernel lets go of it if the process dies."""
+        fd = os.open(self.log_path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd
 
     def finish(self, state: State = "finished") -> Status:
         """Mark the deployment ended. Call after its last line is appended."""
