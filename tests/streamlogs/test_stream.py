@@ -267,6 +267,36 @@ async def test_a_slow_client_stalls_no_one_and_is_resynced_from_the_file(
     assert service.hub.stats()["resyncs"] > resyncs  # it caught up from the file
 
 
+async def test_a_client_that_stops_reading_is_cut_and_resumes_with_no_gap(
+    start_service: StartService,
+) -> None:
+    """A client that reads nothing while its stream has lines to send fills the socket
+    buffers (megabytes in the kernel, for as long as it stays connected: TCP does not
+    give up on a peer that answers). Once nothing has drained for `send_timeout`, the
+    server drops the connection; reconnecting with the last id it read, the client gets
+    the rest, every line once."""
+    service = await start_service(send_timeout=0.5)
+    deployment = service.store.create()
+    url = f"{service.url}/logs/{deployment.id}"
+    small_window = httpx.AsyncHTTPTransport(
+        socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)]
+    )
+    lines = [f"{n:05d} " + "z" * 16_000 for n in range(500)]  # 8 MB
+    async with (
+        httpx.AsyncClient(transport=small_window, timeout=None) as http,
+        http.stream("GET", url) as stuck,  # headers read, then nothing
+    ):
+        await eventually(lambda: _async(service.clients()), 1)
+        deployment.append(*lines)
+        deployment.finish()
+        assert await eventually(lambda: _async(service.clients()), 0, timeout=20) == 0
+        received = await _body_until_cut(stuck)
+    before = [e for e in parse_events(received) if e.event == "message"]
+    assert len(before) < len(lines)
+    after = await read_events(url, last_event_id=before[-1].id if before else None)
+    assert [e.data for e in before + after if e.event == "message"] == lines
+
+
 async def test_disconnected_clients_are_dropped_at_once(start_service: StartService) -> None:
     """No line is written and no keepalive is due: the server notices each hang-up from
     the connection itself, and the tail closes with its last client."""
@@ -283,6 +313,17 @@ async def test_disconnected_clients_are_dropped_at_once(start_service: StartServ
     assert await eventually(lambda: _async(service.clients()), 0) == 0
     assert service.hub.stats()["tails"] == {}
     await asyncio.gather(*readers, return_exceptions=True)
+
+
+async def _body_until_cut(response: httpx.Response) -> bytes:
+    """What arrives of `response` before its connection breaks (it must break)."""
+    received = b""
+    try:
+        async for chunk in response.aiter_bytes():
+            received += chunk
+    except httpx.HTTPError:  # a reset, or a chunked body cut short
+        return received
+    raise AssertionError("the response ended normally")
 
 
 async def _async(value: object) -> object:

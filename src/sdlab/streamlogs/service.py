@@ -13,10 +13,13 @@ resumed after the end of an ended deployment is 204, which stops EventSource.
 (No `from __future__ import annotations` here: FastAPI reads the annotations at run time.)
 """
 
+import asyncio
+import logging
 import re
 import socket
+import struct
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,6 +29,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.templating import Jinja2Templates
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from sdlab.streamlogs.mock import MockRunner, Plan
 from sdlab.streamlogs.store import (
@@ -37,6 +41,7 @@ from sdlab.streamlogs.store import (
 from sdlab.streamlogs.stream import HEADERS, EventStream
 from sdlab.streamlogs.tail import Hub
 
+log = logging.getLogger(__name__)
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
 EVENT_ID = re.compile(r"[0-9]{1,20}")
 """An offset in ASCII digits (str.isdigit() says yes to "²", which int() refuses)."""
@@ -176,6 +181,48 @@ def _cursor(last_event_id: str | None, deployment: Deployment) -> int:
     )
 
 
+class StallGuard(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
+    """uvicorn's HTTP protocol, cutting a client that has stopped reading.
+
+    A stream only writes; a client that reads nothing more (a frozen tab, a suspended
+    `curl`) fills its socket's kernel buffer (up to 4 MiB here) and then uvicorn's
+    (64 KiB), and holds both for as long as it stays connected: TCP never gives up on
+    a peer that answers its probes. When the write buffer has stayed full (the
+    transport paused writing and has not resumed) for `send_timeout` seconds, the
+    connection is reset, which frees the kernel's buffer at once too. Nothing is lost:
+    EventSource reconnects with its Last-Event-ID and resumes where it stopped. (nginx's
+    `send_timeout` is the same rule; idle streams are never cut: they hold no data.)
+    """
+
+    send_timeout = 30.0
+    _stalled: asyncio.TimerHandle | None = None
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._stalled = self.loop.call_later(self.send_timeout, self._cut)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._unstall()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._unstall()
+        super().connection_lost(exc)
+
+    def _unstall(self) -> None:
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
+
+    def _cut(self) -> None:
+        self._stalled = None
+        log.info("cutting %s: it read nothing for %s s", self.client, self.send_timeout)
+        with suppress(OSError, AttributeError):  # a reset, not a close that waits to flush
+            sock = self.transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()
+
+
 class Server(uvicorn.Server):
     """uvicorn, ending every open stream when it shuts down. Left alone, uvicorn waits
     for responses to finish, and a log stream finishes only with its deployment.
@@ -195,8 +242,18 @@ class Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def server(app: FastAPI, *, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> Server:
-    """A uvicorn server for `app` (run it with `server.run()` or `await server.serve()`)."""
+def server(
+    app: FastAPI,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    send_timeout: float = 30.0,
+    **options: Any,
+) -> Server:
+    """A uvicorn server for `app` (run it with `server.run()` or `await server.serve()`).
+    A client that takes nothing from a full send buffer for `send_timeout` seconds is
+    cut (see `StallGuard`); `options` go to `uvicorn.Config`."""
     options.setdefault("log_level", "warning")
     options.setdefault("timeout_graceful_shutdown", 5)
-    return Server(uvicorn.Config(app, host=host, port=port, **options))
+    guard = type("StallGuard", (StallGuard,), {"send_timeout": send_timeout})
+    return Server(uvicorn.Config(app, host=host, port=port, http=guard, **options))
