@@ -13,7 +13,7 @@ import psutil
 import pytest
 from httpx_sse import ServerSentEvent
 
-from sdlab.streamlogs import Plan
+from sdlab.streamlogs import DeploymentStore, Plan, create_app
 from sdlab.streamlogs.store import MAX_LINE
 from tests.helpers import Proxy, eventually
 from tests.streamlogs.conftest import (
@@ -22,6 +22,7 @@ from tests.streamlogs.conftest import (
     follow,
     parse_events,
     read_events,
+    serving,
     steps,
 )
 
@@ -295,6 +296,21 @@ async def test_a_client_that_stops_reading_is_cut_and_resumes_with_no_gap(
     assert len(before) < len(lines)
     after = await read_events(url, last_event_id=before[-1].id if before else None)
     assert [e.data for e in before + after if e.event == "message"] == lines
+
+
+async def test_stopping_the_server_ends_streams_that_are_catching_up(tmp_path: Path) -> None:
+    """A client reading a long log from the file when the server stops: its stream ends
+    there, as every other one does (it resumes on the next server), rather than going
+    on to the end of the log while the shutdown waits for it."""
+    deployment = DeploymentStore(tmp_path / "data").create()  # running: no end event
+    lines = [f"{n:06d} " + "y" * 1_000 for n in range(30_000)]  # 30 MB
+    deployment.append(*lines)
+    async with serving(create_app(tmp_path / "data")) as service:
+        reading = asyncio.create_task(read_events(f"{service.url}/logs/{deployment.id}"))
+        await eventually(lambda: _async(service.clients()), 1)
+    events = await reading  # the response ended cleanly: no error
+    assert 0 < len(events) < len(lines)
+    assert [e.data for e in events] == lines[: len(events)]
 
 
 async def test_disconnected_clients_are_dropped_at_once(start_service: StartService) -> None:
