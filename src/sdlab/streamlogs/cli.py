@@ -37,7 +37,12 @@ def serve(
         int, typer.Option(min=0, help="Reconnection delay told to clients (SSE `retry:`).")
     ] = 1000,
     keepalive: Annotated[
-        float, typer.Option(min=0.01, help="Seconds of silence before a keepalive comment.")
+        float,
+        typer.Option(
+            min=0.01,
+            help="Heartbeat period (s): a stream that sent nothing for a whole period sends "
+            "a keepalive comment, so after one to two periods of silence.",
+        ),
     ] = 15.0,
     send_timeout: Annotated[
         float,

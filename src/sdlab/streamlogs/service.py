@@ -112,8 +112,9 @@ def create_app(
     poll_interval: float = 1.0,
 ) -> StreamLogsApp:
     """The service over the deployments in `data_dir` (created if missing). `retry_ms`
-    is the reconnection delay told to clients; a stream silent for `keepalive` seconds
-    gets a comment; `window` is the events each tail keeps in memory."""
+    is the reconnection delay told to clients; a stream that sent nothing for a whole
+    `keepalive` period gets a comment (so after one to two periods of silence); `window`
+    is the events each tail keeps in memory."""
     store = DeploymentStore(data_dir)
     hub = Hub(window=window, keepalive=keepalive, poll_interval=poll_interval)
     runner = MockRunner(store)
