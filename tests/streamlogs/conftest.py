@@ -14,13 +14,12 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from httpx_sse import ServerSentEvent, aconnect_sse
 from httpx_sse._decoders import SSEDecoder
 
 from sdlab.streamlogs import DeploymentStore, Hub, MockRunner, create_app
-from sdlab.streamlogs.service import Server
+from sdlab.streamlogs import server as serve
 
 
 @dataclass
@@ -47,12 +46,10 @@ class Service:
 
 
 @asynccontextmanager
-async def serving(app: FastAPI) -> AsyncIterator[Service]:
-    """`app` under a real uvicorn on a free port of this event loop."""
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", timeout_graceful_shutdown=3
-    )
-    server = Server(config)
+async def serving(app: FastAPI, **options: Any) -> AsyncIterator[Service]:
+    """`app` under a real uvicorn on a free port of this event loop (`options` for
+    `sdlab.streamlogs.server`)."""
+    server = serve(app, port=0, timeout_graceful_shutdown=3, **options)
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
@@ -71,13 +68,14 @@ StartService = Callable[..., Awaitable[Service]]
 
 @pytest.fixture
 async def start_service(tmp_path: Path) -> AsyncIterator[StartService]:
-    """`await start_service(**create_app options)`: a service over tmp_path/data."""
+    """`await start_service(**create_app options)`: a service over tmp_path/data
+    (`send_timeout` goes to the server)."""
     async with AsyncExitStack() as stack:
 
-        async def start(**options: Any) -> Service:
+        async def start(*, send_timeout: float = 30.0, **options: Any) -> Service:
             options.setdefault("retry_ms", 200)
             return await stack.enter_async_context(
-                serving(create_app(tmp_path / "data", **options))
+                serving(create_app(tmp_path / "data", **options), send_timeout=send_timeout)
             )
 
         yield start

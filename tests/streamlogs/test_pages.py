@@ -74,6 +74,54 @@ async def test_a_finished_deployment_shows_whole_and_stays_closed(
     assert service.clients() == 0
 
 
+async def test_an_event_source_stops_after_the_end(service: Service, page: Any) -> None:
+    """Any EventSource, not only our page's: when a response ends, the browser
+    reconnects with the last id it saw. After the end that id is the log's last offset,
+    and the answer is 204 No Content, which tells EventSource to stop for good (the
+    spec's way), rather than the `end` event again, every `retry` ms, for ever."""
+    deployment = service.runner.start(Plan(lines=3, interval=0))
+    await page.goto(f"{service.url}/api/stats")
+    await page.evaluate(
+        """(url) => {
+            window.seen = { opens: 0, lines: 0, ends: 0 };
+            window.source = new EventSource(url);  // no handler closes it
+            source.onopen = () => seen.opens++;
+            source.onmessage = () => seen.lines++;
+            source.addEventListener("end", () => seen.ends++);
+        }""",
+        f"/logs/{deployment.id}",
+    )
+    await page.wait_for_function("source.readyState === EventSource.CLOSED", timeout=10_000)
+    assert await page.evaluate("seen") == {"opens": 1, "lines": 3, "ends": 1}
+
+
+async def test_a_page_that_missed_the_end_event_shows_the_final_state(
+    service: Service, page: Any
+) -> None:
+    """The connection breaks after the last line, before the `end` event: the browser
+    reconnects with the last line's id, gets 204 and stops; the page asks the API."""
+    deployment = service.store.create()
+    deployment.append("first", "last")  # ids 6 and 11
+    deployment.finish("failed")
+    served = 0
+
+    async def cut_before_the_end(route: Any) -> None:
+        nonlocal served
+        served += 1
+        if served == 1:
+            body = "retry: 50\n\nid: 6\ndata: first\n\nid: 11\ndata: last\n\n"
+            await route.fulfill(status=200, content_type="text/event-stream", body=body)
+        else:
+            await route.continue_()  # to the real server
+
+    await page.route(f"**/logs/{deployment.id}", cut_before_the_end)
+    await page.goto(f"{service.url}/deployments/{deployment.id}")
+    await page.wait_for_selector("#status[data-state=failed]", timeout=TIMEOUT_MS)
+    assert served == 2
+    assert await _lines(page) == ["first", "last"]  # resumed after "last" (Playwright
+    # does not show the Last-Event-ID header Chromium adds: the lines say it was sent)
+
+
 @pytest.mark.slow
 async def test_the_page_reconnects_after_a_server_restart(
     server_process: ServerProcess, page: Any

@@ -69,6 +69,25 @@ async def test_a_client_rides_through_a_restart(server_process: ServerProcess) -
 
 
 @pytest.mark.slow
+async def test_two_servers_on_one_data_dir_write_each_deployment_once(
+    server_process: ServerProcess, unused_tcp_port: int
+) -> None:
+    """A second server started on the data directory while the first is running a
+    deployment must not resume it too (only deployments no one writes), and each
+    serves the log."""
+    await server_process.start()
+    deployment = await _new_deployment(server_process.url, lines=30, interval=0.1)
+    second = ServerProcess(server_process.data_dir, unused_tcp_port)
+    try:
+        await second.start()
+        for server in (server_process, second):
+            events = await read_events(f"{server.url}/logs/{deployment}")
+            assert steps(events) == list(range(1, 31))
+    finally:
+        await second.kill()
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
 async def test_curl_follows_and_resumes(server_process: ServerProcess) -> None:
     await server_process.start()

@@ -73,6 +73,26 @@ def test_bad_bytes_are_replaced_and_long_lines_cut_between_characters() -> None:
     assert split_lines(b"x" * 100, 0, final=False) == []
 
 
+def test_a_long_line_is_cut_in_the_same_place_however_much_of_it_was_read() -> None:
+    """The tail and a client resyncing from the file read a long line in different
+    pieces: both must cut it where the other would, or ids would differ. Byte
+    MAX_LINE - 1 here is the first byte of an "é"; the cut goes before it."""
+    line = ("a" + "é" * MAX_LINE).encode()
+    (first, *_) = split_lines(line + b"\n", 0, final=False)
+    assert first.end == MAX_LINE - 1
+    for read in (MAX_LINE, MAX_LINE + 1, MAX_LINE + 2):
+        assert split_lines(line[:read], 0, final=False)[0] == first
+    assert "\ufffd" not in first.text
+
+
+def test_bytes_that_are_not_utf8_are_cut_like_any_other() -> None:
+    # A run of continuation bytes (a binary blob in a log) is cut at MAX_LINE, give or
+    # take 3, not one byte at a time.
+    lines = split_lines(b"\x80" * (2 * MAX_LINE), 0, final=True)
+    assert len(lines) == 2
+    assert lines[0].end >= MAX_LINE - 3
+
+
 def test_a_deployment_is_a_folder_with_a_log_and_a_status(tmp_path: Path) -> None:
     store = DeploymentStore(tmp_path)
     deployment = store.create({"lines": 3})
@@ -114,3 +134,8 @@ def test_event_ids_are_the_start_and_line_ends(tmp_path: Path) -> None:
     deployment.append("alpha", "beta")  # ends at 6 and 11
     assert [deployment.is_event_id(n) for n in (0, 6, 11)] == [True, True, True]
     assert [deployment.is_event_id(n) for n in (3, 7, 12, -1)] == [False] * 4
+    with deployment.log_path.open("ab") as log:
+        log.write(b"unfinished")  # ends at 21
+    assert not deployment.is_event_id(21)  # not a line yet: the writer may add to it
+    deployment.finish()
+    assert deployment.is_event_id(21)  # the last line of an ended log: it was sent

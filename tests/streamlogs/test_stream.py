@@ -13,7 +13,7 @@ import psutil
 import pytest
 from httpx_sse import ServerSentEvent
 
-from sdlab.streamlogs import Plan
+from sdlab.streamlogs import DeploymentStore, Plan, create_app
 from sdlab.streamlogs.store import MAX_LINE
 from tests.helpers import Proxy, eventually
 from tests.streamlogs.conftest import (
@@ -22,6 +22,7 @@ from tests.streamlogs.conftest import (
     follow,
     parse_events,
     read_events,
+    serving,
     steps,
 )
 
@@ -37,9 +38,13 @@ async def test_a_finished_deployment_streams_every_line_then_ends(service: Servi
     ids = [int(e.id) for e in events]
     assert ids[:-1] == sorted(set(ids[:-1]))
     assert ids[-1] == ids[-2] == deployment.size()
-    # Reconnecting after the last id: nothing more, the end at once.
-    again = await read_events(f"{service.url}/logs/{deployment.id}", last_event_id=end.id)
-    assert [e.event for e in again] == ["end"]
+    # Reconnecting after the last id (as EventSource does when the response ends):
+    # 204 No Content, which tells it to stop.
+    async with httpx.AsyncClient() as http:
+        again = await http.get(
+            f"{service.url}/logs/{deployment.id}", headers={"Last-Event-ID": end.id}
+        )
+    assert (again.status_code, again.content) == (204, b"")
 
 
 async def test_the_response_is_an_event_stream_with_a_retry(start_service: StartService) -> None:
@@ -129,13 +134,14 @@ async def test_the_json_api(service: Service) -> None:
             assert wrong.json()["detail"][0]["loc"][0] == "query"
 
 
-@pytest.mark.parametrize("bad", ["abc", "-5", "3", "99999", "1" * 30])
+# "\xb2" is "²" to Starlette (headers are Latin-1): a digit to str.isdigit(), not to int().
+@pytest.mark.parametrize("bad", ["abc", "-5", "3", "99999", "1" * 30, "\xb2", "1\xb9"])
 async def test_a_last_event_id_that_is_no_event_is_refused(service: Service, bad: str) -> None:
     deployment = service.store.create()
     deployment.append("twelve bytes", "more")  # ids 13 and 18
     async with httpx.AsyncClient() as http:
         answer = await http.get(
-            f"{service.url}/logs/{deployment.id}", headers={"Last-Event-ID": bad}
+            f"{service.url}/logs/{deployment.id}", headers={"Last-Event-ID": bad.encode("latin-1")}
         )
     assert answer.status_code == 400
     assert "is not the id of an event of this log" in answer.json()["detail"]
@@ -164,6 +170,10 @@ async def test_lines_written_by_another_writer_arrive_as_they_are_written(
     assert data[5] + data[6] == "y" * (MAX_LINE + 10)  # cut in two events
     assert data[7] == "no newline at the end"  # the deployment ended: the line is whole
     assert events[-1].event == "end"
+    # Its id is an id like any other: a client that saw it resumes after it.
+    async with httpx.AsyncClient() as http:
+        again = await http.get(url, headers={"Last-Event-ID": events[-2].id})
+    assert again.status_code == 204
 
 
 async def test_idle_streams_get_keepalive_comments(start_service: StartService) -> None:
@@ -203,6 +213,26 @@ async def test_many_clients_share_one_reader(service: Service) -> None:
     assert not [f for f in psutil.Process().open_files() if f.path == str(deployment.log_path)]
 
 
+async def test_a_burst_longer_than_the_window_reaches_clients_from_memory(
+    start_service: StartService,
+) -> None:
+    """A build prints many lines at once, more than the tail's window: the tail hands
+    them out a window at a time, and clients that keep up get every one from memory.
+    (Published at once, the burst pushed their cursors out of the window, and each
+    client read the file and encoded the burst again for itself.)"""
+    service = await start_service(window=8)
+    deployment = service.store.create()
+    url = f"{service.url}/logs/{deployment.id}"
+    readers = [asyncio.create_task(read_events(url)) for _ in range(5)]
+    await eventually(lambda: _async(service.clients()), 5)
+    lines = [f"line {n}" for n in range(100)]
+    deployment.append(*lines)  # one write: the tail reads it in one go
+    deployment.finish()
+    for events in await asyncio.gather(*readers):
+        assert [e.data for e in events if e.event == "message"] == lines
+    assert service.hub.stats()["resyncs"] == 0
+
+
 async def test_a_slow_client_stalls_no_one_and_is_resynced_from_the_file(
     start_service: StartService,
 ) -> None:
@@ -238,6 +268,51 @@ async def test_a_slow_client_stalls_no_one_and_is_resynced_from_the_file(
     assert service.hub.stats()["resyncs"] > resyncs  # it caught up from the file
 
 
+async def test_a_client_that_stops_reading_is_cut_and_resumes_with_no_gap(
+    start_service: StartService,
+) -> None:
+    """A client that reads nothing while its stream has lines to send fills the socket
+    buffers (megabytes in the kernel, for as long as it stays connected: TCP does not
+    give up on a peer that answers). Once nothing has drained for `send_timeout`, the
+    server drops the connection; reconnecting with the last id it read, the client gets
+    the rest, every line once."""
+    service = await start_service(send_timeout=0.5)
+    deployment = service.store.create()
+    url = f"{service.url}/logs/{deployment.id}"
+    small_window = httpx.AsyncHTTPTransport(
+        socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)]
+    )
+    lines = [f"{n:05d} " + "z" * 16_000 for n in range(500)]  # 8 MB
+    async with (
+        httpx.AsyncClient(transport=small_window, timeout=None) as http,
+        http.stream("GET", url) as stuck,  # headers read, then nothing
+    ):
+        await eventually(lambda: _async(service.clients()), 1)
+        deployment.append(*lines)
+        deployment.finish()
+        assert await eventually(lambda: _async(service.clients()), 0, timeout=20) == 0
+        received = await _body_until_cut(stuck)
+    before = [e for e in parse_events(received) if e.event == "message"]
+    assert len(before) < len(lines)
+    after = await read_events(url, last_event_id=before[-1].id if before else None)
+    assert [e.data for e in before + after if e.event == "message"] == lines
+
+
+async def test_stopping_the_server_ends_streams_that_are_catching_up(tmp_path: Path) -> None:
+    """A client reading a long log from the file when the server stops: its stream ends
+    there, as every other one does (it resumes on the next server), rather than going
+    on to the end of the log while the shutdown waits for it."""
+    deployment = DeploymentStore(tmp_path / "data").create()  # running: no end event
+    lines = [f"{n:06d} " + "y" * 1_000 for n in range(30_000)]  # 30 MB
+    deployment.append(*lines)
+    async with serving(create_app(tmp_path / "data")) as service:
+        reading = asyncio.create_task(read_events(f"{service.url}/logs/{deployment.id}"))
+        await eventually(lambda: _async(service.clients()), 1)
+    events = await reading  # the response ended cleanly: no error
+    assert 0 < len(events) < len(lines)
+    assert [e.data for e in events] == lines[: len(events)]
+
+
 async def test_disconnected_clients_are_dropped_at_once(start_service: StartService) -> None:
     """No line is written and no keepalive is due: the server notices each hang-up from
     the connection itself, and the tail closes with its last client."""
@@ -254,6 +329,17 @@ async def test_disconnected_clients_are_dropped_at_once(start_service: StartServ
     assert await eventually(lambda: _async(service.clients()), 0) == 0
     assert service.hub.stats()["tails"] == {}
     await asyncio.gather(*readers, return_exceptions=True)
+
+
+async def _body_until_cut(response: httpx.Response) -> bytes:
+    """What arrives of `response` before its connection breaks (it must break)."""
+    received = b""
+    try:
+        async for chunk in response.aiter_bytes():
+            received += chunk
+    except httpx.HTTPError:  # a reset, or a chunked body cut short
+        return received
+    raise AssertionError("the response ended normally")
 
 
 async def _async(value: object) -> object:

@@ -37,8 +37,21 @@ def serve(
         int, typer.Option(min=0, help="Reconnection delay told to clients (SSE `retry:`).")
     ] = 1000,
     keepalive: Annotated[
-        float, typer.Option(min=0.01, help="Seconds of silence before a keepalive comment.")
+        float,
+        typer.Option(
+            min=0.01,
+            help="Heartbeat period (s): a stream that sent nothing for a whole period sends "
+            "a keepalive comment, so after one to two periods of silence.",
+        ),
     ] = 15.0,
+    send_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            help="Seconds a client may leave a full send buffer untouched before it is cut "
+            "(it resumes by reconnecting with its Last-Event-ID).",
+        ),
+    ] = 30.0,
     original: Annotated[
         bool,
         typer.Option(
@@ -86,7 +99,7 @@ def serve(
         web = seed.create_app(folder)
     else:
         web = create_app(folder, retry_ms=retry_ms, keepalive=keepalive)
-    running = server(web, host=host, port=port)
+    running = server(web, host=host, port=port, send_timeout=send_timeout)
     running.on_start = lambda: console.print(
         f"serving {folder} on http://{host}:{port}/ (Ctrl-C to stop)", highlight=False
     )

@@ -48,6 +48,9 @@ class Measured:
     """Of the (client, line) pairs, those not delivered when the run stopped."""
     kib_per_client: float
     cpu_percent: float
+    client_cpu_percent: float
+    """The load generator's, to show that it keeps up (its arrival stamps count its own
+    delays against the server)."""
     failed: list[str]
 
 
@@ -86,11 +89,14 @@ class Followers(Experiment):
                     _clients(port, busy.id, clients, self.lines)
                 )
                 ready = await _message(loadgen)
+                clients_process = psutil.Process(loadgen.pid)
                 cpu_before, started = process.cpu_times(), time.monotonic()
+                client_cpu_before = clients_process.cpu_times()
                 written = await self._write(busy.log_path)
                 rss = process.memory_info().rss
                 result = await self._collect(loadgen)
                 cpu_after, ended = process.cpu_times(), time.monotonic()
+                client_cpu_after = clients_process.cpu_times()
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         latency = Latency.decode(result["latency"])
@@ -100,12 +106,12 @@ class Followers(Experiment):
             if late > 0:  # not delivered: late by the time it waited, at least
                 latency.record(result["stopped_ns"] - stamp, late)
                 missing += late
-        busy_s = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
         return Measured(
             latency=latency,
             missing_percent=100 * missing / (clients * self.lines),
             kib_per_client=max(rss - baseline, 0) / (clients + idle) / 1024,
-            cpu_percent=100 * busy_s / (ended - started),
+            cpu_percent=100 * _busy(cpu_before, cpu_after) / (ended - started),
+            client_cpu_percent=100 * _busy(client_cpu_before, client_cpu_after) / (ended - started),
             failed=ready["failed"],
         )
 
@@ -161,6 +167,7 @@ class FreshLineLatency(Followers):
                     found[design.label] = await self.measure(design, count)
                     advance()
                 rows.append(_row(count, found["original"], found["sdlab"]))
+        clients_cpu = found["sdlab"].client_cpu_percent
         notes = [
             f"{self.lines} lines, one every {self.interval} s, once every client had its "
             f"response headers; a run stops {self.drain} s after the last write. Servers "
@@ -168,6 +175,10 @@ class FreshLineLatency(Followers):
             "Missing: (client, line) pairs not delivered by then. They count as late by "
             "the time they had waited, so with lines missing the percentiles are lower "
             "bounds.",
+            f"A client stamps a line's arrival when its process reads it, so the clients' "
+            f"own delays count against the server: with {count:,} clients on sdlab their "
+            f"process used {clients_cpu:.1f}% of a core, the server "
+            f"{found['sdlab'].cpu_percent:.1f}%.",
             "Measured earlier on this machine (issue 4): the seed's design at p50 388 ms / "
             "p99 5.2 s with 100 clients, p50 12 s with 300.",
         ]
@@ -238,6 +249,11 @@ def _row(clients: int, original: Measured, sdlab: Measured) -> dict[str, Any]:
     for label, found in both:
         row[f"{label} missing (%)"] = found.missing_percent
     return row
+
+
+def _busy(before: Any, after: Any) -> float:
+    """CPU seconds between two psutil `cpu_times()`."""
+    return float((after.user + after.system) - (before.user + before.system))
 
 
 async def _message(process: asyncio.subprocess.Process) -> dict[str, Any]:

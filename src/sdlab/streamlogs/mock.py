@@ -3,7 +3,9 @@ service had (it wrote a line every 0.5 s).
 
 The runner only appends to the store and marks the end; it knows nothing of the clients.
 A deployment cut short by a server restart is picked up where its log stops: the script
-is the same for every run, so line k is line k whichever process writes it.
+is the same for every run, so line k is line k whichever process writes it. A runner
+writes only the deployments it has claimed (a lock on the log), so two servers on one
+data directory never write one log twice over.
 """
 
 from __future__ import annotations
@@ -67,20 +69,20 @@ class MockRunner:
 
     def start(self, plan: Plan) -> Deployment:
         deployment = self.store.create({"lines": plan.lines, "interval": plan.interval})
-        self._run(deployment, plan, done=0)
+        self._run(deployment, plan)
         return deployment
 
     def resume(self) -> list[str]:
-        """Carry on with every mock deployment the store says is running but no task of
-        ours runs (a server stopped or killed in the middle); return their ids."""
+        """Carry on with every mock deployment the store says is running and no one
+        writes (its server was stopped or killed in the middle); return their ids. A
+        deployment another server (or this one) is writing is left to it."""
         resumed = []
         for status in self.store.list():
             plan = Plan.of(status)
             if status.state != "running" or plan is None or status.id in self._tasks:
                 continue
-            deployment = self.store.get(status.id)
-            self._run(deployment, plan, done=_whole_lines(deployment))
-            resumed.append(status.id)
+            if self._run(self.store.get(status.id), plan):
+                resumed.append(status.id)
         return resumed
 
     @property
@@ -94,10 +96,29 @@ class MockRunner:
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         self._tasks.clear()
 
-    def _run(self, deployment: Deployment, plan: Plan, *, done: int) -> None:
+    def _run(self, deployment: Deployment, plan: Plan) -> bool:
+        """Write `deployment` from its last whole line on, in a task, if no one else
+        writes it."""
+        claim = deployment.claim()
+        if claim is None:
+            return False
+        try:
+            if deployment.status().done:  # it ended while we looked
+                os.close(claim)
+                return False
+            done = _whole_lines(deployment)
+        except BaseException:
+            os.close(claim)
+            raise
+
+        def ended(_: asyncio.Task[None]) -> None:  # also if cancelled before it started
+            os.close(claim)
+            self._tasks.pop(deployment.id, None)
+
         task = asyncio.create_task(self._write(deployment, plan, done))
         self._tasks[deployment.id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(deployment.id, None))
+        task.add_done_callback(ended)
+        return True
 
     async def _write(self, deployment: Deployment, plan: Plan, done: int) -> None:
         try:

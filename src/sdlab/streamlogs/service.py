@@ -3,27 +3,35 @@
     GET  /                          the deployments (HTML), with a "new deployment" button
     POST /deployments               start a mock deployment -> 201 {"id", "page", "stream"}
     GET  /deployments/{id}          its live log (HTML; the browser's EventSource)
-    GET  /logs/{id}                 its log as Server-Sent Events (Last-Event-ID resumes)
+    GET  /logs/{id}                 its log as Server-Sent Events (Last-Event-ID resumes),
+                                    answered in front of FastAPI (why: StreamLogsApp)
     GET  /api/deployments[/{id}]    the same as JSON
     GET  /api/stats                 the tails open now, their clients, the mock runs
 
 Errors are JSON `{"detail": ...}`: 404 for an unknown deployment, 422 for a malformed
-id or parameter, 400 for a Last-Event-ID that is not an offset in the log.
+id or parameter, 400 for a Last-Event-ID that is not an offset in the log. A stream
+resumed after the end of an ended deployment is 204, which stops EventSource.
 (No `from __future__ import annotations` here: FastAPI reads the annotations at run time.)
 """
 
+import asyncio
+import logging
+import re
 import socket
+import struct
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Annotated, Any
 
 import uvicorn
-from fastapi import FastAPI, Header, HTTPException, Query, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.templating import Jinja2Templates
+from starlette.datastructures import Headers
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from sdlab.streamlogs.mock import MockRunner, Plan
 from sdlab.streamlogs.store import (
@@ -32,26 +40,67 @@ from sdlab.streamlogs.store import (
     InvalidDeploymentId,
     UnknownDeployment,
 )
-from sdlab.streamlogs.stream import HEADERS, EventStream
+from sdlab.streamlogs.stream import EventStream
 from sdlab.streamlogs.tail import Hub
 
+log = logging.getLogger(__name__)
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
-MAX_ID_DIGITS = 20
+EVENT_ID = re.compile(r"[0-9]{1,20}")
+"""An offset in ASCII digits (str.isdigit() says yes to "²", which int() refuses)."""
 
 
-class EventStreamResponse(Response):
-    """An `EventStream` as FastAPI wants a response to look."""
+LOGS = re.compile(r"/logs/([^/]+)")
 
-    media_type = "text/event-stream"
 
-    def __init__(self, stream: EventStream) -> None:
-        self.stream = stream
-        self.status_code = 200
-        self.background = None
-        self.raw_headers = list(HEADERS)
+class StreamLogsApp(FastAPI):
+    """FastAPI, with `GET /logs/{id}` answered in front of it.
+
+    A stream lasts as long as its client. Behind FastAPI, the coroutines and closures of
+    its middleware and routing (60 of the ~150 objects the garbage collector tracked
+    per connection) lasted as long, and every event to every client went through three
+    of them: at 1,000 clients, a fifth of the CPU of a line's fan-out, and longer full
+    collections (docs/streamlogs.md, "What the benchmark shows"). So the stream is a
+    plain ASGI response, chosen here, and is not in the OpenAPI schema."""
+
+    def __init__(self, *, retry_ms: int, **options: Any) -> None:
+        super().__init__(**options)
+        self.retry_ms = retry_ms
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.stream(scope, receive, send)
+        if scope["type"] == "http" and (found := LOGS.fullmatch(scope["path"])):
+            last_event_id = Headers(scope=scope).get("last-event-id")
+            response = self.logs(scope["method"], found[1], last_event_id)
+            await response(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+    def logs(self, method: str, deployment_id: str, last_event_id: str | None) -> ASGIApp:
+        """The response to `method /logs/{deployment_id}`: the stream, or an error."""
+        if method != "GET":
+            return _error(405, "Method Not Allowed", headers={"allow": "GET"})
+        store: DeploymentStore = self.state.store
+        hub: Hub = self.state.hub
+        try:
+            deployment = store.get(deployment_id)
+        except UnknownDeployment as exc:
+            return _error(404, str(exc))
+        except InvalidDeploymentId as exc:
+            return _error(422, str(exc))
+        cursor = _cursor(last_event_id, deployment)
+        if cursor is None:
+            return _error(
+                400,
+                f"Last-Event-ID {last_event_id!r:.40} is not the id of an event of this log "
+                f"(ids are the byte offsets where lines end, up to {deployment.size()})",
+            )
+        if last_event_id is not None and deployment.status().done and cursor == deployment.size():
+            # A reconnect after the `end` event (EventSource reconnects whenever a
+            # response ends): 204 tells it to stop for good, where the `end` event
+            # again would start it over every `retry` ms.
+            return Response(status_code=204)
+        if hub.closing:
+            return _error(503, "the server is shutting down; reconnect in a moment")
+        return EventStream(hub, deployment, cursor, retry_ms=self.retry_ms)
 
 
 def create_app(
@@ -61,10 +110,11 @@ def create_app(
     keepalive: float = 15.0,
     window: int = 1024,
     poll_interval: float = 1.0,
-) -> FastAPI:
+) -> StreamLogsApp:
     """The service over the deployments in `data_dir` (created if missing). `retry_ms`
-    is the reconnection delay told to clients; a stream silent for `keepalive` seconds
-    gets a comment; `window` is the events each tail keeps in memory."""
+    is the reconnection delay told to clients; a stream that sent nothing for a whole
+    `keepalive` period gets a comment (so after one to two periods of silence); `window`
+    is the events each tail keeps in memory."""
     store = DeploymentStore(data_dir)
     hub = Hub(window=window, keepalive=keepalive, poll_interval=poll_interval)
     runner = MockRunner(store)
@@ -79,16 +129,16 @@ def create_app(
             await runner.stop()
             await hub.close()
 
-    app = FastAPI(title="sdlab streamlogs", lifespan=lifespan)
+    app = StreamLogsApp(retry_ms=retry_ms, title="sdlab streamlogs", lifespan=lifespan)
     app.state.store, app.state.hub, app.state.runner = store, hub, runner
 
     @app.exception_handler(UnknownDeployment)
     async def unknown(request: Request, exc: UnknownDeployment) -> JSONResponse:
-        return JSONResponse(status_code=404, content={"detail": str(exc)})
+        return _error(404, str(exc))
 
     @app.exception_handler(InvalidDeploymentId)
     async def invalid(request: Request, exc: InvalidDeploymentId) -> JSONResponse:
-        return JSONResponse(status_code=422, content={"detail": str(exc)})
+        return _error(422, str(exc))
 
     @app.get("/", response_class=HTMLResponse)
     async def index(request: Request) -> HTMLResponse:
@@ -114,23 +164,6 @@ def create_app(
         status = store.get(deployment_id).status()
         return TEMPLATES.TemplateResponse(request, "deployment.html", {"status": status})
 
-    @app.get(
-        "/logs/{deployment_id}",
-        status_code=200,
-        response_class=EventStreamResponse,
-        responses={200: {"content": {"text/event-stream": {}}, "description": "the log"}},
-    )
-    async def logs(
-        deployment_id: str,
-        last_event_id: Annotated[str | None, Header(description="Resume after this id.")] = None,
-    ) -> EventStreamResponse:
-        deployment = store.get(deployment_id)
-        cursor = _cursor(last_event_id, deployment)
-        if hub.closing:
-            raise HTTPException(503, "the server is shutting down; reconnect in a moment")
-        stream = EventStream(hub, deployment, cursor, retry_ms=retry_ms)
-        return EventStreamResponse(stream)
-
     @app.get("/api/deployments")
     async def api_list() -> list[dict[str, Any]]:
         return _listing(store)
@@ -151,18 +184,61 @@ def _listing(store: DeploymentStore) -> list[dict[str, Any]]:
     return [{**status.as_dict(), "size": store.get(status.id).size()} for status in store.list()]
 
 
-def _cursor(last_event_id: str | None, deployment: Deployment) -> int:
-    """Where a stream starts: after the event the client last saw, or at the top."""
+def _cursor(last_event_id: str | None, deployment: Deployment) -> int | None:
+    """Where a stream starts: after the event the client last saw, or at the top; None
+    if `last_event_id` cannot be an id of this log."""
     if last_event_id is None or not last_event_id.strip():
         return 0
     value = last_event_id.strip()
-    if value.isdigit() and len(value) <= MAX_ID_DIGITS and deployment.is_event_id(int(value)):
+    if EVENT_ID.fullmatch(value) and deployment.is_event_id(int(value)):
         return int(value)
-    raise HTTPException(
-        400,
-        f"Last-Event-ID {value!r:.40} is not the id of an event of this log (ids are the "
-        f"byte offsets where lines end, up to {deployment.size()})",
-    )
+    return None
+
+
+def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+class StallGuard(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
+    """uvicorn's HTTP protocol, cutting a client that has stopped reading.
+
+    A stream only writes; a client that reads nothing more (a frozen tab, a suspended
+    `curl`) fills its socket's kernel buffer (up to 4 MiB here) and then uvicorn's
+    (64 KiB), and holds both for as long as it stays connected: TCP never gives up on
+    a peer that answers its probes. When the write buffer has stayed full (the
+    transport paused writing and has not resumed) for `send_timeout` seconds, the
+    connection is reset, which frees the kernel's buffer at once too. Nothing is lost:
+    EventSource reconnects with its Last-Event-ID and resumes where it stopped. (nginx's
+    `send_timeout` is the same rule; idle streams are never cut: they hold no data.)
+    """
+
+    send_timeout = 30.0
+    _stalled: asyncio.TimerHandle | None = None
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._stalled = self.loop.call_later(self.send_timeout, self._cut)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._unstall()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._unstall()
+        super().connection_lost(exc)
+
+    def _unstall(self) -> None:
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
+
+    def _cut(self) -> None:
+        self._stalled = None
+        log.info("cutting %s: it read nothing for %s s", self.client, self.send_timeout)
+        with suppress(OSError, AttributeError):  # a reset, not a close that waits to flush
+            sock = self.transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()
 
 
 class Server(uvicorn.Server):
@@ -184,8 +260,18 @@ class Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def server(app: FastAPI, *, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> Server:
-    """A uvicorn server for `app` (run it with `server.run()` or `await server.serve()`)."""
+def server(
+    app: FastAPI,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    send_timeout: float = 30.0,
+    **options: Any,
+) -> Server:
+    """A uvicorn server for `app` (run it with `server.run()` or `await server.serve()`).
+    A client that takes nothing from a full send buffer for `send_timeout` seconds is
+    cut (see `StallGuard`); `options` go to `uvicorn.Config`."""
     options.setdefault("log_level", "warning")
     options.setdefault("timeout_graceful_shutdown", 5)
-    return Server(uvicorn.Config(app, host=host, port=port, **options))
+    guard = type("StallGuard", (StallGuard,), {"send_timeout": send_timeout})
+    return Server(uvicorn.Config(app, host=host, port=port, http=guard, **options))

@@ -10,11 +10,12 @@ client that last saw id N resumes by reading the file from byte N, with no index
 Whoever writes a deployment (the mock runner here, a build runner in real life) appends
 whole lines and, at the end, replaces the status file (write a temporary file, then
 rename): a reader that sees the final state and then reads the log to its end has
-every line.
+every line. A writer `claim()`s the deployment first, so that two never write one log.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -138,6 +139,18 @@ class Deployment:
         finally:
             os.close(fd)
 
+    def claim(self) -> int | None:
+        """The right to write this deployment, if no one has it (in this process or
+        another): a file descriptor holding a lock on the log, to close when done; None
+        if another writer holds it. The kernel lets go of it if the process dies."""
+        fd = os.open(self.log_path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd
+
     def finish(self, state: State = "finished") -> Status:
         """Mark the deployment ended. Call after its last line is appended."""
         if state not in ENDED:
@@ -153,12 +166,16 @@ class Deployment:
 
     def is_event_id(self, offset: int) -> bool:
         """Whether a stream of this log can have sent `offset` as an event id: the start,
-        the end of a line, or a cut inside a line too long to tell (see `split_lines`).
-        Resuming anywhere else would start mid-line."""
+        the end of a line (the end of an ended log too: its last line may lack its
+        "\n"), or a cut inside a line too long to tell (see `split_lines`). Resuming
+        anywhere else would start mid-line."""
         if offset == 0:
             return True
-        if not 0 < offset <= self.size():
+        size = self.size()
+        if not 0 < offset <= size:
             return False
+        if offset == size and self.status().done:
+            return True
         with open(self.log_path, "rb") as log:
             start = max(0, offset - MAX_LINE + 4)  # a cut backs off at most 3 bytes
             log.seek(start)
@@ -212,22 +229,22 @@ class DeploymentStore:
         return sorted(found, key=lambda s: s.created, reverse=True)
 
 
-def split_lines(data: bytes, base: int, *, final: bool, max_line: int = MAX_LINE) -> list[Line]:
-    """Cut `data` (read from byte `base` of a log) into lines.
+def split_lines(
+    data: bytes, base: int, *, final: bool, max_line: int = MAX_LINE, most: int | None = None
+) -> list[Line]:
+    """Cut `data` (read from byte `base` of a log) into lines, `most` of them at most.
 
     A line ends at "\\n", or after `max_line` bytes (at a UTF-8 character boundary); an
     unfinished last line is left for the next read, unless `final`. Text is decoded as
     UTF-8 with bad bytes replaced, and loses its "\\n" (or "\\r\\n")."""
-    lines = []
+    lines: list[Line] = []
     position, size = 0, len(data)
-    while position < size:
+    while position < size and len(lines) != most:
         newline = data.find(b"\n", position, position + max_line)
         if newline >= 0:
             end = newline + 1
         elif size - position >= max_line:
-            end = position + max_line
-            while end < size and end > position + 1 and data[end] & 0xC0 == 0x80:
-                end -= 1  # do not cut a character in two
+            end = _cut(data, position, position + max_line)
         elif final:
             end = size
         else:
@@ -238,3 +255,16 @@ def split_lines(data: bytes, base: int, *, final: bool, max_line: int = MAX_LINE
         lines.append(Line(base + end, text))
         position = end
     return lines
+
+
+def _cut(data: bytes, start: int, end: int) -> int:
+    """Where to cut a long line that begins at `start`: at `end`, or before the UTF-8
+    character that a cut at `end` would split (3 bytes back at most). Only the bytes
+    before `end` are looked at, so the cut is the same however much of the line has
+    been read; bytes that are not UTF-8 are cut at `end`."""
+    for lead in range(end - 1, max(start, end - 4), -1):
+        byte = data[lead]
+        if byte & 0xC0 != 0x80:  # not a continuation byte: the last character starts here
+            length = 1 if byte < 0x80 else 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return lead if lead + length > end else end
+    return end

@@ -77,7 +77,7 @@ class EventStream:
         cursor = self.cursor
         await write(sse.retry(self.retry_ms))
         silent = False  # nothing sent since the last heartbeat
-        while True:
+        while not tail.closed:  # the server is shutting down, or the log vanished
             chunk = tail.frames_after(cursor)
             if chunk is None:  # behind the window: catch up from the file
                 chunk = await tail.frames_from_file(cursor)
@@ -88,8 +88,6 @@ class EventStream:
                 continue
             if tail.ended is not None:
                 await write(tail.end_frame())
-                return
-            if tail.closed:
                 return
             beats = tail.beats
             await tail.wait(cursor)

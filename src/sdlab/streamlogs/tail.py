@@ -114,7 +114,12 @@ class Tail:
         # The writer appends every line before it marks the deployment ended, so the
         # status says "ended" only once the log is whole.
         final = self.status.done and not more
-        lines = split_lines(data, self.position, final=final)
+        # A window at most: the clients at the head send these before the next read
+        # (they were woken first), so a burst does not push their cursors out of the
+        # window and send each of them to the file.
+        lines = split_lines(data, self.position, final=final, most=self.window)
+        if len(lines) == self.window and lines[-1].end < self.position + len(data):
+            more, final = True, False
         if lines:
             self._publish(lines)
         if more:
