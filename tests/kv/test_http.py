@@ -47,6 +47,9 @@ async def test_ttl_and_expiry(http: httpx.AsyncClient) -> None:
     bad = await http.put("/keys/k", params={"ttl": -1}, content=b"v")
     assert bad.status_code == 422
     assert bad.json()["detail"]
+    far = await http.put("/keys/k", params={"ttl": 1e300}, content=b"v")
+    assert far.status_code == 422
+    assert "time to live" in far.json()["detail"]
 
 
 async def test_too_large_and_bad_keys(http: httpx.AsyncClient) -> None:

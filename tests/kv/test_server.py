@@ -6,6 +6,8 @@ import asyncio
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio as aioredis
@@ -177,3 +179,71 @@ async def test_redis_benchmark_pipelined(server: RespServer) -> None:
     assert '"GET"' in done.stdout
     assert server.store.stats()["writes"] >= 2000
     assert server.store.stats()["largest_batch"] > 1
+
+
+async def read_reply(reader: asyncio.StreamReader) -> bytes:
+    """One whole RESP2 reply, as the raw bytes it came in."""
+    line = await reader.readuntil(b"\r\n")
+    if line[:1] == b"$" and line != b"$-1\r\n":
+        return line + await reader.readexactly(int(line[1:-2]) + 2)
+    if line[:1] == b"*" and line != b"*-1\r\n":
+        return line + b"".join([await read_reply(reader) for _ in range(int(line[1:-2]))])
+    return line
+
+
+async def replies(port: int, commands: list[list[str]]) -> list[bytes]:
+    """Each command's reply, one command at a time, on one RESP2 connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        answers = []
+        for args in commands:
+            writer.write(request(*args))
+            answers.append(await read_reply(reader))
+        return answers
+    finally:
+        writer.close()
+
+
+# Run on our server and on the real Redis, one after the other: every reply must be the
+# same, byte for byte (errors included: clients match on their text). `{k}` is a prefix
+# of the test's own, so the real Redis (shared) only sees keys of this test.
+SAME_AS_REDIS = """
+SET {k}a 1 EX 0
+SET {k}a 1 EX -5
+SET {k}a 1 PX 0
+SET {k}a 1 EX 9223372036854775807
+SET {k}a 1 EX 9223372036854775
+SET {k}a 1 PX 9223372036854775807
+SET {k}a 1 EXAT 9223372036854775807
+SET {k}a 1 PXAT 9223372036854775807
+EXISTS {k}a
+SETEX {k}b 0 x
+SETEX {k}b 9223372036854775807 x
+PSETEX {k}b 9223372036854775807 x
+EXISTS {k}b
+SET {k}c 5
+EXPIRE {k}c 9223372036854775807
+EXPIRE {k}c -9223372036854775808
+PEXPIRE {k}c 9223372036854775807
+EXPIREAT {k}c 9223372036854775807
+PEXPIREAT {k}c 9223372036854775807
+TTL {k}c
+EXPIRE {k}c -1
+EXISTS {k}c
+"""
+
+
+@pytest.mark.parametrize("backend_url", ["sqlite://"], indirect=False)
+async def test_replies_match_real_redis(
+    server: RespServer, redis: Any, redis_url: str, namespace: str
+) -> None:
+    commands = [line.format(k=f"{namespace}:").split() for line in SAME_AS_REDIS.splitlines()]
+    commands = [args for args in commands if args]
+    ours = await replies(server.port, commands)
+    theirs = await replies(urlsplit(redis_url).port or 6379, commands)
+    differ = [
+        f"{' '.join(args)}: ours {a!r}, Redis {b!r}"
+        for args, a, b in zip(commands, ours, theirs, strict=True)
+        if a != b
+    ]
+    assert not differ, "\n".join(differ)

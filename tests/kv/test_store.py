@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 
 import pytest
 
@@ -62,6 +63,27 @@ async def test_a_key_expires(store: Store) -> None:
     assert await store.exists("short", "forever") == 1
     assert await store.mget(["short", "forever"]) == [None, b"here"]
     assert await rows_in_table(store) == 2
+
+
+async def test_a_ttl_too_far_off_is_refused_alone(store: Store) -> None:
+    # An expiry past what a 64-bit column holds is the caller's error, raised before it
+    # reaches a batch: the writes batched with it still commit.
+    outcomes = await asyncio.gather(
+        store.set("before", "1"),
+        store.set("far", "v", ttl=1e300),
+        store.set("after", "2"),
+        return_exceptions=True,
+    )
+    assert outcomes[0] is True
+    assert isinstance(outcomes[1], InvalidTTL)
+    assert outcomes[2] is True
+    assert await store.mget(["before", "far", "after"]) == [b"1", None, b"2"]
+    for ttl in (1e300, math.inf, math.nan):
+        with pytest.raises(InvalidTTL):
+            await store.expire("before", ttl)
+    with pytest.raises(InvalidTTL):
+        await store.expire_at("before", 2**63)
+    assert await store.ttl("before") == -1
 
 
 async def test_nx_and_xx(store: Store) -> None:

@@ -39,6 +39,7 @@ from sdlab.kv.core import (
     ValueTooLarge,
     as_key,
     as_value,
+    expiry_after,
     now_ms,
     parse_int,
 )
@@ -567,24 +568,26 @@ COMMANDS["unlink"] = Command("unlink", del_, -2, "write", ("write",), (1, -1, 1)
 
 @command(3, "write")
 async def expire(session: Session, args: list[bytes]) -> Reply:
-    when = now_ms() + _int(args[1]) * 1000
-    return _bool(await session.store.apply(ops.Expire(_key(args[0]), when)))
+    return await _expire(session, args[0], _when(_int(args[1]), 1000, now_ms(), "expire"))
 
 
 @command(3, "write")
 async def pexpire(session: Session, args: list[bytes]) -> Reply:
-    when = now_ms() + _int(args[1])
-    return _bool(await session.store.apply(ops.Expire(_key(args[0]), when)))
+    return await _expire(session, args[0], _when(_int(args[1]), 1, now_ms(), "pexpire"))
 
 
 @command(3, "write")
 async def expireat(session: Session, args: list[bytes]) -> Reply:
-    return _bool(await session.store.apply(ops.Expire(_key(args[0]), _int(args[1]) * 1000)))
+    return await _expire(session, args[0], _when(_int(args[1]), 1000, 0, "expireat"))
 
 
 @command(3, "write")
 async def pexpireat(session: Session, args: list[bytes]) -> Reply:
-    return _bool(await session.store.apply(ops.Expire(_key(args[0]), _int(args[1]))))
+    return await _expire(session, args[0], _when(_int(args[1]), 1, 0, "pexpireat"))
+
+
+async def _expire(session: Session, key: bytes, when: int) -> Reply:
+    return _bool(await session.store.apply(ops.Expire(_key(key), when)))
 
 
 @command(2, "write")
@@ -676,10 +679,14 @@ def _expiry(option: bytes, amount: int, name: str) -> int:
     """An absolute expiry (ms since the epoch) from EX, PX, EXAT or PXAT."""
     if amount <= 0:
         raise CommandError(f"ERR invalid expire time in '{name}' command")
-    if option == b"EX":
-        return now_ms() + amount * 1000
-    if option == b"PX":
-        return now_ms() + amount
-    if option == b"EXAT":
-        return amount * 1000
-    return amount
+    unit = 1000 if option in (b"EX", b"EXAT") else 1
+    return _when(amount, unit, now_ms() if option in (b"EX", b"PX") else 0, name)
+
+
+def _when(amount: int, unit_ms: int, base: int, name: str) -> int:
+    """`base` + `amount` units (ms since the epoch), refused as Redis refuses it when it
+    does not fit in 64 bits."""
+    try:
+        return expiry_after(amount * unit_ms, base)
+    except InvalidTTL:
+        raise CommandError(f"ERR invalid expire time in '{name}' command") from None

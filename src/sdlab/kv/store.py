@@ -28,6 +28,7 @@ from sdlab.kv.core import (
     Value,
     as_key,
     as_value,
+    expiry_after,
     now_ms,
 )
 from sdlab.kv.sweeper import Sweeper
@@ -130,7 +131,7 @@ class Store:
         """Store a value; with `ttl` (seconds) it expires. `nx`: only if the key does not
         exist; `xx`: only if it does; `keep_ttl`: keep the key's expiry. True if stored."""
         row_key, row_value = as_key(key), as_value(value, self.max_value)
-        expires_at = None if ttl is None else now_ms() + _ms(ttl)
+        expires_at = None if ttl is None else expiry_after(_ms(ttl), now_ms())
         if nx and xx:
             raise ValueError("nx and xx exclude each other")
         if not (nx or xx or keep_ttl):
@@ -157,11 +158,13 @@ class Store:
     async def expire(self, key: Key, ttl: float) -> bool:
         """Let a key expire `ttl` seconds from now (0 or less: delete it). True if the
         key exists."""
-        return await self.expire_at(key, now_ms() + math.ceil(ttl * 1000))
+        if not isinstance(ttl, int | float) or not math.isfinite(ttl):
+            raise InvalidTTL(f"a time to live is a number of seconds, not {ttl!r}")
+        return await self.expire_at(key, expiry_after(math.ceil(ttl * 1000), now_ms()))
 
     async def expire_at(self, key: Key, when_ms: int) -> bool:
         """Let a key expire at a time (ms since the epoch). True if the key exists."""
-        return bool(await self.apply(ops.Expire(as_key(key), when_ms)))
+        return bool(await self.apply(ops.Expire(as_key(key), expiry_after(when_ms, 0))))
 
     async def persist(self, key: Key) -> bool:
         """Remove a key's expiry. True if it had one."""
