@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
+from urllib.parse import urlsplit
 
+import psycopg
 import pytest
 
 from sdlab.kv import InvalidKey, InvalidTTL, NotAnInteger, Store, StoreClosed, ValueTooLarge
@@ -250,6 +253,30 @@ async def test_two_stores_on_one_table_never_lose_an_increment(
         await asyncio.gather(*(kv.set("once", f"{i}", nx=True) for i, kv in enumerate((a, b))))
         assert await a.get("counter") == b"200"
         assert await a.get("once") in (b"0", b"1")
+
+
+async def test_deadlocks_between_two_stores_are_ridden_out(backend_url: str) -> None:
+    # Two group-commit servers on one table lock rows in the order their batches hold
+    # them, so they deadlock; the database breaks each deadlock by rolling one
+    # transaction back. That batch runs again: no client hears of it, and no increment
+    # is lost or counted twice.
+    keys = [f"n{i}" for i in range(8)]
+    if backend_url.startswith("postgresql"):  # it looks for deadlocks after 1 s by default
+        async with await psycopg.AsyncConnection.connect(backend_url, autocommit=True) as conn:
+            database = urlsplit(backend_url).path.strip("/")
+            await conn.execute(f'ALTER DATABASE "{database}" SET deadlock_timeout = 20')
+
+    async def client(kv: Store, seed: int) -> None:
+        pick = random.Random(seed)
+        for _ in range(40):
+            await kv.incr(pick.choice(keys))
+
+    async with (
+        Store(backend_url, sweep_interval=0) as a,
+        Store(backend_url, sweep_interval=0) as b,
+    ):
+        await asyncio.gather(*(client(kv, i) for i, kv in enumerate([a, b] * 10)))
+        assert sum(int(v or 0) for v in await a.mget(keys)) == 20 * 40
 
 
 async def test_close_commits_what_is_queued_then_refuses(backend_url: str) -> None:

@@ -8,7 +8,8 @@
     ...?table=name              another table than kv_store
 
 A backend runs the scripts of `ops.py`: `read()` one at a time outside a transaction,
-`write()` inside one transaction that commits before it returns.
+`write()` inside one transaction that commits before it returns (run again if the
+database broke a deadlock by rolling it back).
 
 SQLite runs on threads of our own rather than through aiosqlite: aiosqlite hops to its
 thread and back for every statement, while a whole batch here is one hop (the script
@@ -21,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import random
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
@@ -28,6 +31,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+import psycopg
+from asyncmy.errors import OperationalError as MariaDBOperationalError
 
 from sdlab.kv.core import KVError
 from sdlab.kv.ops import Script
@@ -37,6 +43,9 @@ from sdlab.pool import MariaDB, Pool, PostgreSQL
 T = TypeVar("T")
 
 DEFAULT_MYSQL_DATABASE = "sdlab_kv"
+DEADLOCK_ATTEMPTS = 10
+
+logger = logging.getLogger("sdlab.kv")
 
 
 class UnknownBackend(KVError, ValueError):
@@ -48,6 +57,7 @@ class Backend(ABC):
 
     dialect: Dialect
     name: str
+    deadlocks = 0  # transactions run again after the database chose them as a victim
 
     @abstractmethod
     async def open(self) -> None:
@@ -61,8 +71,32 @@ class Backend(ABC):
         """Run a script outside any transaction (each statement sees committed data)."""
 
     @abstractmethod
-    async def write(self, script: Script[T]) -> T:
+    async def transaction(self, script: Script[T]) -> T:
         """Run a script in one transaction; return after COMMIT (roll back if it raises)."""
+
+    def is_deadlock(self, exc: Exception) -> bool:
+        """Did the database roll the whole transaction back to break a deadlock?"""
+        return False
+
+    async def write(self, build: Callable[[], Script[T]]) -> T:
+        """Run `build()` in one transaction; return after COMMIT.
+
+        Transactions that lock rows in different orders (two servers' batches, a batch
+        and the sweeper) deadlock now and then, and the database rolls one of them back.
+        Nothing of it was written, so it runs again (a new script: new "now"), up to
+        DEADLOCK_ATTEMPTS times, and the callers never hear of it. Any other failure is
+        raised: after a lost connection, say, nobody knows whether COMMIT happened."""
+        attempt = 1
+        while True:
+            try:
+                return await self.transaction(build())
+            except Exception as exc:
+                if attempt >= DEADLOCK_ATTEMPTS or not self.is_deadlock(exc):
+                    raise
+                logger.info("%s: deadlock, attempt %d runs again: %s", self.name, attempt, exc)
+            self.deadlocks += 1
+            attempt += 1
+            await asyncio.sleep(random.uniform(0, 0.002 * attempt))  # let the winner finish
 
 
 def backend_for(url: str, *, pool_size: int = 10) -> Backend:
@@ -173,7 +207,7 @@ class SQLiteBackend(Backend):
         assert self._read_conn is not None
         return await self._in(self._reader, drive_sync, script, self._execute(self._read_conn))
 
-    async def write(self, script: Script[T]) -> T:
+    async def transaction(self, script: Script[T]) -> T:
         assert self._writer is not None
         return await self._in(self._writer, self._transaction, script)
 
@@ -239,7 +273,11 @@ class MariaDBBackend(Backend):
         async with self.pool.connection() as conn, conn.cursor() as cur:
             return await drive(script, self._execute(cur))
 
-    async def write(self, script: Script[T]) -> T:
+    def is_deadlock(self, exc: Exception) -> bool:
+        # 1213, ER_LOCK_DEADLOCK: InnoDB rolled the whole transaction back.
+        return isinstance(exc, MariaDBOperationalError) and exc.args[:1] == (1213,)
+
+    async def transaction(self, script: Script[T]) -> T:
         assert self.pool is not None
         async with self.pool.connection() as conn:
             await conn.begin()
@@ -294,7 +332,10 @@ class PostgresBackend(Backend):
         async with self.pool.connection() as conn:
             return await drive(script, self._execute(conn.cursor()))
 
-    async def write(self, script: Script[T]) -> T:
+    def is_deadlock(self, exc: Exception) -> bool:
+        return isinstance(exc, psycopg.errors.DeadlockDetected)  # 40P01: rolled back
+
+    async def transaction(self, script: Script[T]) -> T:
         assert self.pool is not None
         async with self.pool.connection() as conn, conn.transaction():
             return await drive(script, self._execute(conn.cursor()))

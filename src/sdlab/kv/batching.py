@@ -65,10 +65,12 @@ class GroupCommit:
     async def _commit(self, taken: list[tuple[ops.Write, asyncio.Future[Any]]]) -> None:
         # A caller that gave up (cancelled) still has its write in the batch: it was
         # accepted and may commit; it just hears nothing.
-        script = ops.batch(self.backend.dialect, [write for write, _ in taken], now_ms())
+        writes = [write for write, _ in taken]
         try:
             with self.commit_time.time():
-                results = await self.backend.write(script)
+                results = await self.backend.write(
+                    lambda: ops.batch(self.backend.dialect, writes, now_ms())
+                )
         except Exception as exc:  # the whole transaction failed: nobody's write is known
             logger.warning("batch of %d writes failed: %s", len(taken), exc)
             for _, future in taken:

@@ -116,7 +116,7 @@ class Store:
         if not self._open:
             raise StoreClosed("the store is closed")
         self.naive_writes += 1
-        return await self.backend.write(write.script(self.backend.dialect, now_ms()))
+        return await self.backend.write(lambda: write.script(self.backend.dialect, now_ms()))
 
     async def set(
         self,
@@ -234,7 +234,7 @@ class Store:
         return await self._sweeper.sweep()
 
     def stats(self) -> dict[str, Any]:
-        """Writes and batches so far, and rows swept."""
+        """Writes and batches so far, transactions run again after a deadlock, rows swept."""
         batching = (
             self._batcher.stats()
             if self._batcher is not None
@@ -244,6 +244,7 @@ class Store:
             "backend": self.backend.name,
             "group_commit": self.group_commit,
             **batching,
+            "deadlocks_retried": self.backend.deadlocks,
             "swept": self._sweeper.swept,
         }
 
