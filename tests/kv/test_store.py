@@ -163,6 +163,13 @@ async def test_mget_mset(store: Store) -> None:
     assert values == [v.encode() for v in many.values()]
 
 
+@pytest.mark.parametrize("group_commit", [True, False], ids=["group", "naive"])
+async def test_mset_naming_a_key_twice_keeps_the_last(backend_url: str, group_commit: bool) -> None:
+    async with Store(backend_url, group_commit=group_commit, sweep_interval=0) as kv:
+        await kv.mset([("a", "1"), ("b", "x"), ("a", "2")])  # MSET a 1 b x a 2, as Redis
+        assert await kv.mget(["a", "b"]) == [b"2", b"x"]
+
+
 async def test_scan_by_prefix_with_a_cursor(store: Store) -> None:
     await store.mset({f"user:{i:03}": "u" for i in range(25)})
     await store.mset({"user;after": "x", "use": "x", "order:1": "x"})
