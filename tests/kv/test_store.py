@@ -299,3 +299,27 @@ async def test_close_commits_what_is_queued_then_refuses(backend_url: str) -> No
         await kv.get("q0")
     async with Store(backend_url, sweep_interval=0) as again:
         assert await again.exists(*(f"q{i}" for i in range(20))) == 20
+
+
+async def test_a_cancelled_close_still_answers_every_queued_write(backend_url: str) -> None:
+    # `asyncio.wait_for(kv.close(), ...)` running out of time, say: the caller stops
+    # waiting, but the close goes on, so no write is left waiting forever for its answer.
+    kv = Store(backend_url, sweep_interval=0)
+    await kv.open()
+    queued = [asyncio.create_task(kv.set(f"q{i}", "v")) for i in range(50)]
+    closing = asyncio.create_task(kv.close())
+    for _ in range(100):  # until the writer has taken the batch (close() waits for it)
+        await asyncio.sleep(0)
+        if not kv.stats()["queued"]:
+            break
+    closing.cancel()  # while the writer commits the batch
+    answered, waiting = await asyncio.wait(queued, timeout=60)
+    assert not waiting, f"{len(waiting)} writes never answered"
+    assert all(task.result() for task in answered)
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    await kv.close()  # waits for the close that goes on
+    with pytest.raises(StoreClosed):
+        await kv.get("q0")
+    async with Store(backend_url, sweep_interval=0) as again:
+        assert await again.exists(*(f"q{i}" for i in range(50))) == 50

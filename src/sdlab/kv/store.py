@@ -12,6 +12,7 @@ way, kept for comparison). A background sweeper (`sweeper.py`) removes expired r
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, Self, TypeVar
@@ -72,6 +73,7 @@ class Store:
         self._sweeper = Sweeper(self.backend, interval=sweep_interval, batch=sweep_batch)
         self._sweeping = sweep_interval > 0
         self._open = False
+        self._closed: asyncio.Future[None] | None = None
         self.naive_writes = 0
 
     async def open(self) -> None:
@@ -86,10 +88,19 @@ class Store:
         self._open = True
 
     async def close(self) -> None:
-        """Stop the sweeper, commit the writes already queued, close the connections."""
-        if not self._open:
-            return
-        self._open = False
+        """Stop the sweeper, commit the writes already queued, close the connections.
+
+        A caller that stops waiting (cancelled, timed out) does not stop the close: it
+        goes on to the end, so every queued write is answered, and close() again waits
+        for it."""
+        if self._closed is None:
+            if not self._open:
+                return
+            self._open = False
+            self._closed = asyncio.ensure_future(self._close())
+        await asyncio.shield(self._closed)
+
+    async def _close(self) -> None:
         await self._sweeper.close()
         if self._batcher is not None:
             await self._batcher.close()
