@@ -247,3 +247,25 @@ async def test_replies_match_real_redis(
         if a != b
     ]
     assert not differ, "\n".join(differ)
+
+
+GLOB_KEYS = ["a*b", "axb", "a\\xb", "a?", "ab", "a^", "ac", "a]", "a-", "a[", "a\\", "h\\llo"]
+GLOB_PATTERNS = [
+    "a*b", "a\\*b", "a?", "a\\?", "a[^b]", "a[!b]", "a[\\]]", "a[]]", "a[a-c]", "a[c-a]",
+    "a[-]", "a[b", "a[", "a\\[", "a\\", "h\\\\llo", "a[a-]", "*", "A*",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("backend_url", ["sqlite://"], indirect=False)
+async def test_scan_match_reads_patterns_as_redis_does(
+    client: aioredis.Redis, redis: Any, namespace: str
+) -> None:
+    # Redis's glob is not fnmatch's: \\ quotes, [^a] negates, a reversed range is a range.
+    keys = {f"{namespace}:{key}": "x" for key in GLOB_KEYS}
+    await client.mset(keys)
+    await redis.mset(keys)
+    for pattern in GLOB_PATTERNS:
+        match = f"{namespace}:{pattern}"
+        ours = sorted([key async for key in client.scan_iter(match=match, count=5)])
+        theirs = sorted([key async for key in redis.scan_iter(match=match, count=1000)])
+        assert ours == theirs, f"MATCH {pattern!r}"

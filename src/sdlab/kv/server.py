@@ -43,6 +43,7 @@ from sdlab.kv.core import (
     now_ms,
     parse_int,
 )
+from sdlab.kv.match import compile_pattern, literal_prefix
 from sdlab.kv.resp import OK, Error, Map, Parser, ProtocolError, Reply, Simple, encode
 from sdlab.kv.store import Store
 
@@ -624,7 +625,7 @@ async def scan(session: Session, args: list[bytes]) -> Reply:
 
     A cursor is a number standing for the last key returned, remembered by this server
     (the library's scan takes the key itself); 0 starts and ends a scan. MATCH narrows
-    the range to the pattern's literal prefix, then filters with the glob."""
+    the range to the pattern's literal prefix, then filters with Redis's glob."""
     pattern: bytes | None = None
     count = 10
     options = iter(args[1:])
@@ -648,24 +649,15 @@ async def scan(session: Session, args: list[bytes]) -> Reply:
     except ValueError:
         raise CommandError("ERR invalid cursor") from None
     if cursor == 0:
-        prefix, after = _literal_prefix(pattern), None
+        prefix, after = literal_prefix(pattern or b""), None
     else:
         prefix, pattern, after = session.server.recall_cursor(cursor)
     keys, last = await session.store.scan(prefix, after=after, count=count)
     if pattern is not None:
-        glob = pattern.decode("latin-1")
-        keys = [k for k in keys if fnmatch.fnmatchcase(k.decode("latin-1"), glob)]
+        matches = compile_pattern(pattern).fullmatch
+        keys = [k for k in keys if matches(k)]
     following = 0 if last is None else session.server.remember_cursor(prefix, pattern, last)
     return [str(following).encode(), keys]
-
-
-def _literal_prefix(pattern: bytes | None) -> bytes:
-    if pattern is None:
-        return b""
-    for i, byte in enumerate(pattern):
-        if byte in b"*?[\\":
-            return pattern[:i]
-    return pattern
 
 
 def _value(session: Session, raw: bytes) -> bytes:
