@@ -145,6 +145,19 @@ async def test_inline_commands_and_quit(server: RespServer) -> None:
 
 
 @pytest.mark.parametrize("backend_url", ["sqlite://"], indirect=False)
+async def test_hello_changes_the_protocol_of_the_replies_after_it_only(
+    server: RespServer,
+) -> None:
+    got = await raw(
+        server.port,
+        request("GET", "missing") + request("HELLO", "3") + request("GET", "missing")
+        + request("QUIT"),
+    )  # fmt: skip
+    assert got.startswith(b"$-1\r\n%7\r\n")  # the RESP2 null, then HELLO's RESP3 map
+    assert got.endswith(b"_\r\n+OK\r\n")  # the RESP3 null
+
+
+@pytest.mark.parametrize("backend_url", ["sqlite://"], indirect=False)
 async def test_redis_cli_unchanged(server: RespServer) -> None:
     cli = shutil.which("redis-cli")
     assert cli is not None, "redis-cli is installed by `sdlab infra up --install`"

@@ -63,7 +63,7 @@ class Command:
     name: str
     handler: Callable[[Session, list[bytes]], Awaitable[Reply]]
     arity: int  # Redis's convention: counts the name; negative means "at least"
-    kind: str  # "read", "write", or "none" (touches no data)
+    kind: str  # "read", "write", "none" (touches no data), "session" (see Ordering)
     flags: tuple[str, ...] = ()
     keys: tuple[int, int, int] = (0, 0, 0)  # first key, last key, step (COMMAND INFO)
 
@@ -80,7 +80,7 @@ def command(
 ) -> Callable[[Callable[[Session, list[bytes]], Awaitable[Reply]]], Any]:
     def add(handler: Callable[[Session, list[bytes]], Awaitable[Reply]]) -> Any:
         name = handler.__name__.strip("_")
-        if kind == "none":
+        if kind in ("none", "session"):
             flag_set, key_spec = flags or ("fast",), (0, 0, 0)
         else:
             flag_set = flags or (("write",) if kind == "write" else ("readonly", "fast"))
@@ -144,7 +144,9 @@ class Ordering:
     """What a new command of a connection must wait for, so that it sees the effect of
     the commands sent before it: a read waits for earlier writes, a write for earlier
     reads; a run of the same kind goes at once (a run of batched writes keeps its order
-    in the batcher). `serial` kinds wait for everything before them."""
+    in the batcher). `serial` commands wait for everything before them: writes without
+    group commit, and "session" commands (HELLO), which change how the replies after
+    them are encoded, and so wait for those before them to be encoded first."""
 
     def __init__(self) -> None:
         self.kind: str | None = None
@@ -242,7 +244,8 @@ class Connection:
         if found.kind == "none":
             gate = None
         else:
-            serial = found.kind == "write" and not self.server.store.group_commit
+            naive = found.kind == "write" and not self.server.store.group_commit
+            serial = naive or found.kind == "session"
             gate = self.ordering.admit(found.kind, serial)
         task = asyncio.get_running_loop().create_task(self._run(found, args[1:], gate))
         if found.kind != "none":
@@ -350,7 +353,7 @@ async def quit_(session: Session, args: list[bytes]) -> Reply:
     return OK  # the connection stops reading when it sees QUIT, and closes once replied
 
 
-@command(-1, "none")
+@command(-1, "session")
 async def hello(session: Session, args: list[bytes]) -> Reply:
     """HELLO [2|3]: redis-py 8 opens with HELLO 3. Either way the replies are the same
     but for the null and maps."""
