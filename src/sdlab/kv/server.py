@@ -110,9 +110,17 @@ class RespServer:
         self._server = await asyncio.start_server(self._accept, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
 
-    async def close(self) -> None:
+    async def close(self, grace: float = 10.0) -> None:
+        """Take no more connections, and no more commands; answer the commands already
+        taken (for up to `grace` seconds), then close every connection. A client knows
+        that what it was answered ran, and what it was not answered did not."""
         if self._server is not None:
             self._server.close()
+        for connection in list(self.connections):
+            connection.finish()
+        serving = [c.task for c in self.connections if c.task is not None]
+        if serving:
+            await asyncio.wait(serving, timeout=grace)
         for connection in list(self.connections):
             connection.abort()
         if self._server is not None:
@@ -120,6 +128,7 @@ class RespServer:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         connection = Connection(self, reader, writer, next(self._ids))
+        connection.task = asyncio.current_task()
         self.connections.add(connection)
         try:
             await connection.serve()
@@ -183,12 +192,20 @@ class Connection:
         self.ordering = Ordering()
         self.replies: deque[asyncio.Future[bytes]] = deque()  # encoded, in request order
         self.closing = False
+        self.finishing = False
+        self.task: asyncio.Task[Any] | None = None  # the one running serve()
         self._more = asyncio.Event()
         self._room = asyncio.Event()
 
     def abort(self) -> None:
         self.closing = True
         self.writer.transport.abort()
+
+    def finish(self) -> None:
+        """Stop reading (the server is stopping): answer what was read, then close."""
+        self.finishing = True
+        if not self.closing and self.task is not None:
+            self.task.cancel()  # out of its read (or its wait for room), into `finally`
 
     async def serve(self) -> None:
         sender = asyncio.get_running_loop().create_task(self._send())
@@ -209,6 +226,9 @@ class Connection:
                 while len(self.replies) > MAX_PENDING and not sender.done():
                     self._room.clear()
                     await self._room.wait()
+        except asyncio.CancelledError:
+            if not self.finishing:
+                raise
         except (ConnectionError, OSError):
             pass
         finally:

@@ -147,7 +147,8 @@ async def serve(
     ready: Callable[[dict[str, int]], None] | None = None,
 ) -> None:
     """Open `store`, serve it over HTTP and RESP (a port of None: not that one) until
-    SIGINT or SIGTERM, then stop taking requests, commit what is queued, and close."""
+    SIGINT or SIGTERM, then stop taking requests, answer those taken, commit what is
+    queued, and close."""
     import uvicorn
 
     await store.open()
