@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from sdlab.kv import MAX_KEY_BYTES, Store
+from sdlab.infra.pytest_plugin import Servers
+from sdlab.kv import MAX_KEY_BYTES, BackendUnavailable, Store
 from sdlab.kv.service import create_app
 
 
@@ -91,3 +92,22 @@ async def test_listing_keys_by_prefix(http: httpx.AsyncClient) -> None:
     assert rest == {"keys": ["logs/3", "logs/4"], "next": None}
     stats = (await http.get("/stats")).json()
     assert stats["writes"] == 6
+
+
+async def test_a_database_that_is_gone_is_a_503_with_a_detail(servers: Servers) -> None:
+    (db,) = servers.postgres()
+    async with Store(db.url, sweep_interval=0, timeout=1) as kv:
+        transport = httpx.ASGITransport(app=create_app(kv), raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://kv") as http:
+            assert (await http.put("/keys/k", content=b"v")).status_code == 200
+            await asyncio.to_thread(db.stop)
+            for got in (await http.get("/keys/k"), await http.put("/keys/k", content=b"w")):
+                assert got.status_code == 503
+                assert got.json()["detail"].startswith(f"{kv.backend.name} failed: ")
+            with pytest.raises(BackendUnavailable):  # the library's named error
+                await kv.get("k")
+            await asyncio.to_thread(db.start)
+            await kv.close()
+            closed = await http.get("/keys/k")
+            assert closed.status_code == 503
+            assert closed.json() == {"detail": "the store is closed"}

@@ -99,7 +99,7 @@ class Backend(ABC):
             await asyncio.sleep(random.uniform(0, 0.002 * attempt))  # let the winner finish
 
 
-def backend_for(url: str, *, pool_size: int = 10) -> Backend:
+def backend_for(url: str, *, pool_size: int = 10, timeout: float = 30.0) -> Backend:
     """The backend a URL names (see the module's docstring)."""
     parts = urlsplit(url)
     query = parse_qs(parts.query)
@@ -111,9 +111,9 @@ def backend_for(url: str, *, pool_size: int = 10) -> Backend:
         path = path[1:] if path.startswith("/") else path
         return SQLiteBackend(None if path in ("", ":memory:") else Path(path), table=table)
     if scheme in ("mysql", "mariadb"):
-        return MariaDBBackend(bare, table=table, pool_size=pool_size)
+        return MariaDBBackend(bare, table=table, pool_size=pool_size, timeout=timeout)
     if scheme in ("postgresql", "postgres"):
-        return PostgresBackend(bare, table=table, pool_size=pool_size)
+        return PostgresBackend(bare, table=table, pool_size=pool_size, timeout=timeout)
     raise UnknownBackend(
         f"backend {url!r}: use sqlite:///FILE, mysql://USER@HOST:PORT/DB or "
         "postgresql://USER@HOST:PORT/DB"
@@ -224,7 +224,9 @@ class MariaDBBackend(Backend):
     """asyncmy connections from `sdlab.pool`, in READ COMMITTED: a locking read locks the
     rows it finds and no gaps, so writers on different keys never wait for each other."""
 
-    def __init__(self, url: str, *, table: str = "kv_store", pool_size: int = 10) -> None:
+    def __init__(
+        self, url: str, *, table: str = "kv_store", pool_size: int = 10, timeout: float = 30.0
+    ) -> None:
         parts = urlsplit(url)
         self.database = parts.path.strip("/") or DEFAULT_MYSQL_DATABASE
         self.url = urlunsplit(parts._replace(path=f"/{self.database}"))
@@ -232,6 +234,7 @@ class MariaDBBackend(Backend):
         self.dialect = MariaDBDialect(table)
         self.name = f"MariaDB {parts.hostname}:{parts.port or 3306}/{self.database}"
         self.pool_size = pool_size
+        self.timeout = timeout
         self.pool: Pool[Any] | None = None
 
     async def open(self) -> None:
@@ -249,6 +252,7 @@ class MariaDBBackend(Backend):
             MariaDB(self.url, autocommit=True),
             min_size=1,
             max_size=self.pool_size,
+            timeout=self.timeout,
             configure=self._configure,
             name="kv",
         )
@@ -299,17 +303,24 @@ class MariaDBBackend(Backend):
 class PostgresBackend(Backend):
     """psycopg 3 connections from `sdlab.pool` (READ COMMITTED, PostgreSQL's default)."""
 
-    def __init__(self, url: str, *, table: str = "kv_store", pool_size: int = 10) -> None:
+    def __init__(
+        self, url: str, *, table: str = "kv_store", pool_size: int = 10, timeout: float = 30.0
+    ) -> None:
         self.url = url
         self.dialect = PostgresDialect(table)
         parts = urlsplit(url)
         self.name = f"PostgreSQL {parts.hostname}:{parts.port or 5432}{parts.path}"
         self.pool_size = pool_size
+        self.timeout = timeout
         self.pool: Pool[Any] | None = None
 
     async def open(self) -> None:
         self.pool = Pool(
-            PostgreSQL(self.url, autocommit=True), min_size=1, max_size=self.pool_size, name="kv"
+            PostgreSQL(self.url, autocommit=True),
+            min_size=1,
+            max_size=self.pool_size,
+            timeout=self.timeout,
+            name="kv",
         )
         await self.pool.open()
         # Two servers starting at once would race on CREATE ... IF NOT EXISTS.

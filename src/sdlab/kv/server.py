@@ -283,11 +283,11 @@ class Connection:
             reply = await found.handler(self.session, args)
         except CommandError as exc:
             reply = Error(str(exc))
-        except (InvalidKey, ValueTooLarge, InvalidTTL, NotAnInteger, KVError) as exc:
+        except KVError as exc:  # the database failing is BackendUnavailable: keep going
             reply = Error(f"ERR {exc}")
-        except Exception as exc:  # the database failed: say so, keep the connection
-            logger.warning("%s failed: %s", found.name, exc)
-            reply = Error(f"ERR backend error: {type(exc).__name__}: {exc}")
+        except Exception as exc:  # a bug: say so, keep the connection
+            logger.exception("%s failed", found.name)
+            reply = Error(f"ERR internal error: {type(exc).__name__}: {exc}")
         return encode(reply, self.session.resp3)
 
     async def _send(self) -> None:

@@ -3,6 +3,7 @@
     GET    /keys/{key}                   the value, raw (404 if missing or expired)
     PUT    /keys/{key}?ttl=S&nx=&xx=     store the request body (413 if over the limit,
                                          412 if nx/xx is not met)
+    (503 when the database fails or the store is closed)
     DELETE /keys/{key}                   204, or 404 if there was no such key
     GET    /keys?prefix=&after=&limit=   keys in byte order, and where to continue
     GET    /stats                        the backend, writes, batches, rows swept
@@ -24,9 +25,9 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from sdlab.kv.core import InvalidKey, InvalidTTL, KVError, ValueTooLarge, as_key
+from sdlab.kv.core import InvalidKey, InvalidTTL, KVError, StoreClosed, ValueTooLarge, as_key
 from sdlab.kv.server import RespServer
-from sdlab.kv.store import Store
+from sdlab.kv.store import BackendUnavailable, Store
 
 MAX_SCAN = 10_000
 
@@ -59,6 +60,11 @@ def create_app(store: Store, *, manage: bool = False) -> FastAPI:
     async def too_large(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse(status_code=413, content={"detail": str(exc)})
 
+    @app.exception_handler(StoreClosed)
+    @app.exception_handler(BackendUnavailable)
+    async def unavailable(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(status_code=503, content={"detail": str(exc)})
+
     @app.exception_handler(NotFound)
     async def not_found(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse(status_code=404, content={"detail": str(exc)})
@@ -83,7 +89,7 @@ def create_app(store: Store, *, manage: bool = False) -> FastAPI:
     ) -> JSONResponse:
         raw = as_key(key)
         if nx and xx:
-            raise InvalidTTL("nx and xx exclude each other")
+            return JSONResponse(status_code=422, content={"detail": "nx and xx exclude each other"})
         value = await _body(request, store.max_value)
         stored = await store.set(raw, value, ttl, nx=nx, xx=xx)
         if not stored:

@@ -13,8 +13,9 @@ way, kept for comparison). A background sweeper (`sweeper.py`) removes expired r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any, Self, TypeVar
 
 from sdlab.kv import ops
@@ -38,7 +39,9 @@ T = TypeVar("T")
 
 
 class BackendUnavailable(KVError):
-    """The database could not be reached (or the table not created) on open."""
+    """The database failed: it could not be reached (or the table created) on open, or
+    it failed a request (a lost connection, a server down, no connection within
+    `timeout`). A write that met it may or may not have committed."""
 
 
 class Store:
@@ -54,6 +57,7 @@ class Store:
         sweep_interval: float = 1.0,
         sweep_batch: int = 500,
         pool_size: int = 10,
+        timeout: float = 30.0,
     ) -> None:
         """
         url: the backend (`sqlite:///FILE`, `sqlite://` for memory, `mysql://...`,
@@ -64,11 +68,13 @@ class Store:
         sweep_interval, sweep_batch: how often the sweeper runs, and how many expired
             rows it removes per statement (None interval: no sweeper).
         pool_size: connections to MariaDB or PostgreSQL.
+        timeout: how long a request waits for one of those connections (seconds) before
+            it fails with BackendUnavailable: while the database is down, say.
         """
         self.url = url
         self.max_value = max_value
         self.group_commit = group_commit
-        self.backend: Backend = backend_for(url, pool_size=pool_size)
+        self.backend: Backend = backend_for(url, pool_size=pool_size, timeout=timeout)
         self._batcher = GroupCommit(self.backend, max_batch=max_batch) if group_commit else None
         self._sweeper = Sweeper(self.backend, interval=sweep_interval, batch=sweep_batch)
         self._sweeping = sweep_interval > 0
@@ -122,12 +128,13 @@ class Store:
     async def apply(self, write: ops.Write) -> Any:
         """Run one write (an `ops` object); return once it is committed. The write is
         queued when this coroutine starts, so writes started in order commit in order."""
-        if self._batcher is not None:
-            return await self._batcher.submit(write)
-        if not self._open:
-            raise StoreClosed("the store is closed")
-        self.naive_writes += 1
-        return await self.backend.write(lambda: write.script(self.backend.dialect, now_ms()))
+        with self._failures():
+            if self._batcher is not None:
+                return await self._batcher.submit(write)
+            if not self._open:
+                raise StoreClosed("the store is closed")
+            self.naive_writes += 1
+            return await self.backend.write(lambda: write.script(self.backend.dialect, now_ms()))
 
     async def set(
         self,
@@ -187,7 +194,19 @@ class Store:
         """Run a read script (`ops.get(...)`, say) on the backend."""
         if not self._open:
             raise StoreClosed("the store is closed")
-        return await self.backend.read(script)
+        with self._failures():
+            return await self.backend.read(script)
+
+    @contextlib.contextmanager
+    def _failures(self) -> Iterator[None]:
+        """The driver's and the pool's errors, as BackendUnavailable (KVErrors as they are)."""
+        try:
+            yield
+        except KVError:
+            raise
+        except Exception as exc:
+            name = f"{self.backend.name} failed: {type(exc).__name__}: {exc}"
+            raise BackendUnavailable(name) from exc
 
     def _d(self) -> Any:
         return self.backend.dialect
@@ -242,7 +261,8 @@ class Store:
 
     async def sweep(self) -> int:
         """Remove expired rows now (the sweeper does it every `sweep_interval`)."""
-        return await self._sweeper.sweep()
+        with self._failures():
+            return await self._sweeper.sweep()
 
     def stats(self) -> dict[str, Any]:
         """Writes and batches so far, transactions run again after a deadlock, rows swept."""
