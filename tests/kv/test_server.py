@@ -127,7 +127,7 @@ async def raw(port: int, data: bytes) -> bytes:
 async def test_unknown_commands_and_wrong_arity_get_errors(server: RespServer) -> None:
     got = await raw(server.port, request("FLUSHALL") + request("GET") + request("PING"))
     assert got == (
-        b"-ERR unknown command 'flushall', with args beginning with: \r\n"
+        b"-ERR unknown command 'FLUSHALL', with args beginning with: \r\n"
         b"-ERR wrong number of arguments for 'get' command\r\n+PONG\r\n"
     )
 
@@ -243,6 +243,27 @@ PEXPIREAT {k}c 9223372036854775807
 TTL {k}c
 EXPIRE {k}c -1
 EXISTS {k}c
+SET {k}n 9223372036854775807
+INCR {k}n
+SET {k}n -9223372036854775808
+DECR {k}n
+DECRBY {k}n -9223372036854775808
+INCRBY {k}n 9223372036854775808
+INCRBY {k}n 007
+SET {k}n +1
+INCR {k}n
+SET {k}n 1.5
+INCR {k}n
+MSET {k}a 1 {k}b
+GET {k}a {k}b
+SELECT abc
+SELECT 0
+ECHO
+PING a b
+NOSUCH {k}x y
+nosuch
+Get
+QUIT now
 """
 
 

@@ -251,10 +251,7 @@ class Connection:
         name = args[0].decode("utf-8", "replace").lower()
         found = COMMANDS.get(name)
         if found is None:
-            head = " ".join(f"'{a.decode('utf-8', 'replace')[:64]}'" for a in args[1:4])
-            self._reply_now(
-                Error(f"ERR unknown command '{name[:64]}', with args beginning with: {head}")
-            )
+            self._reply_now(_unknown(args))
             return
         if (found.arity > 0 and len(args) != found.arity) or len(args) < -found.arity:
             self._reply_now(Error(f"ERR wrong number of arguments for '{name}' command"))
@@ -328,6 +325,18 @@ class Session:
 # Helpers for the handlers.
 
 
+def _unknown(args: list[bytes]) -> Error:
+    """Redis's words, which clients match on: the name as sent, then about 128
+    characters of arguments, each quoted and followed by a space."""
+    head = ""
+    for arg in args[1:]:
+        if len(head) >= 128:
+            break
+        head += f"'{arg.decode('utf-8', 'replace')[: 128 - len(head)]}' "
+    name = args[0].decode("utf-8", "replace")[:128]
+    return Error(f"ERR unknown command '{name}', with args beginning with: {head}")
+
+
 def _int(raw: bytes) -> int:
     try:
         return parse_int(raw)
@@ -363,12 +372,12 @@ async def echo(session: Session, args: list[bytes]) -> Reply:
 
 @command(2, "none")
 async def select(session: Session, args: list[bytes]) -> Reply:
-    if args[0] != b"0":
+    if _int(args[0]) != 0:
         raise CommandError("ERR DB index is out of range (this server has database 0 only)")
     return OK
 
 
-@command(1, "none")
+@command(-1, "none")
 async def quit_(session: Session, args: list[bytes]) -> Reply:
     return OK  # the connection stops reading when it sees QUIT, and closes once replied
 
