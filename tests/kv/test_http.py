@@ -94,6 +94,25 @@ async def test_listing_keys_by_prefix(http: httpx.AsyncClient) -> None:
     assert stats["writes"] == 6
 
 
+async def test_paging_over_keys_that_are_not_utf8_comes_to_an_end(backend_url: str) -> None:
+    # Keys set over RESP may be any bytes: `next` must lead past them all the same.
+    async with Store(backend_url, sweep_interval=0) as kv:
+        await kv.mset({b"bin\xff0": "x", b"bin\xff1": "x", b"bin\\xff": "x", b"bin%": "x"})
+        transport = httpx.ASGITransport(app=create_app(kv))
+        async with httpx.AsyncClient(transport=transport, base_url="http://kv") as http:
+            seen: list[str] = []
+            after = None
+            for _ in range(10):
+                params = {"prefix": "bin", "limit": 1} | ({"after": after} if after else {})
+                page = (await http.get("/keys", params=params)).json()
+                seen += page["keys"]
+                after = page["next"]
+                if after is None:
+                    break
+    assert seen == ["bin%", "bin\\xff", "bin\\xff0", "bin\\xff1"]  # the last two shown escaped
+    assert after is None
+
+
 async def test_a_database_that_is_gone_is_a_503_with_a_detail(servers: Servers) -> None:
     (db,) = servers.postgres()
     async with Store(db.url, sweep_interval=0, timeout=1) as kv:

@@ -5,7 +5,7 @@
                                          412 if nx/xx is not met)
     (503 when the database fails or the store is closed)
     DELETE /keys/{key}                   204, or 404 if there was no such key
-    GET    /keys?prefix=&after=&limit=   keys in byte order, and where to continue
+    GET    /keys?prefix=&after=&limit=   keys in byte order, and where to continue (`next`)
     GET    /stats                        the backend, writes, batches, rows swept
 
 A key is the rest of the path, slashes included, as UTF-8; one that is too long is a 422.
@@ -21,6 +21,7 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
+from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -30,6 +31,9 @@ from sdlab.kv.server import RespServer
 from sdlab.kv.store import BackendUnavailable, Store
 
 MAX_SCAN = 10_000
+# `next` is the last key, %-escaped where it is not printable ASCII (or is a %), so that
+# it leads past keys of any bytes; a plain key works as `after` too, unless it has a %.
+CURSOR_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
 
 
 class NotFound(KVError):
@@ -115,11 +119,11 @@ def create_app(store: Store, *, manage: bool = False) -> FastAPI:
         after: Annotated[str | None, Query(description="The `next` of the last page.")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_SCAN)] = 100,
     ) -> dict[str, Any]:
-        keys, following = await store.scan(prefix, after=after or None, count=limit)
-        text = [k.decode("utf-8", "backslashreplace") for k in keys]
+        start = unquote_to_bytes(after) if after else None
+        keys, following = await store.scan(prefix, after=start, count=limit)
         return {
-            "keys": text,
-            "next": None if following is None else following.decode("utf-8", "backslashreplace"),
+            "keys": [k.decode("utf-8", "backslashreplace") for k in keys],
+            "next": None if following is None else quote_from_bytes(following, CURSOR_SAFE),
         }
 
     @app.get("/stats")
