@@ -5,12 +5,21 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 
-from sdlab.kv import InvalidKey, InvalidTTL, NotAnInteger, Store, StoreClosed, ValueTooLarge
+from sdlab.kv import (
+    BackendUnavailable,
+    InvalidKey,
+    InvalidTTL,
+    NotAnInteger,
+    Store,
+    StoreClosed,
+    ValueTooLarge,
+)
 from sdlab.kv.core import MAX_KEY_BYTES
 from sdlab.kv.ops import Script
 from sdlab.kv.sql import Stmt
@@ -299,6 +308,21 @@ async def test_close_commits_what_is_queued_then_refuses(backend_url: str) -> No
         await kv.get("q0")
     async with Store(backend_url, sweep_interval=0) as again:
         assert await again.exists(*(f"q{i}" for i in range(20))) == 20
+
+
+async def test_a_full_sqlite_file_says_so(tmp_path: Path) -> None:
+    # SQLite rolls a transaction back by itself when the disk is full: the error is the
+    # disk's, not a failed ROLLBACK's, and the next write goes through.
+    def cap_the_file() -> Script[None]:
+        pages = (yield Stmt("PRAGMA page_count")).rows[0][0]
+        yield Stmt(f"PRAGMA max_page_count = {pages + 20}")
+
+    async with Store(f"sqlite:///{tmp_path / 'kv.sqlite3'}", sweep_interval=0) as kv:
+        await kv.backend.write(cap_the_file)
+        with pytest.raises(BackendUnavailable, match="database or disk is full"):
+            await kv.set("big", b"x" * 500_000)
+        assert await kv.set("small", "v")
+        assert await kv.get("small") == b"v"
 
 
 async def test_a_cancelled_close_still_answers_every_queued_write(backend_url: str) -> None:

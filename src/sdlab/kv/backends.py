@@ -196,10 +196,13 @@ class SQLiteBackend(Backend):
         conn.execute("BEGIN IMMEDIATE")
         try:
             result = drive_sync(script, self._execute(conn))
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            # SQLite may have rolled back by itself (a full disk): then a ROLLBACK would
+            # fail, and its error hide the one that matters.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
         return result
 
     async def read(self, script: Script[T]) -> T:
