@@ -18,6 +18,7 @@ from sdlab.kv import (
     NotAnInteger,
     Store,
     StoreClosed,
+    UnknownBackend,
     ValueTooLarge,
 )
 from sdlab.kv.core import MAX_KEY_BYTES
@@ -308,6 +309,21 @@ async def test_close_commits_what_is_queued_then_refuses(backend_url: str) -> No
         await kv.get("q0")
     async with Store(backend_url, sweep_interval=0) as again:
         assert await again.exists(*(f"q{i}" for i in range(20))) == 20
+
+
+async def test_url_parameters_reach_postgresql_or_are_refused(postgres_db: str) -> None:
+    # `?sslmode=require` silently dropped would be a plain-text connection.
+    url = f"{postgres_db}?table=kv_named&application_name=sdlab-kv-test"
+
+    def application_name() -> Script[str]:
+        return str((yield Stmt("SELECT current_setting('application_name')")).rows[0][0])
+
+    async with Store(url, sweep_interval=0) as kv:
+        assert await kv.read(application_name()) == "sdlab-kv-test"
+        assert kv.backend.dialect.table == "kv_named"
+    for ignored in ("mysql://root@127.0.0.1/kv?ssl=1", "sqlite:///kv.sqlite3?mode=ro"):
+        with pytest.raises(UnknownBackend, match="only table="):
+            Store(ignored)
 
 
 async def test_a_full_sqlite_file_says_so(tmp_path: Path) -> None:

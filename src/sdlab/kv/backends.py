@@ -5,7 +5,8 @@
     mysql://root@127.0.0.1:3306/sdlab_kv     MariaDB (the database is created if missing;
                                              default sdlab_kv)
     postgresql://postgres@127.0.0.1:5432/postgres
-    ...?table=name              another table than kv_store
+    ...?table=name              another table than kv_store (PostgreSQL URLs keep
+                                their other parameters, sslmode= say, for libpq)
 
 A backend runs the scripts of `ops.py`: `read()` one at a time outside a transaction,
 `write()` inside one transaction that commits before it returns (run again if the
@@ -30,7 +31,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from asyncmy.errors import OperationalError as MariaDBOperationalError
@@ -102,18 +103,23 @@ class Backend(ABC):
 def backend_for(url: str, *, pool_size: int = 10, timeout: float = 30.0) -> Backend:
     """The backend a URL names (see the module's docstring)."""
     parts = urlsplit(url)
-    query = parse_qs(parts.query)
-    table = query.pop("table", ["kv_store"])[-1]
-    bare = urlunsplit(parts._replace(query=""))
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    table = next((value for name, value in reversed(query) if name == "table"), "kv_store")
+    rest = [(name, value) for name, value in query if name != "table"]
     scheme = parts.scheme.split("+")[0]
+    if scheme in ("postgresql", "postgres"):  # libpq reads the rest: sslmode=, ...
+        url = urlunsplit(parts._replace(query=urlencode(rest)))
+        return PostgresBackend(url, table=table, pool_size=pool_size, timeout=timeout)
+    if rest and scheme in ("sqlite", "mysql", "mariadb"):  # ignored, they would mislead
+        names = ", ".join(sorted({name for name, _ in rest}))
+        raise UnknownBackend(f"backend {url!r}: only table= is understood here, not {names}")
     if scheme == "sqlite":
         path = url.split("://", 1)[1].split("?", 1)[0]
         path = path[1:] if path.startswith("/") else path
         return SQLiteBackend(None if path in ("", ":memory:") else Path(path), table=table)
     if scheme in ("mysql", "mariadb"):
-        return MariaDBBackend(bare, table=table, pool_size=pool_size, timeout=timeout)
-    if scheme in ("postgresql", "postgres"):
-        return PostgresBackend(bare, table=table, pool_size=pool_size, timeout=timeout)
+        url = urlunsplit(parts._replace(query=""))
+        return MariaDBBackend(url, table=table, pool_size=pool_size, timeout=timeout)
     raise UnknownBackend(
         f"backend {url!r}: use sqlite:///FILE, mysql://USER@HOST:PORT/DB or "
         "postgresql://USER@HOST:PORT/DB"
