@@ -1,7 +1,9 @@
 """Kill the server (SIGKILL) in the middle of a write load: every write that was
 answered OK is in the database afterwards. The server is a real process; the load is
 30 redis-py clients writing keys of their own. Stop it (SIGTERM) in the middle of a
-pipeline: it answers every command it took, and ran no other."""
+pipeline: it answers every command it took, and ran no other. Kill the database under
+it: every write hears of it (none waits for ever), none acknowledged is lost, and the
+store gets over it once the database is back."""
 
 from __future__ import annotations
 
@@ -13,9 +15,11 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from sdlab.kv import Store
+from sdlab.infra.pytest_plugin import Servers
+from sdlab.kv import BackendUnavailable, Store
 from sdlab.kv.process import ServerProcess
 from sdlab.kv.resp import request
+from tests.helpers import eventually
 
 CLIENTS = 30
 
@@ -72,3 +76,38 @@ async def test_sigterm_answers_every_command_it_took(tmp_path: Path) -> None:
         stored = await kv.exists(*keys)
     assert stored > 0
     assert replies == b"+OK\r\n" * stored  # nothing ran unanswered
+
+
+@pytest.mark.slow
+async def test_a_database_killed_under_load_loses_no_acknowledged_write(
+    servers: Servers,
+) -> None:
+    (db,) = servers.postgres()
+    acked: list[str] = []
+
+    async def write_until_it_fails(kv: Store, client_id: int) -> None:
+        for i in range(100_000):
+            try:
+                await kv.set(f"c{client_id}:{i}", "v")
+            except BackendUnavailable:
+                return
+            acked.append(f"c{client_id}:{i}")
+
+    async def writes_again(kv: Store) -> bool:
+        try:
+            return await kv.set("again", "v")
+        except BackendUnavailable:
+            return False
+
+    async with Store(db.url, sweep_interval=0, timeout=2) as kv:
+        load = [asyncio.create_task(write_until_it_fails(kv, c)) for c in range(10)]
+        while len(acked) < 300:  # well into the load: batches are in flight
+            await asyncio.sleep(0.01)
+            assert not all(task.done() for task in load)
+        await asyncio.to_thread(db.kill)
+        await asyncio.wait_for(asyncio.gather(*load), 60)  # every writer heard
+        await asyncio.to_thread(db.start)
+        assert await eventually(lambda: writes_again(kv), True, timeout=30)
+        stored = await kv.mget(acked)
+    lost = [key for key, value in zip(acked, stored, strict=True) if value != b"v"]
+    assert not lost, f"{len(lost)} of {len(acked)} acknowledged writes lost: {lost[:5]}"
