@@ -24,6 +24,7 @@ from sdlab.kv.core import (
     StoreClosed,
     ValueTooLarge,
 )
+from sdlab.kv.sql import InvalidTable
 from sdlab.kv.store import BackendUnavailable, Store
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "BackendUnavailable",
     "InvalidKey",
     "InvalidTTL",
+    "InvalidTable",
     "KVError",
     "NotAnInteger",
     "Store",
