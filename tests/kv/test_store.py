@@ -121,6 +121,9 @@ async def test_keep_ttl(store: Store) -> None:
     assert 98 <= await store.ttl("k") <= 100
     await store.set("k", "x")  # a plain SET drops the expiry, as in Redis
     assert await store.ttl("k") == -1
+    with pytest.raises(ValueError, match="exclude"):  # not a ttl silently ignored
+        await store.set("k", "y", ttl=5, keep_ttl=True)
+    assert await store.get("k") == b"x"
 
 
 async def test_incr(store: Store) -> None:

@@ -152,6 +152,8 @@ class Store:
         expires_at = None if ttl is None else expiry_after(_ms(ttl), now_ms())
         if nx and xx:
             raise ValueError("nx and xx exclude each other")
+        if keep_ttl and ttl is not None:
+            raise ValueError("ttl and keep_ttl exclude each other")
         if not (nx or xx or keep_ttl):
             return bool(await self.apply(ops.Put(((row_key, row_value, expires_at),))))
         write = ops.SetIf(row_key, row_value, expires_at, nx=nx, xx=xx, keep_ttl=keep_ttl)
