@@ -13,9 +13,8 @@ way, kept for comparison). A background sweeper (`sweeper.py`) removes expired r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, Self, TypeVar
 
 from sdlab.kv import ops
@@ -128,13 +127,17 @@ class Store:
     async def apply(self, write: ops.Write) -> Any:
         """Run one write (an `ops` object); return once it is committed. The write is
         queued when this coroutine starts, so writes started in order commit in order."""
-        with self._failures():
+        try:
             if self._batcher is not None:
                 return await self._batcher.submit(write)
             if not self._open:
                 raise StoreClosed("the store is closed")
             self.naive_writes += 1
             return await self.backend.write(lambda: write.script(self.backend.dialect, now_ms()))
+        except KVError:
+            raise
+        except Exception as exc:
+            raise self._failed(exc) from exc
 
     async def set(
         self,
@@ -196,19 +199,15 @@ class Store:
         """Run a read script (`ops.get(...)`, say) on the backend."""
         if not self._open:
             raise StoreClosed("the store is closed")
-        with self._failures():
-            return await self.backend.read(script)
-
-    @contextlib.contextmanager
-    def _failures(self) -> Iterator[None]:
-        """The driver's and the pool's errors, as BackendUnavailable (KVErrors as they are)."""
         try:
-            yield
-        except KVError:
-            raise
+            return await self.backend.read(script)
         except Exception as exc:
-            name = f"{self.backend.name} failed: {type(exc).__name__}: {exc}"
-            raise BackendUnavailable(name) from exc
+            raise self._failed(exc) from exc
+
+    def _failed(self, exc: Exception) -> BackendUnavailable:
+        """The driver's or the pool's error, as the named one a user can catch. (Plain
+        `try` blocks around the calls: they cost nothing while nothing fails.)"""
+        return BackendUnavailable(f"{self.backend.name} failed: {type(exc).__name__}: {exc}")
 
     def _d(self) -> Any:
         return self.backend.dialect
@@ -263,8 +262,10 @@ class Store:
 
     async def sweep(self) -> int:
         """Remove expired rows now (the sweeper does it every `sweep_interval`)."""
-        with self._failures():
+        try:
             return await self._sweeper.sweep()
+        except Exception as exc:
+            raise self._failed(exc) from exc
 
     def stats(self) -> dict[str, Any]:
         """Writes and batches so far, transactions run again after a deadlock, rows swept."""
