@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import signal
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 from urllib.parse import quote_from_bytes, unquote_to_bytes
@@ -40,6 +40,17 @@ class NotFound(KVError):
     pass
 
 
+STATUS: dict[type[Exception], int] = {
+    InvalidKey: 422,
+    InvalidTTL: 422,
+    ValueTooLarge: 413,
+    NotFound: 404,
+    StoreClosed: 503,  # closing: try another server
+    BackendUnavailable: 503,  # the database failed
+}
+"""The HTTP status of each error a request can meet; its text is the JSON `detail`."""
+
+
 def create_app(store: Store, *, manage: bool = False) -> FastAPI:
     """The HTTP API over `store`; with `manage`, the app opens and closes the store."""
 
@@ -55,23 +66,8 @@ def create_app(store: Store, *, manage: bool = False) -> FastAPI:
 
     app = FastAPI(title="sdlab kv", lifespan=lifespan)
 
-    @app.exception_handler(InvalidKey)
-    @app.exception_handler(InvalidTTL)
-    async def unprocessable(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(status_code=422, content={"detail": str(exc)})
-
-    @app.exception_handler(ValueTooLarge)
-    async def too_large(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(status_code=413, content={"detail": str(exc)})
-
-    @app.exception_handler(StoreClosed)
-    @app.exception_handler(BackendUnavailable)
-    async def unavailable(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(status_code=503, content={"detail": str(exc)})
-
-    @app.exception_handler(NotFound)
-    async def not_found(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(status_code=404, content={"detail": str(exc)})
+    for error, status in STATUS.items():
+        app.add_exception_handler(error, _answer_with(status))
 
     @app.get("/keys/{key:path}", responses={404: {"description": "no such key"}})
     async def get_key(key: str) -> Response:
@@ -131,6 +127,13 @@ def create_app(store: Store, *, manage: bool = False) -> FastAPI:
         return store.stats()
 
     return app
+
+
+def _answer_with(status: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    async def answer(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(status_code=status, content={"detail": str(exc)})
+
+    return answer
 
 
 async def _body(request: Request, limit: int) -> bytes:
