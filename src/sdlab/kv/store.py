@@ -65,7 +65,7 @@ class Store:
         max_batch: the most writes in one transaction.
         max_value: the longest value accepted, in bytes (longer: ValueTooLarge).
         sweep_interval, sweep_batch: how often the sweeper runs, and how many expired
-            rows it removes per statement (None interval: no sweeper).
+            rows it removes per statement (an interval of 0: no sweeper).
         pool_size: connections to MariaDB or PostgreSQL.
         timeout: how long a request waits for one of those connections (seconds) before
             it fails with BackendUnavailable: while the database is down, say.
