@@ -34,6 +34,9 @@ def test_serve_fails_in_one_line() -> None:
     assert done.returncode == 1
     assert len(done.stderr.strip().splitlines()) == 1
     assert "MariaDB 127.0.0.1:1/x" in done.stderr
+    done = sdlab("kv", "serve", "--backend", "sqlite:///kv.sqlite3?table=no-dashes")
+    assert done.returncode == 1
+    assert done.stderr.strip() == ("error: table name 'no-dashes': letters, digits and _ only")
 
 
 @pytest.mark.slow

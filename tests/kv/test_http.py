@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from sdlab.kv import MAX_KEY_BYTES, Store
+from sdlab.infra.pytest_plugin import Servers
+from sdlab.kv import MAX_KEY_BYTES, BackendUnavailable, Store
 from sdlab.kv.service import create_app
 
 
@@ -47,6 +48,9 @@ async def test_ttl_and_expiry(http: httpx.AsyncClient) -> None:
     bad = await http.put("/keys/k", params={"ttl": -1}, content=b"v")
     assert bad.status_code == 422
     assert bad.json()["detail"]
+    far = await http.put("/keys/k", params={"ttl": 1e300}, content=b"v")
+    assert far.status_code == 422
+    assert "time to live" in far.json()["detail"]
 
 
 async def test_too_large_and_bad_keys(http: httpx.AsyncClient) -> None:
@@ -88,3 +92,41 @@ async def test_listing_keys_by_prefix(http: httpx.AsyncClient) -> None:
     assert rest == {"keys": ["logs/3", "logs/4"], "next": None}
     stats = (await http.get("/stats")).json()
     assert stats["writes"] == 6
+
+
+async def test_paging_over_keys_that_are_not_utf8_comes_to_an_end(backend_url: str) -> None:
+    # Keys set over RESP may be any bytes: `next` must lead past them all the same.
+    async with Store(backend_url, sweep_interval=0) as kv:
+        await kv.mset({b"bin\xff0": "x", b"bin\xff1": "x", b"bin\\xff": "x", b"bin%": "x"})
+        transport = httpx.ASGITransport(app=create_app(kv))
+        async with httpx.AsyncClient(transport=transport, base_url="http://kv") as http:
+            seen: list[str] = []
+            after = None
+            for _ in range(10):
+                params = {"prefix": "bin", "limit": 1} | ({"after": after} if after else {})
+                page = (await http.get("/keys", params=params)).json()
+                seen += page["keys"]
+                after = page["next"]
+                if after is None:
+                    break
+    assert seen == ["bin%", "bin\\xff", "bin\\xff0", "bin\\xff1"]  # the last two shown escaped
+    assert after is None
+
+
+async def test_a_database_that_is_gone_is_a_503_with_a_detail(servers: Servers) -> None:
+    (db,) = servers.postgres()
+    async with Store(db.url, sweep_interval=0, timeout=1) as kv:
+        transport = httpx.ASGITransport(app=create_app(kv), raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://kv") as http:
+            assert (await http.put("/keys/k", content=b"v")).status_code == 200
+            await asyncio.to_thread(db.stop)
+            for got in (await http.get("/keys/k"), await http.put("/keys/k", content=b"w")):
+                assert got.status_code == 503
+                assert got.json()["detail"].startswith(f"{kv.backend.name} failed: ")
+            with pytest.raises(BackendUnavailable):  # the library's named error
+                await kv.get("k")
+            await asyncio.to_thread(db.start)
+            await kv.close()
+            closed = await http.get("/keys/k")
+            assert closed.status_code == 503
+            assert closed.json() == {"detail": "the store is closed"}

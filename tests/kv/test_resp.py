@@ -32,6 +32,20 @@ def test_a_request_arrives_in_pieces() -> None:
     assert parser.buffered == 0
 
 
+def test_a_long_request_in_pieces_is_parsed_once() -> None:
+    # What has arrived of a long request is parsed as it comes, and not again with each
+    # new piece: a bulk MSET arriving in 64 KiB reads would otherwise cost time
+    # quadratic in its length, with every other client of the server waiting.
+    data = request("MSET", *(f"k{i}" for i in range(20_000)))
+    parser = Parser()
+    parser.feed(data[: len(data) // 2])
+    assert list(parser) == []
+    assert parser.buffered < 64  # the arguments that arrived whole are parsed already
+    parser.feed(data[len(data) // 2 :])
+    assert list(parser) == [[b"MSET", *(f"k{i}".encode() for i in range(20_000))]]
+    assert parser.buffered == 0
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [

@@ -6,6 +6,8 @@ import asyncio
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio as aioredis
@@ -125,7 +127,7 @@ async def raw(port: int, data: bytes) -> bytes:
 async def test_unknown_commands_and_wrong_arity_get_errors(server: RespServer) -> None:
     got = await raw(server.port, request("FLUSHALL") + request("GET") + request("PING"))
     assert got == (
-        b"-ERR unknown command 'flushall', with args beginning with: \r\n"
+        b"-ERR unknown command 'FLUSHALL', with args beginning with: \r\n"
         b"-ERR wrong number of arguments for 'get' command\r\n+PONG\r\n"
     )
 
@@ -140,6 +142,19 @@ async def test_a_malformed_frame_gets_an_error_then_the_connection_closes(
 async def test_inline_commands_and_quit(server: RespServer) -> None:
     got = await raw(server.port, b"SET a 1\r\nGET a\r\nQUIT\r\nGET a\r\n")
     assert got == b"+OK\r\n$1\r\n1\r\n+OK\r\n"  # nothing after QUIT
+
+
+@pytest.mark.parametrize("backend_url", ["sqlite://"], indirect=False)
+async def test_hello_changes_the_protocol_of_the_replies_after_it_only(
+    server: RespServer,
+) -> None:
+    got = await raw(
+        server.port,
+        request("GET", "missing") + request("HELLO", "3") + request("GET", "missing")
+        + request("QUIT"),
+    )  # fmt: skip
+    assert got.startswith(b"$-1\r\n%7\r\n")  # the RESP2 null, then HELLO's RESP3 map
+    assert got.endswith(b"_\r\n+OK\r\n")  # the RESP3 null
 
 
 @pytest.mark.parametrize("backend_url", ["sqlite://"], indirect=False)
@@ -177,3 +192,114 @@ async def test_redis_benchmark_pipelined(server: RespServer) -> None:
     assert '"GET"' in done.stdout
     assert server.store.stats()["writes"] >= 2000
     assert server.store.stats()["largest_batch"] > 1
+
+
+async def read_reply(reader: asyncio.StreamReader) -> bytes:
+    """One whole RESP2 reply, as the raw bytes it came in."""
+    line = await reader.readuntil(b"\r\n")
+    if line[:1] == b"$" and line != b"$-1\r\n":
+        return line + await reader.readexactly(int(line[1:-2]) + 2)
+    if line[:1] == b"*" and line != b"*-1\r\n":
+        return line + b"".join([await read_reply(reader) for _ in range(int(line[1:-2]))])
+    return line
+
+
+async def replies(port: int, commands: list[list[str]]) -> list[bytes]:
+    """Each command's reply, one command at a time, on one RESP2 connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        answers = []
+        for args in commands:
+            writer.write(request(*args))
+            answers.append(await read_reply(reader))
+        return answers
+    finally:
+        writer.close()
+
+
+# Run on our server and on the real Redis, one after the other: every reply must be the
+# same, byte for byte (errors included: clients match on their text). `{k}` is a prefix
+# of the test's own, so the real Redis (shared) only sees keys of this test.
+SAME_AS_REDIS = """
+SET {k}a 1 EX 0
+SET {k}a 1 EX -5
+SET {k}a 1 PX 0
+SET {k}a 1 EX 9223372036854775807
+SET {k}a 1 EX 9223372036854775
+SET {k}a 1 PX 9223372036854775807
+SET {k}a 1 EXAT 9223372036854775807
+SET {k}a 1 PXAT 9223372036854775807
+EXISTS {k}a
+SETEX {k}b 0 x
+SETEX {k}b 9223372036854775807 x
+PSETEX {k}b 9223372036854775807 x
+EXISTS {k}b
+SET {k}c 5
+EXPIRE {k}c 9223372036854775807
+EXPIRE {k}c -9223372036854775808
+PEXPIRE {k}c 9223372036854775807
+EXPIREAT {k}c 9223372036854775807
+PEXPIREAT {k}c 9223372036854775807
+TTL {k}c
+EXPIRE {k}c -1
+EXISTS {k}c
+SET {k}n 9223372036854775807
+INCR {k}n
+SET {k}n -9223372036854775808
+DECR {k}n
+DECRBY {k}n -9223372036854775808
+INCRBY {k}n 9223372036854775808
+INCRBY {k}n 007
+SET {k}n +1
+INCR {k}n
+SET {k}n 1.5
+INCR {k}n
+MSET {k}a 1 {k}b
+GET {k}a {k}b
+SELECT abc
+SELECT 0
+ECHO
+PING a b
+NOSUCH {k}x y
+nosuch
+Get
+QUIT now
+"""
+
+
+@pytest.mark.parametrize("backend_url", ["sqlite://"], indirect=False)
+async def test_replies_match_real_redis(
+    server: RespServer, redis: Any, redis_url: str, namespace: str
+) -> None:
+    commands = [line.format(k=f"{namespace}:").split() for line in SAME_AS_REDIS.splitlines()]
+    commands = [args for args in commands if args]
+    ours = await replies(server.port, commands)
+    theirs = await replies(urlsplit(redis_url).port or 6379, commands)
+    differ = [
+        f"{' '.join(args)}: ours {a!r}, Redis {b!r}"
+        for args, a, b in zip(commands, ours, theirs, strict=True)
+        if a != b
+    ]
+    assert not differ, "\n".join(differ)
+
+
+GLOB_KEYS = ["a*b", "axb", "a\\xb", "a?", "ab", "a^", "ac", "a]", "a-", "a[", "a\\", "h\\llo"]
+GLOB_PATTERNS = [
+    "a*b", "a\\*b", "a?", "a\\?", "a[^b]", "a[!b]", "a[\\]]", "a[]]", "a[a-c]", "a[c-a]",
+    "a[-]", "a[b", "a[", "a\\[", "a\\", "h\\\\llo", "a[a-]", "*", "A*",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("backend_url", ["sqlite://"], indirect=False)
+async def test_scan_match_reads_patterns_as_redis_does(
+    client: aioredis.Redis, redis: Any, namespace: str
+) -> None:
+    # Redis's glob is not fnmatch's: \\ quotes, [^a] negates, a reversed range is a range.
+    keys = {f"{namespace}:{key}": "x" for key in GLOB_KEYS}
+    await client.mset(keys)
+    await redis.mset(keys)
+    for pattern in GLOB_PATTERNS:
+        match = f"{namespace}:{pattern}"
+        ours = sorted([key async for key in client.scan_iter(match=match, count=5)])
+        theirs = sorted([key async for key in redis.scan_iter(match=match, count=1000)])
+        assert ours == theirs, f"MATCH {pattern!r}"

@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import random
+from pathlib import Path
+from urllib.parse import urlsplit
 
+import psycopg
 import pytest
 
-from sdlab.kv import InvalidKey, InvalidTTL, NotAnInteger, Store, StoreClosed, ValueTooLarge
+from sdlab.kv import (
+    BackendUnavailable,
+    InvalidKey,
+    InvalidTTL,
+    NotAnInteger,
+    Store,
+    StoreClosed,
+    UnknownBackend,
+    ValueTooLarge,
+)
 from sdlab.kv.core import MAX_KEY_BYTES
 from sdlab.kv.ops import Script
 from sdlab.kv.sql import Stmt
@@ -64,6 +78,27 @@ async def test_a_key_expires(store: Store) -> None:
     assert await rows_in_table(store) == 2
 
 
+async def test_a_ttl_too_far_off_is_refused_alone(store: Store) -> None:
+    # An expiry past what a 64-bit column holds is the caller's error, raised before it
+    # reaches a batch: the writes batched with it still commit.
+    outcomes = await asyncio.gather(
+        store.set("before", "1"),
+        store.set("far", "v", ttl=1e300),
+        store.set("after", "2"),
+        return_exceptions=True,
+    )
+    assert outcomes[0] is True
+    assert isinstance(outcomes[1], InvalidTTL)
+    assert outcomes[2] is True
+    assert await store.mget(["before", "far", "after"]) == [b"1", None, b"2"]
+    for ttl in (1e300, math.inf, math.nan):
+        with pytest.raises(InvalidTTL):
+            await store.expire("before", ttl)
+    with pytest.raises(InvalidTTL):
+        await store.expire_at("before", 2**63)
+    assert await store.ttl("before") == -1
+
+
 async def test_nx_and_xx(store: Store) -> None:
     assert not await store.set("k", "v", xx=True)  # XX: only if it exists
     assert await store.get("k") is None
@@ -86,6 +121,9 @@ async def test_keep_ttl(store: Store) -> None:
     assert 98 <= await store.ttl("k") <= 100
     await store.set("k", "x")  # a plain SET drops the expiry, as in Redis
     assert await store.ttl("k") == -1
+    with pytest.raises(ValueError, match="exclude"):  # not a ttl silently ignored
+        await store.set("k", "y", ttl=5, keep_ttl=True)
+    assert await store.get("k") == b"x"
 
 
 async def test_incr(store: Store) -> None:
@@ -138,6 +176,13 @@ async def test_mget_mset(store: Store) -> None:
     assert values == [v.encode() for v in many.values()]
 
 
+@pytest.mark.parametrize("group_commit", [True, False], ids=["group", "naive"])
+async def test_mset_naming_a_key_twice_keeps_the_last(backend_url: str, group_commit: bool) -> None:
+    async with Store(backend_url, group_commit=group_commit, sweep_interval=0) as kv:
+        await kv.mset([("a", "1"), ("b", "x"), ("a", "2")])  # MSET a 1 b x a 2, as Redis
+        assert await kv.mget(["a", "b"]) == [b"2", b"x"]
+
+
 async def test_scan_by_prefix_with_a_cursor(store: Store) -> None:
     await store.mset({f"user:{i:03}": "u" for i in range(25)})
     await store.mset({"user;after": "x", "use": "x", "order:1": "x"})
@@ -182,6 +227,30 @@ async def test_the_background_sweeper_runs_by_itself(backend_url: str) -> None:
                 break
         assert kv.stats()["swept"] == 1
         assert await rows_in_table(kv) == 0
+
+
+async def test_writers_reviving_expired_keys_while_the_sweeper_deletes_them(
+    backend_url: str,
+) -> None:
+    # The sweeper deletes expired rows while clients set those keys again (plain SET,
+    # SET NX, INCR): a revived key is never swept, and no write fails (on MariaDB the
+    # sweeper and a batch lock rows in different orders, and deadlock now and then).
+    keys = [f"k{i}" for i in range(1500)]
+    async with Store(backend_url, sweep_interval=0, sweep_batch=100) as kv:
+        await asyncio.gather(*(kv.set(key, "old", ttl=0.05) for key in keys))
+        await asyncio.sleep(0.1)  # expired, not yet swept
+        random.Random(0).shuffle(keys)  # a batch locks them in this order
+        revivals = [
+            kv.set(key, "new") if i % 3 == 0
+            else kv.set(key, "new", nx=True) if i % 3 == 1
+            else kv.incr(key)
+            for i, key in enumerate(keys)
+        ]  # fmt: skip
+        sweeping = asyncio.create_task(kv.sweep())
+        assert all(await asyncio.gather(*revivals))
+        await sweeping
+        values = await kv.mget(keys)
+    assert [v for v in values if v not in (b"new", b"1")] == []
 
 
 async def test_concurrent_writes_share_transactions(store: Store) -> None:
@@ -230,6 +299,30 @@ async def test_two_stores_on_one_table_never_lose_an_increment(
         assert await a.get("once") in (b"0", b"1")
 
 
+async def test_deadlocks_between_two_stores_are_ridden_out(backend_url: str) -> None:
+    # Two group-commit servers on one table lock rows in the order their batches hold
+    # them, so they deadlock; the database breaks each deadlock by rolling one
+    # transaction back. That batch runs again: no client hears of it, and no increment
+    # is lost or counted twice.
+    keys = [f"n{i}" for i in range(8)]
+    if backend_url.startswith("postgresql"):  # it looks for deadlocks after 1 s by default
+        async with await psycopg.AsyncConnection.connect(backend_url, autocommit=True) as conn:
+            database = urlsplit(backend_url).path.strip("/")
+            await conn.execute(f'ALTER DATABASE "{database}" SET deadlock_timeout = 20')
+
+    async def client(kv: Store, seed: int) -> None:
+        pick = random.Random(seed)
+        for _ in range(40):
+            await kv.incr(pick.choice(keys))
+
+    async with (
+        Store(backend_url, sweep_interval=0) as a,
+        Store(backend_url, sweep_interval=0) as b,
+    ):
+        await asyncio.gather(*(client(kv, i) for i, kv in enumerate([a, b] * 10)))
+        assert sum(int(v or 0) for v in await a.mget(keys)) == 20 * 40
+
+
 async def test_close_commits_what_is_queued_then_refuses(backend_url: str) -> None:
     kv = Store(backend_url, sweep_interval=0)
     await kv.open()
@@ -243,3 +336,57 @@ async def test_close_commits_what_is_queued_then_refuses(backend_url: str) -> No
         await kv.get("q0")
     async with Store(backend_url, sweep_interval=0) as again:
         assert await again.exists(*(f"q{i}" for i in range(20))) == 20
+
+
+async def test_url_parameters_reach_postgresql_or_are_refused(postgres_db: str) -> None:
+    # `?sslmode=require` silently dropped would be a plain-text connection.
+    url = f"{postgres_db}?table=kv_named&application_name=sdlab-kv-test"
+
+    def application_name() -> Script[str]:
+        return str((yield Stmt("SELECT current_setting('application_name')")).rows[0][0])
+
+    async with Store(url, sweep_interval=0) as kv:
+        assert await kv.read(application_name()) == "sdlab-kv-test"
+        assert kv.backend.dialect.table == "kv_named"
+    for ignored in ("mysql://root@127.0.0.1/kv?ssl=1", "sqlite:///kv.sqlite3?mode=ro"):
+        with pytest.raises(UnknownBackend, match="only table="):
+            Store(ignored)
+
+
+async def test_a_full_sqlite_file_says_so(tmp_path: Path) -> None:
+    # SQLite rolls a transaction back by itself when the disk is full: the error is the
+    # disk's, not a failed ROLLBACK's, and the next write goes through.
+    def cap_the_file() -> Script[None]:
+        pages = (yield Stmt("PRAGMA page_count")).rows[0][0]
+        yield Stmt(f"PRAGMA max_page_count = {pages + 20}")
+
+    async with Store(f"sqlite:///{tmp_path / 'kv.sqlite3'}", sweep_interval=0) as kv:
+        await kv.backend.write(cap_the_file)
+        with pytest.raises(BackendUnavailable, match="database or disk is full"):
+            await kv.set("big", b"x" * 500_000)
+        assert await kv.set("small", "v")
+        assert await kv.get("small") == b"v"
+
+
+async def test_a_cancelled_close_still_answers_every_queued_write(backend_url: str) -> None:
+    # `asyncio.wait_for(kv.close(), ...)` running out of time, say: the caller stops
+    # waiting, but the close goes on, so no write is left waiting forever for its answer.
+    kv = Store(backend_url, sweep_interval=0)
+    await kv.open()
+    queued = [asyncio.create_task(kv.set(f"q{i}", "v")) for i in range(50)]
+    closing = asyncio.create_task(kv.close())
+    for _ in range(100):  # until the writer has taken the batch (close() waits for it)
+        await asyncio.sleep(0)
+        if not kv.stats()["queued"]:
+            break
+    closing.cancel()  # while the writer commits the batch
+    answered, waiting = await asyncio.wait(queued, timeout=60)
+    assert not waiting, f"{len(waiting)} writes never answered"
+    assert all(task.result() for task in answered)
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    await kv.close()  # waits for the close that goes on
+    with pytest.raises(StoreClosed):
+        await kv.get("q0")
+    async with Store(backend_url, sweep_interval=0) as again:
+        assert await again.exists(*(f"q{i}" for i in range(50))) == 50

@@ -8,8 +8,9 @@
 
 `core.py` holds the rules, `sql.py` each database's statements, `ops.py` the operations
 as scripts of statements, `backends.py` the drivers, `batching.py` group commit,
-`sweeper.py` the removal of expired rows, `store.py` the API; `resp.py` and `server.py`
-the Redis protocol, `service.py` the HTTP API and both servers together.
+`sweeper.py` the removal of expired rows, `store.py` the API; `resp.py`, `server.py`
+and `match.py` (SCAN's patterns) the Redis protocol, `service.py` the HTTP API and both
+servers together.
 """
 
 from sdlab.kv.backends import Backend, UnknownBackend, backend_for
@@ -23,6 +24,7 @@ from sdlab.kv.core import (
     StoreClosed,
     ValueTooLarge,
 )
+from sdlab.kv.sql import InvalidTable
 from sdlab.kv.store import BackendUnavailable, Store
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "BackendUnavailable",
     "InvalidKey",
     "InvalidTTL",
+    "InvalidTable",
     "KVError",
     "NotAnInteger",
     "Store",

@@ -5,10 +5,12 @@
     mysql://root@127.0.0.1:3306/sdlab_kv     MariaDB (the database is created if missing;
                                              default sdlab_kv)
     postgresql://postgres@127.0.0.1:5432/postgres
-    ...?table=name              another table than kv_store
+    ...?table=name              another table than kv_store (PostgreSQL URLs keep
+                                their other parameters, sslmode= say, for libpq)
 
 A backend runs the scripts of `ops.py`: `read()` one at a time outside a transaction,
-`write()` inside one transaction that commits before it returns.
+`write()` inside one transaction that commits before it returns (run again if the
+database broke a deadlock by rolling it back).
 
 SQLite runs on threads of our own rather than through aiosqlite: aiosqlite hops to its
 thread and back for every statement, while a whole batch here is one hop (the script
@@ -21,13 +23,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import random
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from asyncmy.errors import OperationalError as MariaDBOperationalError
 
 from sdlab.kv.core import KVError
 from sdlab.kv.ops import Script
@@ -37,6 +44,9 @@ from sdlab.pool import MariaDB, Pool, PostgreSQL
 T = TypeVar("T")
 
 DEFAULT_MYSQL_DATABASE = "sdlab_kv"
+DEADLOCK_ATTEMPTS = 10
+
+logger = logging.getLogger("sdlab.kv")
 
 
 class UnknownBackend(KVError, ValueError):
@@ -48,6 +58,7 @@ class Backend(ABC):
 
     dialect: Dialect
     name: str
+    deadlocks = 0  # transactions run again after the database chose them as a victim
 
     @abstractmethod
     async def open(self) -> None:
@@ -61,25 +72,54 @@ class Backend(ABC):
         """Run a script outside any transaction (each statement sees committed data)."""
 
     @abstractmethod
-    async def write(self, script: Script[T]) -> T:
+    async def transaction(self, script: Script[T]) -> T:
         """Run a script in one transaction; return after COMMIT (roll back if it raises)."""
 
+    def is_deadlock(self, exc: Exception) -> bool:
+        """Did the database roll the whole transaction back to break a deadlock?"""
+        return False
 
-def backend_for(url: str, *, pool_size: int = 10) -> Backend:
+    async def write(self, build: Callable[[], Script[T]]) -> T:
+        """Run `build()` in one transaction; return after COMMIT.
+
+        Transactions that lock rows in different orders (two servers' batches, a batch
+        and the sweeper) deadlock now and then, and the database rolls one of them back.
+        Nothing of it was written, so it runs again (a new script: new "now"), up to
+        DEADLOCK_ATTEMPTS times, and the callers never hear of it. Any other failure is
+        raised: after a lost connection, say, nobody knows whether COMMIT happened."""
+        attempt = 1
+        while True:
+            try:
+                return await self.transaction(build())
+            except Exception as exc:
+                if attempt >= DEADLOCK_ATTEMPTS or not self.is_deadlock(exc):
+                    raise
+                logger.info("%s: deadlock, attempt %d runs again: %s", self.name, attempt, exc)
+            self.deadlocks += 1
+            attempt += 1
+            await asyncio.sleep(random.uniform(0, 0.002 * attempt))  # let the winner finish
+
+
+def backend_for(url: str, *, pool_size: int = 10, timeout: float = 30.0) -> Backend:
     """The backend a URL names (see the module's docstring)."""
     parts = urlsplit(url)
-    query = parse_qs(parts.query)
-    table = query.pop("table", ["kv_store"])[-1]
-    bare = urlunsplit(parts._replace(query=""))
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    table = next((value for name, value in reversed(query) if name == "table"), "kv_store")
+    rest = [(name, value) for name, value in query if name != "table"]
     scheme = parts.scheme.split("+")[0]
+    if scheme in ("postgresql", "postgres"):  # libpq reads the rest: sslmode=, ...
+        url = urlunsplit(parts._replace(query=urlencode(rest)))
+        return PostgresBackend(url, table=table, pool_size=pool_size, timeout=timeout)
+    if rest and scheme in ("sqlite", "mysql", "mariadb"):  # ignored, they would mislead
+        names = ", ".join(sorted({name for name, _ in rest}))
+        raise UnknownBackend(f"backend {url!r}: only table= is understood here, not {names}")
     if scheme == "sqlite":
         path = url.split("://", 1)[1].split("?", 1)[0]
         path = path[1:] if path.startswith("/") else path
         return SQLiteBackend(None if path in ("", ":memory:") else Path(path), table=table)
     if scheme in ("mysql", "mariadb"):
-        return MariaDBBackend(bare, table=table, pool_size=pool_size)
-    if scheme in ("postgresql", "postgres"):
-        return PostgresBackend(bare, table=table, pool_size=pool_size)
+        url = urlunsplit(parts._replace(query=""))
+        return MariaDBBackend(url, table=table, pool_size=pool_size, timeout=timeout)
     raise UnknownBackend(
         f"backend {url!r}: use sqlite:///FILE, mysql://USER@HOST:PORT/DB or "
         "postgresql://USER@HOST:PORT/DB"
@@ -162,10 +202,13 @@ class SQLiteBackend(Backend):
         conn.execute("BEGIN IMMEDIATE")
         try:
             result = drive_sync(script, self._execute(conn))
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            # SQLite may have rolled back by itself (a full disk): then a ROLLBACK would
+            # fail, and its error hide the one that matters.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
         return result
 
     async def read(self, script: Script[T]) -> T:
@@ -173,7 +216,7 @@ class SQLiteBackend(Backend):
         assert self._read_conn is not None
         return await self._in(self._reader, drive_sync, script, self._execute(self._read_conn))
 
-    async def write(self, script: Script[T]) -> T:
+    async def transaction(self, script: Script[T]) -> T:
         assert self._writer is not None
         return await self._in(self._writer, self._transaction, script)
 
@@ -190,7 +233,9 @@ class MariaDBBackend(Backend):
     """asyncmy connections from `sdlab.pool`, in READ COMMITTED: a locking read locks the
     rows it finds and no gaps, so writers on different keys never wait for each other."""
 
-    def __init__(self, url: str, *, table: str = "kv_store", pool_size: int = 10) -> None:
+    def __init__(
+        self, url: str, *, table: str = "kv_store", pool_size: int = 10, timeout: float = 30.0
+    ) -> None:
         parts = urlsplit(url)
         self.database = parts.path.strip("/") or DEFAULT_MYSQL_DATABASE
         self.url = urlunsplit(parts._replace(path=f"/{self.database}"))
@@ -198,6 +243,7 @@ class MariaDBBackend(Backend):
         self.dialect = MariaDBDialect(table)
         self.name = f"MariaDB {parts.hostname}:{parts.port or 3306}/{self.database}"
         self.pool_size = pool_size
+        self.timeout = timeout
         self.pool: Pool[Any] | None = None
 
     async def open(self) -> None:
@@ -215,6 +261,7 @@ class MariaDBBackend(Backend):
             MariaDB(self.url, autocommit=True),
             min_size=1,
             max_size=self.pool_size,
+            timeout=self.timeout,
             configure=self._configure,
             name="kv",
         )
@@ -239,7 +286,11 @@ class MariaDBBackend(Backend):
         async with self.pool.connection() as conn, conn.cursor() as cur:
             return await drive(script, self._execute(cur))
 
-    async def write(self, script: Script[T]) -> T:
+    def is_deadlock(self, exc: Exception) -> bool:
+        # 1213, ER_LOCK_DEADLOCK: InnoDB rolled the whole transaction back.
+        return isinstance(exc, MariaDBOperationalError) and exc.args[:1] == (1213,)
+
+    async def transaction(self, script: Script[T]) -> T:
         assert self.pool is not None
         async with self.pool.connection() as conn:
             await conn.begin()
@@ -261,17 +312,24 @@ class MariaDBBackend(Backend):
 class PostgresBackend(Backend):
     """psycopg 3 connections from `sdlab.pool` (READ COMMITTED, PostgreSQL's default)."""
 
-    def __init__(self, url: str, *, table: str = "kv_store", pool_size: int = 10) -> None:
+    def __init__(
+        self, url: str, *, table: str = "kv_store", pool_size: int = 10, timeout: float = 30.0
+    ) -> None:
         self.url = url
         self.dialect = PostgresDialect(table)
         parts = urlsplit(url)
         self.name = f"PostgreSQL {parts.hostname}:{parts.port or 5432}{parts.path}"
         self.pool_size = pool_size
+        self.timeout = timeout
         self.pool: Pool[Any] | None = None
 
     async def open(self) -> None:
         self.pool = Pool(
-            PostgreSQL(self.url, autocommit=True), min_size=1, max_size=self.pool_size, name="kv"
+            PostgreSQL(self.url, autocommit=True),
+            min_size=1,
+            max_size=self.pool_size,
+            timeout=self.timeout,
+            name="kv",
         )
         await self.pool.open()
         # Two servers starting at once would race on CREATE ... IF NOT EXISTS.
@@ -294,7 +352,10 @@ class PostgresBackend(Backend):
         async with self.pool.connection() as conn:
             return await drive(script, self._execute(conn.cursor()))
 
-    async def write(self, script: Script[T]) -> T:
+    def is_deadlock(self, exc: Exception) -> bool:
+        return isinstance(exc, psycopg.errors.DeadlockDetected)  # 40P01: rolled back
+
+    async def transaction(self, script: Script[T]) -> T:
         assert self.pool is not None
         async with self.pool.connection() as conn, conn.transaction():
             return await drive(script, self._execute(conn.cursor()))

@@ -31,6 +31,7 @@ class GroupCommit:
         self.backend = backend
         self.max_batch = max_batch
         self._queue: deque[tuple[ops.Write, asyncio.Future[Any]]] = deque()
+        self._committing: list[tuple[ops.Write, asyncio.Future[Any]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -53,22 +54,34 @@ class GroupCommit:
         return future
 
     async def _run(self) -> None:
-        while True:
-            while self._queue:
-                size = min(len(self._queue), self.max_batch)
-                await self._commit([self._queue.popleft() for _ in range(size)])
-            if self._closing:
-                return
-            await self._wake.wait()
-            self._wake.clear()
+        try:
+            while True:
+                while self._queue:
+                    size = min(len(self._queue), self.max_batch)
+                    self._committing = [self._queue.popleft() for _ in range(size)]
+                    await self._commit(self._committing)
+                    self._committing = []
+                if self._closing:
+                    return
+                await self._wake.wait()
+                self._wake.clear()
+        finally:  # empty, unless the writer was cancelled: then nobody may wait forever
+            self._closing = True
+            gone = StoreClosed("the store stopped before it answered this write")
+            for _, future in [*self._committing, *self._queue]:
+                if not future.done():
+                    future.set_exception(gone)
+            self._queue.clear()
 
     async def _commit(self, taken: list[tuple[ops.Write, asyncio.Future[Any]]]) -> None:
         # A caller that gave up (cancelled) still has its write in the batch: it was
         # accepted and may commit; it just hears nothing.
-        script = ops.batch(self.backend.dialect, [write for write, _ in taken], now_ms())
+        writes = [write for write, _ in taken]
         try:
             with self.commit_time.time():
-                results = await self.backend.write(script)
+                results = await self.backend.write(
+                    lambda: ops.batch(self.backend.dialect, writes, now_ms())
+                )
         except Exception as exc:  # the whole transaction failed: nobody's write is known
             logger.warning("batch of %d writes failed: %s", len(taken), exc)
             for _, future in taken:
@@ -92,7 +105,9 @@ class GroupCommit:
         if self._task is None:
             return
         self._wake.set()
-        await self._task  # it returns once the queue is empty and its batch committed
+        # It returns once the queue is empty and its batch committed (or it was
+        # cancelled, and has failed what it held): wait, without raising its end here.
+        await asyncio.wait([self._task])
         self._task = None
 
     def stats(self) -> dict[str, Any]:

@@ -36,7 +36,8 @@ class ValueTooLarge(KVError, ValueError):
 
 
 class InvalidTTL(KVError, ValueError):
-    """A time to live that is not a positive number of seconds."""
+    """A time to live that is not a positive number of seconds, or an expiry so far off
+    that it does not fit in 64 bits of milliseconds."""
 
 
 class NotAnInteger(KVError, ValueError):
@@ -84,7 +85,13 @@ def alive(expires_at: int | None, now: int) -> bool:
 
 
 def expiry_after(ttl_ms: int, now: int) -> int:
-    return now + ttl_ms
+    """The time `ttl_ms` after `now`, or InvalidTTL if it (or the TTL) does not fit in the
+    64-bit column: refused up front, as Redis does, and not by the database in the middle
+    of a batch of other clients' writes."""
+    when = now + ttl_ms
+    if not (INT64_MIN <= ttl_ms <= INT64_MAX and INT64_MIN <= when <= INT64_MAX):
+        raise InvalidTTL("that time to live is too long: an expiry is a 64-bit number of ms")
+    return when
 
 
 def ttl_ms(expires_at: int | None, now: int) -> int:

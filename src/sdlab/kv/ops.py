@@ -147,27 +147,29 @@ def batch(d: Dialect, writes: Sequence[Write], now: int) -> Script[list[Any]]:
     """Every write of a batch, in order, in the caller's one transaction. Each gets its
     result, or the KVError it raised (a script raises before it writes anything)."""
     results: list[Any] = []
-    puts: dict[bytes, Row] = {}  # a run of plain SETs: the last value of each key wins
+    puts: list[Row] = []  # a run of plain SETs, merged into multi-row upserts
     for write in writes:
         if isinstance(write, Put):
-            for row in write.rows:
-                puts[row[0]] = row
+            puts += write.rows
             results.append(True)
             continue
         if puts:
-            yield from put(d, list(puts.values()))
-            puts.clear()
+            yield from put(d, puts)
+            puts = []
         try:
             results.append((yield from write.script(d, now)))
         except KVError as exc:
             results.append(exc)
     if puts:
-        yield from put(d, list(puts.values()))
+        yield from put(d, puts)
     return results
 
 
 def put(d: Dialect, rows: Sequence[Row]) -> Script[None]:
-    """Upsert rows with distinct keys, a few hundred per statement."""
+    """Upsert rows, a few hundred per statement. Of rows with the same key the last wins,
+    as if they were set one after another (and PostgreSQL refuses a statement that
+    upserts one key twice)."""
+    rows = list({row[0]: row for row in rows}.values())
     start = 0
     while start < len(rows):
         size, end = 0, start

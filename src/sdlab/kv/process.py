@@ -74,7 +74,7 @@ class ServerProcess:
         return self
 
     def stop(self) -> None:
-        """SIGTERM: the server commits what is queued and exits."""
+        """SIGTERM: the server answers the commands it took, commits, and exits."""
         if self._executor.running():
             self._executor.stop(stop_signal=signal.SIGTERM)
 

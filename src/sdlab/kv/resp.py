@@ -34,6 +34,8 @@ class Parser:
         self.max_args = max_args
         self._buf = bytearray()
         self._pos = 0
+        self._args: list[bytes] | None = None  # a multibulk request, as far as it came
+        self._missing = 0  # and how many of its arguments are still to come
 
     def feed(self, data: bytes) -> None:
         self._buf += data
@@ -57,7 +59,8 @@ class Parser:
             if self._pos > 65536:  # drop what was consumed, now and then
                 del self._buf[: self._pos]
                 self._pos = 0
-            command = self._multibulk() if self._buf[self._pos] == ord("*") else self._inline()
+            multibulk = self._args is not None or self._buf[self._pos] == ord("*")
+            command = self._multibulk() if multibulk else self._inline()
             if command is None:
                 return None
             if command:  # an empty array or a blank line is no command: skip it
@@ -79,16 +82,20 @@ class Parser:
         return int(digits)
 
     def _multibulk(self) -> list[bytes] | None:
+        """A request's arguments are taken as each arrives whole, so that a long request
+        arriving in many reads is parsed once, not again from its start with each read."""
         buf = self._buf
-        end = self._line(self._pos, "mbulk count string")
-        if end is None:
-            return None
-        count = self._number(self._pos + 1, end, "multibulk length")
-        if count > self.max_args:
-            raise ProtocolError("invalid multibulk length")
-        at = end + 2
-        args: list[bytes] = []
-        for _ in range(max(count, 0)):
+        if self._args is None:
+            end = self._line(self._pos, "mbulk count string")
+            if end is None:
+                return None
+            count = self._number(self._pos + 1, end, "multibulk length")
+            if count > self.max_args:
+                raise ProtocolError("invalid multibulk length")
+            self._args, self._missing = [], max(count, 0)
+            self._pos = end + 2
+        while self._missing:
+            at = self._pos
             if at >= len(buf):
                 return None
             if buf[at] != ord("$"):
@@ -104,9 +111,10 @@ class Parser:
                 return None
             if buf[start + size : start + size + 2] != b"\r\n":
                 raise ProtocolError("expected CRLF after a bulk string")
-            args.append(bytes(buf[start : start + size]))
-            at = start + size + 2
-        self._pos = at
+            self._args.append(bytes(buf[start : start + size]))
+            self._missing -= 1
+            self._pos = start + size + 2
+        args, self._args = self._args, None
         return args
 
     def _inline(self) -> list[bytes] | None:

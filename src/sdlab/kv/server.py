@@ -39,9 +39,11 @@ from sdlab.kv.core import (
     ValueTooLarge,
     as_key,
     as_value,
+    expiry_after,
     now_ms,
     parse_int,
 )
+from sdlab.kv.match import compile_pattern, literal_prefix
 from sdlab.kv.resp import OK, Error, Map, Parser, ProtocolError, Reply, Simple, encode
 from sdlab.kv.store import Store
 
@@ -61,7 +63,7 @@ class Command:
     name: str
     handler: Callable[[Session, list[bytes]], Awaitable[Reply]]
     arity: int  # Redis's convention: counts the name; negative means "at least"
-    kind: str  # "read", "write", or "none" (touches no data)
+    kind: str  # "read", "write", "none" (touches no data), "session" (see Ordering)
     flags: tuple[str, ...] = ()
     keys: tuple[int, int, int] = (0, 0, 0)  # first key, last key, step (COMMAND INFO)
 
@@ -78,7 +80,7 @@ def command(
 ) -> Callable[[Callable[[Session, list[bytes]], Awaitable[Reply]]], Any]:
     def add(handler: Callable[[Session, list[bytes]], Awaitable[Reply]]) -> Any:
         name = handler.__name__.strip("_")
-        if kind == "none":
+        if kind in ("none", "session"):
             flag_set, key_spec = flags or ("fast",), (0, 0, 0)
         else:
             flag_set = flags or (("write",) if kind == "write" else ("readonly", "fast"))
@@ -108,9 +110,17 @@ class RespServer:
         self._server = await asyncio.start_server(self._accept, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
 
-    async def close(self) -> None:
+    async def close(self, grace: float = 10.0) -> None:
+        """Take no more connections, and no more commands; answer the commands already
+        taken (for up to `grace` seconds), then close every connection. A client knows
+        that what it was answered ran, and what it was not answered did not."""
         if self._server is not None:
             self._server.close()
+        for connection in list(self.connections):
+            connection.finish()
+        serving = [c.task for c in self.connections if c.task is not None]
+        if serving:
+            await asyncio.wait(serving, timeout=grace)
         for connection in list(self.connections):
             connection.abort()
         if self._server is not None:
@@ -118,6 +128,7 @@ class RespServer:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         connection = Connection(self, reader, writer, next(self._ids))
+        connection.task = asyncio.current_task()
         self.connections.add(connection)
         try:
             await connection.serve()
@@ -142,7 +153,9 @@ class Ordering:
     """What a new command of a connection must wait for, so that it sees the effect of
     the commands sent before it: a read waits for earlier writes, a write for earlier
     reads; a run of the same kind goes at once (a run of batched writes keeps its order
-    in the batcher). `serial` kinds wait for everything before them."""
+    in the batcher). `serial` commands wait for everything before them: writes without
+    group commit, and "session" commands (HELLO), which change how the replies after
+    them are encoded, and so wait for those before them to be encoded first."""
 
     def __init__(self) -> None:
         self.kind: str | None = None
@@ -179,12 +192,20 @@ class Connection:
         self.ordering = Ordering()
         self.replies: deque[asyncio.Future[bytes]] = deque()  # encoded, in request order
         self.closing = False
+        self.finishing = False
+        self.task: asyncio.Task[Any] | None = None  # the one running serve()
         self._more = asyncio.Event()
         self._room = asyncio.Event()
 
     def abort(self) -> None:
         self.closing = True
         self.writer.transport.abort()
+
+    def finish(self) -> None:
+        """Stop reading (the server is stopping): answer what was read, then close."""
+        self.finishing = True
+        if not self.closing and self.task is not None:
+            self.task.cancel()  # out of its read (or its wait for room), into `finally`
 
     async def serve(self) -> None:
         sender = asyncio.get_running_loop().create_task(self._send())
@@ -205,6 +226,9 @@ class Connection:
                 while len(self.replies) > MAX_PENDING and not sender.done():
                     self._room.clear()
                     await self._room.wait()
+        except asyncio.CancelledError:
+            if not self.finishing:
+                raise
         except (ConnectionError, OSError):
             pass
         finally:
@@ -227,10 +251,7 @@ class Connection:
         name = args[0].decode("utf-8", "replace").lower()
         found = COMMANDS.get(name)
         if found is None:
-            head = " ".join(f"'{a.decode('utf-8', 'replace')[:64]}'" for a in args[1:4])
-            self._reply_now(
-                Error(f"ERR unknown command '{name[:64]}', with args beginning with: {head}")
-            )
+            self._reply_now(_unknown(args))
             return
         if (found.arity > 0 and len(args) != found.arity) or len(args) < -found.arity:
             self._reply_now(Error(f"ERR wrong number of arguments for '{name}' command"))
@@ -240,7 +261,8 @@ class Connection:
         if found.kind == "none":
             gate = None
         else:
-            serial = found.kind == "write" and not self.server.store.group_commit
+            naive = found.kind == "write" and not self.server.store.group_commit
+            serial = naive or found.kind == "session"
             gate = self.ordering.admit(found.kind, serial)
         task = asyncio.get_running_loop().create_task(self._run(found, args[1:], gate))
         if found.kind != "none":
@@ -258,11 +280,11 @@ class Connection:
             reply = await found.handler(self.session, args)
         except CommandError as exc:
             reply = Error(str(exc))
-        except (InvalidKey, ValueTooLarge, InvalidTTL, NotAnInteger, KVError) as exc:
+        except KVError as exc:  # the database failing is BackendUnavailable: keep going
             reply = Error(f"ERR {exc}")
-        except Exception as exc:  # the database failed: say so, keep the connection
-            logger.warning("%s failed: %s", found.name, exc)
-            reply = Error(f"ERR backend error: {type(exc).__name__}: {exc}")
+        except Exception as exc:  # a bug: say so, keep the connection
+            logger.exception("%s failed", found.name)
+            reply = Error(f"ERR internal error: {type(exc).__name__}: {exc}")
         return encode(reply, self.session.resp3)
 
     async def _send(self) -> None:
@@ -303,6 +325,18 @@ class Session:
 # Helpers for the handlers.
 
 
+def _unknown(args: list[bytes]) -> Error:
+    """Redis's words, which clients match on: the name as sent, then about 128
+    characters of arguments, each quoted and followed by a space."""
+    head = ""
+    for arg in args[1:]:
+        if len(head) >= 128:
+            break
+        head += f"'{arg.decode('utf-8', 'replace')[: 128 - len(head)]}' "
+    name = args[0].decode("utf-8", "replace")[:128]
+    return Error(f"ERR unknown command '{name}', with args beginning with: {head}")
+
+
 def _int(raw: bytes) -> int:
     try:
         return parse_int(raw)
@@ -338,17 +372,17 @@ async def echo(session: Session, args: list[bytes]) -> Reply:
 
 @command(2, "none")
 async def select(session: Session, args: list[bytes]) -> Reply:
-    if args[0] != b"0":
+    if _int(args[0]) != 0:
         raise CommandError("ERR DB index is out of range (this server has database 0 only)")
     return OK
 
 
-@command(1, "none")
+@command(-1, "none")
 async def quit_(session: Session, args: list[bytes]) -> Reply:
     return OK  # the connection stops reading when it sees QUIT, and closes once replied
 
 
-@command(-1, "none")
+@command(-1, "session")
 async def hello(session: Session, args: list[bytes]) -> Reply:
     """HELLO [2|3]: redis-py 8 opens with HELLO 3. Either way the replies are the same
     but for the null and maps."""
@@ -567,24 +601,26 @@ COMMANDS["unlink"] = Command("unlink", del_, -2, "write", ("write",), (1, -1, 1)
 
 @command(3, "write")
 async def expire(session: Session, args: list[bytes]) -> Reply:
-    when = now_ms() + _int(args[1]) * 1000
-    return _bool(await session.store.apply(ops.Expire(_key(args[0]), when)))
+    return await _expire(session, args[0], _when(_int(args[1]), 1000, now_ms(), "expire"))
 
 
 @command(3, "write")
 async def pexpire(session: Session, args: list[bytes]) -> Reply:
-    when = now_ms() + _int(args[1])
-    return _bool(await session.store.apply(ops.Expire(_key(args[0]), when)))
+    return await _expire(session, args[0], _when(_int(args[1]), 1, now_ms(), "pexpire"))
 
 
 @command(3, "write")
 async def expireat(session: Session, args: list[bytes]) -> Reply:
-    return _bool(await session.store.apply(ops.Expire(_key(args[0]), _int(args[1]) * 1000)))
+    return await _expire(session, args[0], _when(_int(args[1]), 1000, 0, "expireat"))
 
 
 @command(3, "write")
 async def pexpireat(session: Session, args: list[bytes]) -> Reply:
-    return _bool(await session.store.apply(ops.Expire(_key(args[0]), _int(args[1]))))
+    return await _expire(session, args[0], _when(_int(args[1]), 1, 0, "pexpireat"))
+
+
+async def _expire(session: Session, key: bytes, when: int) -> Reply:
+    return _bool(await session.store.apply(ops.Expire(_key(key), when)))
 
 
 @command(2, "write")
@@ -621,7 +657,7 @@ async def scan(session: Session, args: list[bytes]) -> Reply:
 
     A cursor is a number standing for the last key returned, remembered by this server
     (the library's scan takes the key itself); 0 starts and ends a scan. MATCH narrows
-    the range to the pattern's literal prefix, then filters with the glob."""
+    the range to the pattern's literal prefix, then filters with Redis's glob."""
     pattern: bytes | None = None
     count = 10
     options = iter(args[1:])
@@ -645,24 +681,15 @@ async def scan(session: Session, args: list[bytes]) -> Reply:
     except ValueError:
         raise CommandError("ERR invalid cursor") from None
     if cursor == 0:
-        prefix, after = _literal_prefix(pattern), None
+        prefix, after = literal_prefix(pattern or b""), None
     else:
         prefix, pattern, after = session.server.recall_cursor(cursor)
     keys, last = await session.store.scan(prefix, after=after, count=count)
     if pattern is not None:
-        glob = pattern.decode("latin-1")
-        keys = [k for k in keys if fnmatch.fnmatchcase(k.decode("latin-1"), glob)]
+        matches = compile_pattern(pattern).fullmatch
+        keys = [k for k in keys if matches(k)]
     following = 0 if last is None else session.server.remember_cursor(prefix, pattern, last)
     return [str(following).encode(), keys]
-
-
-def _literal_prefix(pattern: bytes | None) -> bytes:
-    if pattern is None:
-        return b""
-    for i, byte in enumerate(pattern):
-        if byte in b"*?[\\":
-            return pattern[:i]
-    return pattern
 
 
 def _value(session: Session, raw: bytes) -> bytes:
@@ -676,10 +703,14 @@ def _expiry(option: bytes, amount: int, name: str) -> int:
     """An absolute expiry (ms since the epoch) from EX, PX, EXAT or PXAT."""
     if amount <= 0:
         raise CommandError(f"ERR invalid expire time in '{name}' command")
-    if option == b"EX":
-        return now_ms() + amount * 1000
-    if option == b"PX":
-        return now_ms() + amount
-    if option == b"EXAT":
-        return amount * 1000
-    return amount
+    unit = 1000 if option in (b"EX", b"EXAT") else 1
+    return _when(amount, unit, now_ms() if option in (b"EX", b"PX") else 0, name)
+
+
+def _when(amount: int, unit_ms: int, base: int, name: str) -> int:
+    """`base` + `amount` units (ms since the epoch), refused as Redis refuses it when it
+    does not fit in 64 bits."""
+    try:
+        return expiry_after(amount * unit_ms, base)
+    except InvalidTTL:
+        raise CommandError(f"ERR invalid expire time in '{name}' command") from None

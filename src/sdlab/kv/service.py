@@ -3,8 +3,9 @@
     GET    /keys/{key}                   the value, raw (404 if missing or expired)
     PUT    /keys/{key}?ttl=S&nx=&xx=     store the request body (413 if over the limit,
                                          412 if nx/xx is not met)
+    (503 when the database fails or the store is closed)
     DELETE /keys/{key}                   204, or 404 if there was no such key
-    GET    /keys?prefix=&after=&limit=   keys in byte order, and where to continue
+    GET    /keys?prefix=&after=&limit=   keys in byte order, and where to continue (`next`)
     GET    /stats                        the backend, writes, batches, rows swept
 
 A key is the rest of the path, slashes included, as UTF-8; one that is too long is a 422.
@@ -17,22 +18,37 @@ import asyncio
 import contextlib
 import signal
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
+from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from sdlab.kv.core import InvalidKey, InvalidTTL, KVError, ValueTooLarge, as_key
+from sdlab.kv.core import InvalidKey, InvalidTTL, KVError, StoreClosed, ValueTooLarge, as_key
 from sdlab.kv.server import RespServer
-from sdlab.kv.store import Store
+from sdlab.kv.store import BackendUnavailable, Store
 
 MAX_SCAN = 10_000
+# `next` is the last key, %-escaped where it is not printable ASCII (or is a %), so that
+# it leads past keys of any bytes; a plain key works as `after` too, unless it has a %.
+CURSOR_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
 
 
 class NotFound(KVError):
     pass
+
+
+STATUS: dict[type[Exception], int] = {
+    InvalidKey: 422,
+    InvalidTTL: 422,
+    ValueTooLarge: 413,
+    NotFound: 404,
+    StoreClosed: 503,  # closing: try another server
+    BackendUnavailable: 503,  # the database failed
+}
+"""The HTTP status of each error a request can meet; its text is the JSON `detail`."""
 
 
 def create_app(store: Store, *, manage: bool = False) -> FastAPI:
@@ -50,18 +66,8 @@ def create_app(store: Store, *, manage: bool = False) -> FastAPI:
 
     app = FastAPI(title="sdlab kv", lifespan=lifespan)
 
-    @app.exception_handler(InvalidKey)
-    @app.exception_handler(InvalidTTL)
-    async def unprocessable(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(status_code=422, content={"detail": str(exc)})
-
-    @app.exception_handler(ValueTooLarge)
-    async def too_large(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(status_code=413, content={"detail": str(exc)})
-
-    @app.exception_handler(NotFound)
-    async def not_found(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(status_code=404, content={"detail": str(exc)})
+    for error, status in STATUS.items():
+        app.add_exception_handler(error, _answer_with(status))
 
     @app.get("/keys/{key:path}", responses={404: {"description": "no such key"}})
     async def get_key(key: str) -> Response:
@@ -83,7 +89,7 @@ def create_app(store: Store, *, manage: bool = False) -> FastAPI:
     ) -> JSONResponse:
         raw = as_key(key)
         if nx and xx:
-            raise InvalidTTL("nx and xx exclude each other")
+            return JSONResponse(status_code=422, content={"detail": "nx and xx exclude each other"})
         value = await _body(request, store.max_value)
         stored = await store.set(raw, value, ttl, nx=nx, xx=xx)
         if not stored:
@@ -109,11 +115,11 @@ def create_app(store: Store, *, manage: bool = False) -> FastAPI:
         after: Annotated[str | None, Query(description="The `next` of the last page.")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_SCAN)] = 100,
     ) -> dict[str, Any]:
-        keys, following = await store.scan(prefix, after=after or None, count=limit)
-        text = [k.decode("utf-8", "backslashreplace") for k in keys]
+        start = unquote_to_bytes(after) if after else None
+        keys, following = await store.scan(prefix, after=start, count=limit)
         return {
-            "keys": text,
-            "next": None if following is None else following.decode("utf-8", "backslashreplace"),
+            "keys": [k.decode("utf-8", "backslashreplace") for k in keys],
+            "next": None if following is None else quote_from_bytes(following, CURSOR_SAFE),
         }
 
     @app.get("/stats")
@@ -121,6 +127,13 @@ def create_app(store: Store, *, manage: bool = False) -> FastAPI:
         return store.stats()
 
     return app
+
+
+def _answer_with(status: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    async def answer(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(status_code=status, content={"detail": str(exc)})
+
+    return answer
 
 
 async def _body(request: Request, limit: int) -> bytes:
@@ -147,7 +160,8 @@ async def serve(
     ready: Callable[[dict[str, int]], None] | None = None,
 ) -> None:
     """Open `store`, serve it over HTTP and RESP (a port of None: not that one) until
-    SIGINT or SIGTERM, then stop taking requests, commit what is queued, and close."""
+    SIGINT or SIGTERM, then stop taking requests, answer those taken, commit what is
+    queued, and close."""
     import uvicorn
 
     await store.open()

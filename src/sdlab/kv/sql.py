@@ -15,6 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
+from sdlab.kv.core import KVError
+
+
+class InvalidTable(KVError, ValueError):
+    """A table name that is not letters, digits and `_` (it is written into the SQL)."""
+
 
 class Stmt(NamedTuple):
     sql: str
@@ -38,8 +44,8 @@ class Dialect:
     for_update: ClassVar[str] = " FOR UPDATE"
 
     def __post_init__(self) -> None:
-        if not self.table.replace("_", "").isalnum():
-            raise ValueError(f"table name {self.table!r}: letters, digits and _ only")
+        if not (self.table.replace("_", "").isalnum() and self.table.isascii()):
+            raise InvalidTable(f"table name {self.table!r}: letters, digits and _ only")
 
     def _marks(self, n: int) -> str:
         return ", ".join([self.mark] * n)

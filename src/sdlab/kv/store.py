@@ -12,6 +12,7 @@ way, kept for comparison). A background sweeper (`sweeper.py`) removes expired r
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, Self, TypeVar
@@ -28,6 +29,7 @@ from sdlab.kv.core import (
     Value,
     as_key,
     as_value,
+    expiry_after,
     now_ms,
 )
 from sdlab.kv.sweeper import Sweeper
@@ -36,7 +38,9 @@ T = TypeVar("T")
 
 
 class BackendUnavailable(KVError):
-    """The database could not be reached (or the table not created) on open."""
+    """The database failed: it could not be reached (or the table created) on open, or
+    it failed a request (a lost connection, a server down, no connection within
+    `timeout`). A write that met it may or may not have committed."""
 
 
 class Store:
@@ -52,6 +56,7 @@ class Store:
         sweep_interval: float = 1.0,
         sweep_batch: int = 500,
         pool_size: int = 10,
+        timeout: float = 30.0,
     ) -> None:
         """
         url: the backend (`sqlite:///FILE`, `sqlite://` for memory, `mysql://...`,
@@ -60,17 +65,20 @@ class Store:
         max_batch: the most writes in one transaction.
         max_value: the longest value accepted, in bytes (longer: ValueTooLarge).
         sweep_interval, sweep_batch: how often the sweeper runs, and how many expired
-            rows it removes per statement (None interval: no sweeper).
+            rows it removes per statement (an interval of 0: no sweeper).
         pool_size: connections to MariaDB or PostgreSQL.
+        timeout: how long a request waits for one of those connections (seconds) before
+            it fails with BackendUnavailable: while the database is down, say.
         """
         self.url = url
         self.max_value = max_value
         self.group_commit = group_commit
-        self.backend: Backend = backend_for(url, pool_size=pool_size)
+        self.backend: Backend = backend_for(url, pool_size=pool_size, timeout=timeout)
         self._batcher = GroupCommit(self.backend, max_batch=max_batch) if group_commit else None
         self._sweeper = Sweeper(self.backend, interval=sweep_interval, batch=sweep_batch)
         self._sweeping = sweep_interval > 0
         self._open = False
+        self._closed: asyncio.Future[None] | None = None
         self.naive_writes = 0
 
     async def open(self) -> None:
@@ -85,10 +93,19 @@ class Store:
         self._open = True
 
     async def close(self) -> None:
-        """Stop the sweeper, commit the writes already queued, close the connections."""
-        if not self._open:
-            return
-        self._open = False
+        """Stop the sweeper, commit the writes already queued, close the connections.
+
+        A caller that stops waiting (cancelled, timed out) does not stop the close: it
+        goes on to the end, so every queued write is answered, and close() again waits
+        for it."""
+        if self._closed is None:
+            if not self._open:
+                return
+            self._open = False
+            self._closed = asyncio.ensure_future(self._close())
+        await asyncio.shield(self._closed)
+
+    async def _close(self) -> None:
         await self._sweeper.close()
         if self._batcher is not None:
             await self._batcher.close()
@@ -110,12 +127,17 @@ class Store:
     async def apply(self, write: ops.Write) -> Any:
         """Run one write (an `ops` object); return once it is committed. The write is
         queued when this coroutine starts, so writes started in order commit in order."""
-        if self._batcher is not None:
-            return await self._batcher.submit(write)
-        if not self._open:
-            raise StoreClosed("the store is closed")
-        self.naive_writes += 1
-        return await self.backend.write(write.script(self.backend.dialect, now_ms()))
+        try:
+            if self._batcher is not None:
+                return await self._batcher.submit(write)
+            if not self._open:
+                raise StoreClosed("the store is closed")
+            self.naive_writes += 1
+            return await self.backend.write(lambda: write.script(self.backend.dialect, now_ms()))
+        except KVError:
+            raise
+        except Exception as exc:
+            raise self._failed(exc) from exc
 
     async def set(
         self,
@@ -130,9 +152,11 @@ class Store:
         """Store a value; with `ttl` (seconds) it expires. `nx`: only if the key does not
         exist; `xx`: only if it does; `keep_ttl`: keep the key's expiry. True if stored."""
         row_key, row_value = as_key(key), as_value(value, self.max_value)
-        expires_at = None if ttl is None else now_ms() + _ms(ttl)
+        expires_at = None if ttl is None else expiry_after(_ms(ttl), now_ms())
         if nx and xx:
             raise ValueError("nx and xx exclude each other")
+        if keep_ttl and ttl is not None:
+            raise ValueError("ttl and keep_ttl exclude each other")
         if not (nx or xx or keep_ttl):
             return bool(await self.apply(ops.Put(((row_key, row_value, expires_at),))))
         write = ops.SetIf(row_key, row_value, expires_at, nx=nx, xx=xx, keep_ttl=keep_ttl)
@@ -157,11 +181,13 @@ class Store:
     async def expire(self, key: Key, ttl: float) -> bool:
         """Let a key expire `ttl` seconds from now (0 or less: delete it). True if the
         key exists."""
-        return await self.expire_at(key, now_ms() + math.ceil(ttl * 1000))
+        if not isinstance(ttl, int | float) or not math.isfinite(ttl):
+            raise InvalidTTL(f"a time to live is a number of seconds, not {ttl!r}")
+        return await self.expire_at(key, expiry_after(math.ceil(ttl * 1000), now_ms()))
 
     async def expire_at(self, key: Key, when_ms: int) -> bool:
         """Let a key expire at a time (ms since the epoch). True if the key exists."""
-        return bool(await self.apply(ops.Expire(as_key(key), when_ms)))
+        return bool(await self.apply(ops.Expire(as_key(key), expiry_after(when_ms, 0))))
 
     async def persist(self, key: Key) -> bool:
         """Remove a key's expiry. True if it had one."""
@@ -173,7 +199,15 @@ class Store:
         """Run a read script (`ops.get(...)`, say) on the backend."""
         if not self._open:
             raise StoreClosed("the store is closed")
-        return await self.backend.read(script)
+        try:
+            return await self.backend.read(script)
+        except Exception as exc:
+            raise self._failed(exc) from exc
+
+    def _failed(self, exc: Exception) -> BackendUnavailable:
+        """The driver's or the pool's error, as the named one a user can catch. (Plain
+        `try` blocks around the calls: they cost nothing while nothing fails.)"""
+        return BackendUnavailable(f"{self.backend.name} failed: {type(exc).__name__}: {exc}")
 
     def _d(self) -> Any:
         return self.backend.dialect
@@ -228,10 +262,13 @@ class Store:
 
     async def sweep(self) -> int:
         """Remove expired rows now (the sweeper does it every `sweep_interval`)."""
-        return await self._sweeper.sweep()
+        try:
+            return await self._sweeper.sweep()
+        except Exception as exc:
+            raise self._failed(exc) from exc
 
     def stats(self) -> dict[str, Any]:
-        """Writes and batches so far, and rows swept."""
+        """Writes and batches so far, transactions run again after a deadlock, rows swept."""
         batching = (
             self._batcher.stats()
             if self._batcher is not None
@@ -241,6 +278,7 @@ class Store:
             "backend": self.backend.name,
             "group_commit": self.group_commit,
             **batching,
+            "deadlocks_retried": self.backend.deadlocks,
             "swept": self._sweeper.swept,
         }
 

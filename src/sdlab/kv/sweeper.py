@@ -38,8 +38,9 @@ class Sweeper:
         """Remove every row expired by now, `batch` rows at a time; how many."""
         total = 0
         while True:
-            script = ops.sweep(self.backend.dialect, now_ms(), self.batch)
-            removed = await self.backend.write(script)
+            removed = await self.backend.write(
+                lambda: ops.sweep(self.backend.dialect, now_ms(), self.batch)
+            )
             self.statements += 1
             total += removed
             self.swept += removed
