@@ -10,7 +10,15 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
-from sdlab.brokers import Exchange, NotConfirmed, Queue, Rabbit, TopologyMismatch, text
+from sdlab.brokers import (
+    Exchange,
+    NotConfirmed,
+    Queue,
+    Rabbit,
+    TopologyMismatch,
+    Unroutable,
+    text,
+)
 from tests.brokers.conftest import Made
 
 
@@ -252,3 +260,20 @@ async def test_an_exchange_of_another_type_is_a_named_error(
     with pytest.raises(TopologyMismatch, match="inequivalent arg 'type'"):
         await Exchange(rabbit, name, "topic").publish("x", key="a.b")
     assert await Exchange(rabbit, name, "fanout").publish("x") is False
+
+
+async def test_a_publish_to_an_exchange_that_is_gone_is_a_named_error_and_harms_nothing(
+    rabbit: Rabbit, namespace: str, made: Made
+):
+    """The broker answers a publish to a missing exchange by closing the channel it came
+    on, which every publish of the connection shares: the error is named, and the
+    publishes after it still work."""
+    logs = Exchange(rabbit, made.exchange(f"{namespace}.logs"), "fanout")
+    assert await logs.publish("one") is False
+    await rabbit.delete_exchange(logs.name)  # its owner took it down
+    with pytest.raises(Unroutable, match=f"no exchange '{logs.name}'"):
+        await logs.publish("two")
+    tasks = Queue(rabbit, made.queue(f"{namespace}.after"))
+    await tasks.send("still works")
+    async with tasks.consume() as messages:
+        assert [text(m) for m in await take(messages, 1)] == ["still works"]

@@ -13,9 +13,9 @@ class TopologyMismatch(BrokerError):
 
 
 class Unroutable(BrokerError):
-    """The broker confirmed the message but no queue was bound to take it: it is gone.
-    (Publishing to a pub/sub exchange with no subscriber is not an error: see
-    `Exchange.publish`, which returns False instead.)"""
+    """The broker confirmed the message but no queue was bound to take it, or its
+    exchange does not exist: it is gone. (Publishing to a pub/sub exchange with no
+    subscriber is not an error: see `Exchange.publish`, which returns False instead.)"""
 
 
 class NotConfirmed(BrokerError):

@@ -21,6 +21,7 @@ False from `Exchange.publish`), never silently lost.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Self
@@ -35,7 +36,7 @@ from aio_pika.abc import (
     ExchangeType,
 )
 from aiormq.abc import DeliveredMessage
-from aiormq.exceptions import ChannelPreconditionFailed, DeliveryError
+from aiormq.exceptions import ChannelNotFoundEntity, ChannelPreconditionFailed, DeliveryError
 
 from sdlab.brokers.errors import NotConfirmed, TopologyMismatch, Unroutable
 
@@ -65,6 +66,7 @@ class Rabbit:
         self.connection = connection
         self._channel = channel
         self._exchanges: dict[str, AbstractExchange] = {"": channel.default_exchange}
+        self._reopening = asyncio.Lock()
 
     @classmethod
     async def connect(cls, url: str, **kwargs: Any) -> Self:
@@ -107,12 +109,13 @@ class Rabbit:
         self, exchange: str, routing_key: str, message: aio_pika.Message
     ) -> bool:
         """`publish()` for a message already built (to forward one with its properties)."""
+        channel = await self._publishing()
         target = self._exchanges.get(exchange)
         if target is None:
             # Publishing needs only the name; the exchange was declared by whoever
             # owns it (declaring again here could fail on a mismatch and close the
             # channel every publish shares).
-            target = self._exchanges[exchange] = aio_pika.Exchange(self._channel, exchange)
+            target = self._exchanges[exchange] = aio_pika.Exchange(channel, exchange)
         try:
             result = await target.publish(message, routing_key, mandatory=True)
         except DeliveryError as exc:
@@ -120,7 +123,22 @@ class Rabbit:
                 f"the broker refused a message for exchange {exchange!r}, routing key "
                 f"{routing_key!r} (basic.nack): a full queue with x-overflow=reject-publish?"
             ) from exc
+        except ChannelNotFoundEntity as exc:
+            # The broker closed the channel (the next publish opens another); a publish
+            # that was waiting for its confirm on it meanwhile fails the same way.
+            reason = exc.args[0] if exc.args else exc
+            raise Unroutable(f"{reason}: the message was not confirmed") from None
         return not isinstance(result, DeliveredMessage)  # a basic.return came back
+
+    async def _publishing(self) -> AbstractChannel:
+        """The confirm channel every publish shares, opened again if the broker closed it:
+        it does so after a publish to an exchange that does not exist (404)."""
+        if self._channel.is_closed and not self.connection.is_closed:
+            async with self._reopening:
+                if self._channel.is_closed:
+                    self._channel = await self.connection.channel(publisher_confirms=True)
+                    self._exchanges = {"": self._channel.default_exchange}
+        return self._channel
 
     async def declare_queue(
         self,
@@ -268,7 +286,8 @@ class Exchange:
     async def publish(self, body: Body, *, key: str = "", **properties: Any) -> bool:
         """Publish with routing key `key` (ignored by a fanout exchange); returns once
         the broker confirmed it: True if at least one subscriber's queue took it, False
-        if nobody was subscribed to it (the message is dropped: pub/sub semantics)."""
+        if nobody was subscribed to it (the message is dropped: pub/sub semantics).
+        Raises `Unroutable` if the exchange was deleted since it was declared."""
         await self.declare()
         return await self.rabbit.publish(self.name, key, body, **properties)
 
