@@ -11,6 +11,7 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
 from sdlab.brokers import (
+    ConsumerStopped,
     Exchange,
     NotConfirmed,
     Queue,
@@ -19,7 +20,7 @@ from sdlab.brokers import (
     Unroutable,
     text,
 )
-from tests.brokers.conftest import Made
+from tests.brokers.conftest import Made, proxied
 
 
 async def take(
@@ -277,3 +278,62 @@ async def test_a_publish_to_an_exchange_that_is_gone_is_a_named_error_and_harms_
     await tasks.send("still works")
     async with tasks.consume() as messages:
         assert [text(m) for m in await take(messages, 1)] == ["still works"]
+
+
+async def test_a_consumer_whose_connection_drops_gets_a_named_error_and_loses_nothing(
+    rabbitmq_url: str, namespace: str, made: Made
+):
+    """A dropped connection must not look like the end of the queue: the consumer's loop
+    raises, and the message it held unacked is delivered again to the next consumer."""
+    name = made.queue(f"{namespace}.work")
+    async with proxied(rabbitmq_url) as (proxy, url), await Rabbit.connect(url) as doomed:
+        tasks = Queue(doomed, name, persistent=True)
+        await tasks.send("resize photo 42")
+
+        async def work() -> None:
+            async with asyncio.timeout(10), tasks.consume() as messages:
+                async for _ in messages:  # held, not acked, when the network fails
+                    proxy.cut()
+
+        with pytest.raises(ConsumerStopped, match="connection to the broker was lost"):
+            await work()
+    async with (
+        await Rabbit.connect(rabbitmq_url) as rabbit,
+        Queue(rabbit, name, persistent=True).consume() as messages,
+    ):
+        (again,) = await take(messages, 1)
+    assert (text(again), again.redelivered) == ("resize photo 42", True)
+
+
+async def test_a_consumer_whose_queue_is_deleted_gets_a_named_error(
+    rabbit: Rabbit, namespace: str, made: Made
+):
+    """The broker cancels the consumers of a deleted queue: their loops raise rather than
+    wait for ever for messages that cannot come."""
+    tasks = Queue(rabbit, made.queue(f"{namespace}.work"))
+    await tasks.send("one")
+
+    async def work() -> None:
+        async with asyncio.timeout(10), tasks.consume() as messages:
+            async for message in messages:
+                await message.ack()
+                await rabbit.delete_queue(tasks.name)  # by its owner, say
+
+    with pytest.raises(ConsumerStopped, match="cancelled the consumer"):
+        await work()
+
+
+async def test_a_subscriber_whose_connection_drops_gets_a_named_error(
+    rabbitmq_url: str, namespace: str, made: Made
+):
+    logs = made.exchange(f"{namespace}.logs")
+    async with proxied(rabbitmq_url) as (proxy, url), await Rabbit.connect(url) as doomed:
+
+        async def listen() -> None:
+            async with asyncio.timeout(10), Exchange(doomed, logs, "fanout").subscribe() as lines:
+                await Exchange(doomed, logs, "fanout").publish("one")
+                async for _ in lines:
+                    proxy.cut()
+
+        with pytest.raises(ConsumerStopped, match="connection to the broker was lost"):
+            await listen()

@@ -23,6 +23,12 @@ class NotConfirmed(BrokerError):
     `x-overflow: reject-publish`. The message was not stored."""
 
 
+class ConsumerStopped(BrokerError):
+    """The broker stopped delivering to a consumer that did not ask it to: the connection
+    dropped, or the broker cancelled the consumer (its queue was deleted). What it held
+    unacked went back to the queue; consume again (on a new connection) to go on."""
+
+
 class RpcTimeout(BrokerError, TimeoutError):
     """No reply came within the timeout: no server is running, or it is too slow. The
     request expires in the queue at the same moment, so no server runs it later."""

@@ -27,21 +27,27 @@ from contextlib import asynccontextmanager
 from typing import Any, Self
 
 import aio_pika
+import aiormq.abc
 from aio_pika.abc import (
     AbstractChannel,
     AbstractConnection,
     AbstractExchange,
     AbstractIncomingMessage,
-    AbstractQueueIterator,
     ExchangeType,
 )
 from aiormq.abc import DeliveredMessage
-from aiormq.exceptions import ChannelNotFoundEntity, ChannelPreconditionFailed, DeliveryError
+from aiormq.exceptions import (
+    AMQPConnectionError,
+    ChannelNotFoundEntity,
+    ChannelPreconditionFailed,
+    DeliveryError,
+)
 
-from sdlab.brokers.errors import NotConfirmed, TopologyMismatch, Unroutable
+from sdlab.brokers.errors import ConsumerStopped, NotConfirmed, TopologyMismatch, Unroutable
 
 Body = str | bytes
 Arguments = Mapping[str, Any]
+Deliveries = AsyncIterator[AbstractIncomingMessage]
 
 QUORUM: Arguments = {"x-queue-type": "quorum"}
 """The tutorials' named queues (`hello`, `task_queue`, `rpc_queue`) are durable quorum
@@ -58,7 +64,7 @@ class Rabbit:
     channel of its own for each consumer (prefetch is a per-channel setting).
 
     The connection is a plain one, not aio-pika's robust kind: when it drops, consumers'
-    iterators end with an error and publishes raise. Nothing is lost by that (unacked
+    loops raise `ConsumerStopped` and publishes raise. Nothing is lost by that (unacked
     messages go back to their queues), and the caller decides whether to reconnect.
     """
 
@@ -194,20 +200,54 @@ class Rabbit:
     @asynccontextmanager
     async def consume(
         self, queue: str, *, prefetch: int = 1, no_ack: bool = False
-    ) -> AsyncIterator[AbstractQueueIterator]:
+    ) -> AsyncIterator[Deliveries]:
         """Consume `queue` on a channel of its own with `prefetch` unacknowledged messages
         at most. With `no_ack=False` (the default) each message must be acked; when the
         block ends, or the process dies, the broker gives unacked ones to another
-        consumer, marked `redelivered`."""
+        consumer, marked `redelivered`. The messages never end by themselves: if the
+        connection drops or the broker cancels the consumer, the loop raises
+        `ConsumerStopped`."""
         channel = await self.connection.channel(publisher_confirms=False)
+        closing: set[asyncio.Task[None]] = set()
+
+        def cancelled_by_broker(frame: object) -> None:
+            # aio-pika's iterator would wait for ever; closing the channel ends it. Not
+            # awaited here: this runs in the channel's reader, which the close needs.
+            closing.add(asyncio.create_task(channel.close()))
+
         try:
             await channel.set_qos(prefetch_count=prefetch)
+            underlay = await channel.get_underlay_channel()
+            underlay.on_consumer_cancel_callbacks.add(cancelled_by_broker)
             source = await channel.get_queue(queue, ensure=False)
             async with source.iterator(no_ack=no_ack) as messages:
-                yield messages
+                yield self._until_stopped(messages, queue, underlay, closing)
         finally:
+            await asyncio.gather(*closing, return_exceptions=True)
             if not channel.is_closed:
                 await channel.close()
+
+    async def _until_stopped(
+        self,
+        messages: Deliveries,
+        queue: str,
+        channel: aiormq.abc.AbstractChannel,
+        cancelled: set[asyncio.Task[None]],
+    ) -> Deliveries:
+        """`messages`, then `ConsumerStopped`: aio-pika's iterator simply ends when its
+        channel closes, which a consumer must not take for the end of the queue."""
+        async for message in messages:
+            yield message
+        closed = channel.closing
+        reason = closed.exception() if closed.done() and not closed.cancelled() else None
+        if isinstance(reason, AMQPConnectionError) or self.connection.is_closed:
+            raise ConsumerStopped(
+                f"the connection to the broker was lost while consuming {queue!r} "
+                "(unacked messages go back to the queue)"
+            ) from reason
+        if cancelled:
+            raise ConsumerStopped(f"the broker cancelled the consumer of {queue!r}: deleted?")
+        raise ConsumerStopped(f"the channel consuming {queue!r} was closed: {reason}") from reason
 
 
 class Queue:
@@ -249,7 +289,7 @@ class Queue:
     @asynccontextmanager
     async def consume(
         self, *, prefetch: int = 1, no_ack: bool = False
-    ) -> AsyncIterator[AbstractQueueIterator]:
+    ) -> AsyncIterator[Deliveries]:
         """The queue's messages, `prefetch` unacked at most; ack each one when done."""
         await self.declare()
         async with self.rabbit.consume(self.name, prefetch=prefetch, no_ack=no_ack) as messages:
@@ -294,20 +334,24 @@ class Exchange:
     @asynccontextmanager
     async def subscribe(
         self, *binding_keys: str, prefetch: int = 100, no_ack: bool = False
-    ) -> AsyncIterator[AbstractQueueIterator]:
+    ) -> AsyncIterator[Deliveries]:
         """A new exclusive queue bound with each of `binding_keys` (a fanout exchange
         needs none); its messages until the block ends, when the queue is deleted."""
         if self.type is not ExchangeType.FANOUT and not binding_keys:
             raise ValueError(f"a {self.type.value} subscription needs at least one binding key")
         await self.declare()
         queue = await self.rabbit.declare_queue(durable=False, exclusive=True)
+        stopped = False  # then the queue went with the connection, or was deleted
         try:
             for key in binding_keys or ("",):
                 await self.rabbit.bind(queue, self.name, key)
             async with self.rabbit.consume(queue, prefetch=prefetch, no_ack=no_ack) as messages:
                 yield messages
+        except ConsumerStopped:
+            stopped = True
+            raise
         finally:
-            if not self.rabbit.connection.is_closed:
+            if not stopped and not self.rabbit.connection.is_closed:
                 await self.rabbit.delete_queue(queue)
 
 
