@@ -12,7 +12,9 @@ after processing, replay, and lag.
 At-least-once: an offset is committed only when every record before it in its partition
 was acked, so a consumer that dies leaves its unacked records to be read again by the
 member the group gives its partitions to. Acks are committed in one request before each
-fetch, when partitions are taken away in a rebalance, and on `stop()`.
+fetch, when partitions are taken away in a rebalance, and on `stop()`. What was fetched
+before a rebalance is not handed out after it: each partition starts over from its
+commit, so a record held (unacked) across a rebalance is never committed past.
 """
 
 from __future__ import annotations
@@ -152,6 +154,7 @@ class GroupConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
             fetch_max_wait_ms=round(fetch_max_wait * 1000),
         )
         self._partitions: dict[TopicPartition, _Partition] = {}
+        self._rebalances = 0  # how many times a rebalance took the partitions back
 
     async def start(self) -> None:
         self._consumer.subscribe([self.topic], listener=self)
@@ -178,19 +181,25 @@ class GroupConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         while True:
             await self.commit()
             batches = await self._consumer.getmany(timeout_ms=1000, max_records=self.max_records)
-            for tp, records in batches.items():
+            fetched_in = self._rebalances
+            for tp, record in ((tp, r) for tp, records in batches.items() for r in records):
+                if self._rebalances != fetched_in:
+                    # A rebalance took the partitions back while this batch was handed
+                    # out: the rest of it is stale (each partition starts over from its
+                    # commit), and a record of it acked would be counted in a new state
+                    # of its partition that knows nothing of the records held before.
+                    break
                 state = self._partitions.setdefault(tp, _Partition())
-                for record in records:
-                    state.unacked.add(record.offset)
-                    state.next_offset = record.offset + 1
-                    yield Record(
-                        tp.topic,
-                        tp.partition,
-                        record.offset,
-                        record.key,
-                        record.value,
-                        record.timestamp,
-                    )
+                state.unacked.add(record.offset)
+                state.next_offset = record.offset + 1
+                yield Record(
+                    tp.topic,
+                    tp.partition,
+                    record.offset,
+                    record.key,
+                    record.value,
+                    record.timestamp,
+                )
 
     def ack(self, record: Record) -> None:
         """Mark `record` processed; its offset is committed with the next commit."""
@@ -213,9 +222,12 @@ class GroupConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
 
     # ConsumerRebalanceListener: aiokafka calls these during a rebalance.
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        await self.commit()  # what was acked, before another member takes over
-        for tp in revoked:
-            self._partitions.pop(tp, None)
+        self._rebalances += 1
+        try:
+            await self.commit()  # what was acked, before another member takes over
+        finally:
+            for tp in revoked:
+                self._partitions.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         pass
