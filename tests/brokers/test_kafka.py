@@ -5,6 +5,7 @@ grows with a partition's length)."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -169,3 +170,47 @@ async def test_what_was_fetched_before_a_rebalance_is_not_handed_out_after_it(
     lags = await group_lag(kafka_bootstrap, topic, group)
     assert [lag.committed for lag in lags] == [0, 0]  # nothing held was committed past
     assert (after.partition, after.offset) in held  # both partitions started over
+
+
+@pytest.mark.slow
+async def test_a_member_stalled_past_its_session_rejoins_and_reads_again(
+    kafka_bootstrap: str, namespace: str, made: Made
+):
+    """A member whose process stalls (here its event loop is blocked) for longer than its
+    session is dropped from the group, and another member takes its partitions. Awake,
+    its commit of what it acked is refused (the group moved on): it must rejoin and go on
+    rather than die, and read again what it acked without a commit."""
+    topic, group = made.topic(f"{namespace}-stall"), f"{namespace}-g"
+    await create_topic(kafka_bootstrap, topic, partitions=2)
+    async with Producer(kafka_bootstrap) as producer:
+        for i in range(4):
+            await producer.send(topic, f"r{i}", partition=i % 2)
+    taken_over, finished = threading.Event(), threading.Event()
+
+    class Taker(GroupConsumer):
+        async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+            if assigned:
+                taken_over.set()
+
+    async def other_member() -> None:  # in a thread of its own: the stall does not stop it
+        async with Taker(kafka_bootstrap, topic, group, session_timeout=2):
+            await asyncio.to_thread(finished.wait, 60)
+
+    other = threading.Thread(target=asyncio.run, args=(other_member(),))
+    async with GroupConsumer(kafka_bootstrap, topic, group, session_timeout=2) as member:
+        records = aiter(member)
+        try:
+            async with asyncio.timeout(60):
+                first = await anext(records)
+                other.start()
+                assert taken_over.wait(30)  # the stall: nothing runs here meanwhile
+                member.ack(first)
+                seen = [(first.partition, first.offset)]
+                while len(seen) == len(set(seen)):
+                    record = await anext(records)
+                    member.ack(record)
+                    seen.append((record.partition, record.offset))
+        finally:
+            finished.set()
+            other.join()
+    assert member.assignment() != set()  # a member again

@@ -20,15 +20,22 @@ commit, so a record held (unacked) across a rebalance is never committed past.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Self
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
+from aiokafka.errors import (
+    CommitFailedError,
+    TopicAlreadyExistsError,
+    UnknownTopicOrPartitionError,
+)
 
 from sdlab.brokers.rabbit import Body, encode
+
+logger = logging.getLogger("sdlab.brokers")
 
 
 async def create_topic(bootstrap: str, topic: str, *, partitions: int = 1) -> None:
@@ -208,17 +215,31 @@ class GroupConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
             state.unacked.discard(record.offset)
 
     async def commit(self) -> None:
-        """Commit, for each partition, the offset before which everything was acked."""
+        """Commit, for each partition, the offset before which everything was acked. If
+        the group refuses it (it rebalanced without this member, silent too long), the
+        commit is dropped and the records are read again: the consumer goes on."""
         owned = self._consumer.assignment()
         offsets = {
             tp: state.safe_offset()
             for tp, state in self._partitions.items()
             if tp in owned and state.safe_offset() != state.committed
         }
-        if offsets:
+        if not offsets:
+            return
+        try:
             await self._consumer.commit(offsets)
-            for tp, offset in offsets.items():
-                self._partitions[tp].committed = offset
+        except CommitFailedError:
+            # The group went on without this member (silent for longer than its session:
+            # a stall, a pause); aiokafka rejoins it. Whoever has the partitions now
+            # reads them from the last commit: what was acked since is read again.
+            logger.warning(
+                "group %s rebalanced without this member: its acks since the last commit "
+                "are not committed, their records will be read again",
+                self.group,
+            )
+            return
+        for tp, offset in offsets.items():
+            self._partitions[tp].committed = offset
 
     # ConsumerRebalanceListener: aiokafka calls these during a rebalance.
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
