@@ -267,8 +267,8 @@ async def group_lag(bootstrap: str, topic: str, group: str) -> list[Lag]:
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
     )
-    await consumer.start()
     try:
+        await consumer.start()
         tps = await _partitions(consumer, topic)
         starts = await consumer.beginning_offsets(tps)
         ends = await _ends(consumer, tps)
@@ -288,8 +288,8 @@ async def replay(
     `partitions` (default: all), until the replay has caught up with the end.
     Outside any group: nothing is committed and no member is disturbed."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
     try:
+        await consumer.start()
         tps = await _partitions(consumer, topic, partitions)
         consumer.assign(tps)
         for tp in tps:
