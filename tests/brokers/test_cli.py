@@ -3,6 +3,9 @@ as one line on stderr."""
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterator
+
 import pytest
 
 from sdlab.brokers import Rabbit
@@ -101,20 +104,27 @@ def test_kafka_lag_of_an_unknown_topic_is_one_line(kafka_bootstrap: str, namespa
     assert "no topic" in done.stderr
 
 
+@pytest.fixture
+def dead_port() -> Iterator[int]:
+    """A port that refuses connections: bound here (so that nobody else takes it on this
+    shared machine) but not listening."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
 @pytest.mark.parametrize(
-    "command",
-    [
-        ["hello", "produce", "--url", "amqp://guest:guest@127.0.0.1:1/"],
-        ["kafka", "lag", "--url", "kafka://127.0.0.1:1"],
-    ],
+    "url",
+    ["amqp://guest:guest@127.0.0.1:{port}/", "kafka://127.0.0.1:{port}"],
     ids=["rabbitmq", "kafka"],
 )
-def test_a_broker_that_is_not_there_is_one_line_on_stderr(command: list[str]) -> None:
-    done = sdlab("brokers", *command)
+def test_a_broker_that_is_not_there_is_one_line_on_stderr(url: str, dead_port: int) -> None:
+    command = ["hello", "produce"] if url.startswith("amqp") else ["kafka", "lag"]
+    done = sdlab("brokers", *command, "--url", url.format(port=dead_port), timeout=60)
     assert done.returncode == 1
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("error: ")
-    assert "('127.0.0.1', 1" in line  # where it looked
+    assert f"('127.0.0.1', {dead_port}" in line  # where it looked
 
 
 async def test_a_worker_whose_connection_drops_says_so_in_one_line_and_exits_1(
