@@ -337,3 +337,18 @@ async def test_a_subscriber_whose_connection_drops_gets_a_named_error(
 
         with pytest.raises(ConsumerStopped, match="connection to the broker was lost"):
             await listen()
+
+
+async def test_publishes_sharing_a_message_id_each_get_their_own_outcome(
+    rabbit: Rabbit, namespace: str, made: Made
+):
+    """aiormq tells which publish a returned message was by its `message_id`: two
+    unconfirmed at once with the same one (a business key, a retried copy) must not
+    swap outcomes, the lost one reported routed and the stored one unroutable."""
+    queue = Queue(rabbit, made.queue(f"{namespace}.there"))
+    await queue.declare()
+    routed = await asyncio.gather(
+        rabbit.publish("", f"{namespace}.nowhere", "lost", message_id="order-42"),
+        rabbit.publish("", queue.name, "stored", message_id="order-42"),
+    )
+    assert routed == [False, True]

@@ -73,6 +73,7 @@ class Rabbit:
         self._channel = channel
         self._exchanges: dict[str, AbstractExchange] = {"": channel.default_exchange}
         self._reopening = asyncio.Lock()
+        self._unconfirmed: dict[str, asyncio.Event] = {}  # by message_id: see _alone()
 
     @classmethod
     async def connect(cls, url: str, **kwargs: Any) -> Self:
@@ -123,7 +124,8 @@ class Rabbit:
             # channel every publish shares).
             target = self._exchanges[exchange] = aio_pika.Exchange(channel, exchange)
         try:
-            result = await target.publish(message, routing_key, mandatory=True)
+            async with self._alone(message.message_id):
+                result = await target.publish(message, routing_key, mandatory=True)
         except DeliveryError as exc:
             raise NotConfirmed(
                 f"the broker refused a message for exchange {exchange!r}, routing key "
@@ -135,6 +137,23 @@ class Rabbit:
             reason = exc.args[0] if exc.args else exc
             raise Unroutable(f"{reason}: the message was not confirmed") from None
         return not isinstance(result, DeliveredMessage)  # a basic.return came back
+
+    @asynccontextmanager
+    async def _alone(self, message_id: str | None) -> AsyncIterator[None]:
+        """Wait until no other publish with `message_id` is unconfirmed: aiormq finds the
+        publish a returned message belongs to by its message_id, so two at once would
+        swap outcomes. (Without one, aiormq gives each message a random one.)"""
+        if message_id is None:
+            yield
+            return
+        while (earlier := self._unconfirmed.get(message_id)) is not None:
+            await earlier.wait()
+        self._unconfirmed[message_id] = done = asyncio.Event()
+        try:
+            yield
+        finally:
+            del self._unconfirmed[message_id]
+            done.set()
 
     async def _publishing(self) -> AbstractChannel:
         """The confirm channel every publish shares, opened again if the broker closed it:
