@@ -150,6 +150,7 @@ class GroupConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
     ) -> None:
         self.topic = topic
         self.group = group
+        self.session_timeout = session_timeout
         self.max_records = max_records
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
@@ -168,10 +169,26 @@ class GroupConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._consumer.start()
 
     async def stop(self) -> None:
+        """Commit what was acked and leave the group. With the broker gone, aiokafka would
+        retry the commit for ever: it is given up after `session_timeout` (by then the
+        group has dropped this member anyway), and the records are read again."""
         try:
-            await self.commit()
+            async with asyncio.timeout(self.session_timeout):
+                await self.commit()
+        except TimeoutError:
+            logger.warning(
+                "group %s: no answer to the last commit within the session timeout; "
+                "the records acked since the previous one will be read again",
+                self.group,
+            )
         finally:
-            await self._consumer.stop()
+            try:
+                await self._consumer.stop()
+            except asyncio.CancelledError:
+                # With the broker gone, aiokafka's stop() lets the cancellation of a fetch
+                # of its own escape (aio-libs/aiokafka#647): raise only one meant for us.
+                if (task := asyncio.current_task()) is not None and task.cancelling():
+                    raise
 
     async def __aenter__(self) -> Self:
         await self.start()
