@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
 import pytest_asyncio
 
 from sdlab.brokers import Rabbit, delete_topic
+from tests.helpers import Proxy
 
 
 class Made:
@@ -53,3 +56,13 @@ async def made(rabbitmq_url: str, sdlab_endpoints: object) -> AsyncIterator[Made
 async def rabbit(rabbitmq_url: str) -> AsyncIterator[Rabbit]:
     async with await Rabbit.connect(rabbitmq_url) as connection:
         yield connection
+
+
+@asynccontextmanager
+async def proxied(url: str) -> AsyncIterator[tuple[Proxy, str]]:
+    """A TCP proxy in front of the RabbitMQ at `url` (on this machine), and the URL that
+    goes through it: `proxy.cut()` drops its connections, as a network failure would."""
+    parts = urlsplit(url)
+    async with Proxy(parts.port or 5672) as proxy:
+        netloc = f"{parts.username}:{parts.password}@127.0.0.1:{proxy.port}"
+        yield proxy, parts._replace(netloc=netloc).geturl()

@@ -96,3 +96,24 @@ async def test_delete_takes_the_topic_and_its_messages(broker: Broker, namespace
     await broker.publish(topic, "new")
     (message,) = await take(broker, topic, "h", 1)
     assert message.text == "new"
+
+
+async def test_a_consumer_holds_prefetch_unacked_messages_at_most(
+    broker: Broker, namespace: str, made: Made
+):
+    """`prefetch` means the same on both brokers: a consumer holding that many unacked
+    messages is given the next one only when it acks one."""
+    topic = f"{namespace}-bounded"
+    forget(made, topic, ["workers"])
+    await broker.declare(topic, groups=["workers"])
+    for i in range(3):
+        await broker.publish(topic, f"job {i}")
+    async with asyncio.timeout(30), broker.consume(topic, "workers", prefetch=2) as messages:
+        held = [await anext(messages), await anext(messages)]
+        third = asyncio.ensure_future(anext(messages))
+        done, _ = await asyncio.wait([third], timeout=1.0)
+        assert not done  # two unacked: the third waits
+        await held[0].ack()
+        assert (await third).text == "job 2"
+        for message in [held[1], third.result()]:
+            await message.ack()

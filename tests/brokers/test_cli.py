@@ -3,10 +3,14 @@ as one line on stderr."""
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterator
+
 import pytest
 
 from sdlab.brokers import Rabbit
-from tests.brokers.conftest import Made
+from tests.brokers.conftest import Made, proxied
+from tests.brokers.programs import Program
 from tests.helpers import sdlab
 
 
@@ -98,3 +102,42 @@ def test_kafka_lag_of_an_unknown_topic_is_one_line(kafka_bootstrap: str, namespa
     assert done.returncode == 1
     assert len(done.stderr.strip().splitlines()) == 1
     assert "no topic" in done.stderr
+
+
+@pytest.fixture
+def dead_port() -> Iterator[int]:
+    """A port that refuses connections: bound here (so that nobody else takes it on this
+    shared machine) but not listening."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["amqp://guest:guest@127.0.0.1:{port}/", "kafka://127.0.0.1:{port}"],
+    ids=["rabbitmq", "kafka"],
+)
+def test_a_broker_that_is_not_there_is_one_line_on_stderr(url: str, dead_port: int) -> None:
+    command = ["hello", "produce"] if url.startswith("amqp") else ["kafka", "lag"]
+    done = sdlab("brokers", *command, "--url", url.format(port=dead_port), timeout=60)
+    assert done.returncode == 1
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: ")
+    assert f"('127.0.0.1', {dead_port}" in line  # where it looked
+
+
+async def test_a_worker_whose_connection_drops_says_so_in_one_line_and_exits_1(
+    rabbitmq_url: str, namespace: str, made: Made
+) -> None:
+    queue = made.queue(f"{namespace}.tasks")
+    async with proxied(rabbitmq_url) as (proxy, url):
+        worker = await Program.sdlab("brokers", "work", "consume", "--queue", queue, "--url", url)
+        try:
+            await worker.expect("Waiting for messages")
+            proxy.cut()
+            assert await worker.finish() == 1
+        finally:
+            await worker.stop()
+    (line,) = worker.lines[1:]
+    assert line.startswith("error: ConsumerStopped: the connection to the broker was lost")

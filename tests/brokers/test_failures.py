@@ -9,6 +9,7 @@ import contextlib
 import pytest
 
 from sdlab.brokers import (
+    GroupConsumer,
     Producer,
     Queue,
     Rabbit,
@@ -18,6 +19,7 @@ from sdlab.brokers import (
     group_lag,
     text,
 )
+from sdlab.infra.services.kafka import bootstrap_servers
 from tests.brokers.conftest import Made
 from tests.brokers.programs import Program
 from tests.helpers import eventually
@@ -226,3 +228,20 @@ def _finished(program: Program) -> set[str]:
         elif "Done" in line and current is not None:
             finished.add(current)
     return finished
+
+
+async def test_a_kafka_member_stops_when_the_broker_is_gone(servers: object):
+    """Stopping commits what was acked; with the broker gone, aiokafka would retry that
+    commit for ever and the member would never stop. It gives up after its session
+    timeout (by then the group has dropped it anyway): what was not committed is read
+    again."""
+    broker = servers.kafka()  # type: ignore[attr-defined]
+    bootstrap = bootstrap_servers(broker.url)
+    await create_topic(bootstrap, "orders")
+    async with Producer(bootstrap) as producer:
+        await producer.send("orders", "paid")
+    member = GroupConsumer(bootstrap, "orders", "billing", session_timeout=2)
+    await member.start()
+    member.ack(await anext(aiter(member)))
+    broker.kill()
+    await asyncio.wait_for(member.stop(), 60)

@@ -5,9 +5,12 @@ grows with a partition's length)."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import defaultdict
+from collections.abc import Iterable
 
 import pytest
+from aiokafka import TopicPartition
 
 from sdlab.brokers import GroupConsumer, Producer, create_topic, group_lag, replay
 from tests.brokers.conftest import Made
@@ -118,3 +121,96 @@ async def test_lag_per_partition(kafka_bootstrap: str, namespace: str, made: Mad
                     break
     after = await group_lag(kafka_bootstrap, topic, group)
     assert [(x.partition, x.committed, x.lag) for x in after] == [(0, 2, 4), (1, 0, 4)]
+
+
+class Watched(GroupConsumer):
+    """A member that tells when a rebalance takes its partitions back."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.revoked = asyncio.Event()
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await super().on_partitions_revoked(revoked)
+        if revoked:
+            self.revoked.set()
+
+
+@pytest.mark.slow
+async def test_what_was_fetched_before_a_rebalance_is_not_handed_out_after_it(
+    kafka_bootstrap: str, namespace: str, made: Made
+):
+    """A member holds (has not acked) record 0 of both partitions, and has been handed
+    the first record of its next fetch when a rebalance takes its partitions back. The
+    rest of that fetch is stale: the partitions start over from their commits. Handed
+    out anyway, a record of it acked let the next commit pass the held one (lost, had the
+    member died then)."""
+    topic, other = made.topic(f"{namespace}-held"), made.topic(f"{namespace}-other")
+    group = f"{namespace}-g"
+    await create_topic(kafka_bootstrap, topic, partitions=2)
+    await create_topic(kafka_bootstrap, other)
+    async with Producer(kafka_bootstrap) as producer:
+        for partition in (0, 1):
+            await producer.send(topic, f"p{partition} r0", partition=partition)
+    member = Watched(kafka_bootstrap, topic, group, session_timeout=2, fetch_max_wait=1)
+    async with member, asyncio.timeout(60):
+        records = aiter(member)
+        held = {(r.partition, r.offset) for r in [await anext(records), await anext(records)]}
+        assert held == {(0, 0), (1, 0)}
+        async with Producer(kafka_bootstrap, linger_ms=50) as producer:  # one fetch for both
+            await asyncio.gather(*(producer.send(topic, f"p{p} r1", partition=p) for p in (0, 1)))
+        member.ack(await anext(records))
+        # A member joins the group for another topic: the rebalance gives this one both
+        # partitions back.
+        async with GroupConsumer(kafka_bootstrap, other, group, session_timeout=2):
+            await member.revoked.wait()
+            after = await anext(records)
+            if (after.partition, after.offset) not in held:
+                member.ack(after)
+    lags = await group_lag(kafka_bootstrap, topic, group)
+    assert [lag.committed for lag in lags] == [0, 0]  # nothing held was committed past
+    assert (after.partition, after.offset) in held  # both partitions started over
+
+
+@pytest.mark.slow
+async def test_a_member_stalled_past_its_session_rejoins_and_reads_again(
+    kafka_bootstrap: str, namespace: str, made: Made
+):
+    """A member whose process stalls (here its event loop is blocked) for longer than its
+    session is dropped from the group, and another member takes its partitions. Awake,
+    its commit of what it acked is refused (the group moved on): it must rejoin and go on
+    rather than die, and read again what it acked without a commit."""
+    topic, group = made.topic(f"{namespace}-stall"), f"{namespace}-g"
+    await create_topic(kafka_bootstrap, topic, partitions=2)
+    async with Producer(kafka_bootstrap) as producer:
+        for i in range(4):
+            await producer.send(topic, f"r{i}", partition=i % 2)
+    taken_over, finished = threading.Event(), threading.Event()
+
+    class Taker(GroupConsumer):
+        async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+            if assigned:
+                taken_over.set()
+
+    async def other_member() -> None:  # in a thread of its own: the stall does not stop it
+        async with Taker(kafka_bootstrap, topic, group, session_timeout=2):
+            await asyncio.to_thread(finished.wait, 60)
+
+    other = threading.Thread(target=asyncio.run, args=(other_member(),))
+    async with GroupConsumer(kafka_bootstrap, topic, group, session_timeout=2) as member:
+        records = aiter(member)
+        try:
+            async with asyncio.timeout(60):
+                first = await anext(records)
+                other.start()
+                assert taken_over.wait(30)  # the stall: nothing runs here meanwhile
+                member.ack(first)
+                seen = [(first.partition, first.offset)]
+                while len(seen) == len(set(seen)):
+                    record = await anext(records)
+                    member.ack(record)
+                    seen.append((record.partition, record.offset))
+        finally:
+            finished.set()
+            other.join()
+    assert member.assignment() != set()  # a member again

@@ -10,8 +10,17 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
-from sdlab.brokers import Exchange, NotConfirmed, Queue, Rabbit, TopologyMismatch, text
-from tests.brokers.conftest import Made
+from sdlab.brokers import (
+    ConsumerStopped,
+    Exchange,
+    NotConfirmed,
+    Queue,
+    Rabbit,
+    TopologyMismatch,
+    Unroutable,
+    text,
+)
+from tests.brokers.conftest import Made, proxied
 
 
 async def take(
@@ -252,3 +261,94 @@ async def test_an_exchange_of_another_type_is_a_named_error(
     with pytest.raises(TopologyMismatch, match="inequivalent arg 'type'"):
         await Exchange(rabbit, name, "topic").publish("x", key="a.b")
     assert await Exchange(rabbit, name, "fanout").publish("x") is False
+
+
+async def test_a_publish_to_an_exchange_that_is_gone_is_a_named_error_and_harms_nothing(
+    rabbit: Rabbit, namespace: str, made: Made
+):
+    """The broker answers a publish to a missing exchange by closing the channel it came
+    on, which every publish of the connection shares: the error is named, and the
+    publishes after it still work."""
+    logs = Exchange(rabbit, made.exchange(f"{namespace}.logs"), "fanout")
+    assert await logs.publish("one") is False
+    await rabbit.delete_exchange(logs.name)  # its owner took it down
+    with pytest.raises(Unroutable, match=f"no exchange '{logs.name}'"):
+        await logs.publish("two")
+    tasks = Queue(rabbit, made.queue(f"{namespace}.after"))
+    await tasks.send("still works")
+    async with tasks.consume() as messages:
+        assert [text(m) for m in await take(messages, 1)] == ["still works"]
+
+
+async def test_a_consumer_whose_connection_drops_gets_a_named_error_and_loses_nothing(
+    rabbitmq_url: str, namespace: str, made: Made
+):
+    """A dropped connection must not look like the end of the queue: the consumer's loop
+    raises, and the message it held unacked is delivered again to the next consumer."""
+    name = made.queue(f"{namespace}.work")
+    async with proxied(rabbitmq_url) as (proxy, url), await Rabbit.connect(url) as doomed:
+        tasks = Queue(doomed, name, persistent=True)
+        await tasks.send("resize photo 42")
+
+        async def work() -> None:
+            async with asyncio.timeout(10), tasks.consume() as messages:
+                async for _ in messages:  # held, not acked, when the network fails
+                    proxy.cut()
+
+        with pytest.raises(ConsumerStopped, match="connection to the broker was lost"):
+            await work()
+    async with (
+        await Rabbit.connect(rabbitmq_url) as rabbit,
+        Queue(rabbit, name, persistent=True).consume() as messages,
+    ):
+        (again,) = await take(messages, 1)
+    assert (text(again), again.redelivered) == ("resize photo 42", True)
+
+
+async def test_a_consumer_whose_queue_is_deleted_gets_a_named_error(
+    rabbit: Rabbit, namespace: str, made: Made
+):
+    """The broker cancels the consumers of a deleted queue: their loops raise rather than
+    wait for ever for messages that cannot come."""
+    tasks = Queue(rabbit, made.queue(f"{namespace}.work"))
+    await tasks.send("one")
+
+    async def work() -> None:
+        async with asyncio.timeout(10), tasks.consume() as messages:
+            async for message in messages:
+                await message.ack()
+                await rabbit.delete_queue(tasks.name)  # by its owner, say
+
+    with pytest.raises(ConsumerStopped, match="cancelled the consumer"):
+        await work()
+
+
+async def test_a_subscriber_whose_connection_drops_gets_a_named_error(
+    rabbitmq_url: str, namespace: str, made: Made
+):
+    logs = made.exchange(f"{namespace}.logs")
+    async with proxied(rabbitmq_url) as (proxy, url), await Rabbit.connect(url) as doomed:
+
+        async def listen() -> None:
+            async with asyncio.timeout(10), Exchange(doomed, logs, "fanout").subscribe() as lines:
+                await Exchange(doomed, logs, "fanout").publish("one")
+                async for _ in lines:
+                    proxy.cut()
+
+        with pytest.raises(ConsumerStopped, match="connection to the broker was lost"):
+            await listen()
+
+
+async def test_publishes_sharing_a_message_id_each_get_their_own_outcome(
+    rabbit: Rabbit, namespace: str, made: Made
+):
+    """aiormq tells which publish a returned message was by its `message_id`: two
+    unconfirmed at once with the same one (a business key, a retried copy) must not
+    swap outcomes, the lost one reported routed and the stored one unroutable."""
+    queue = Queue(rabbit, made.queue(f"{namespace}.there"))
+    await queue.declare()
+    routed = await asyncio.gather(
+        rabbit.publish("", f"{namespace}.nowhere", "lost", message_id="order-42"),
+        rabbit.publish("", queue.name, "stored", message_id="order-42"),
+    )
+    assert routed == [False, True]

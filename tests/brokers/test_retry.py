@@ -4,6 +4,7 @@ times, then wait in the dead-letter queue; nothing is lost on the way."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 from sdlab.brokers import Job, Rabbit, RetryQueue
 from tests.brokers.conftest import Made
@@ -125,3 +126,37 @@ async def test_parked_messages_can_be_requeued_with_fresh_retries(
     log = await work(jobs, 1, lambda job: False)  # the cause was fixed
     assert log == [("broken until fixed", 0, "done")]
     assert await parked(rabbit, jobs) == []
+
+
+async def test_a_retried_message_keeps_its_properties(rabbit: Rabbit, namespace: str, made: Made):
+    """A retry is the same message again: its AMQP properties come back with it (a
+    consumer needs `content_encoding` to read the body, `reply_to` to answer, ...)."""
+    jobs = retry_queue(rabbit, f"{namespace}.jobs", made, delays=(0.1,))
+    properties = {
+        "content_type": "application/json",
+        "content_encoding": "gzip",
+        "type": "thumbnail",
+        "app_id": "uploader",
+        "reply_to": "thumbnails.done",
+        "correlation_id": "upload-7",
+        "message_id": "job-42",
+        "priority": 3,
+        "timestamp": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        "headers": {"tenant": "acme"},
+    }
+    await jobs.send(b"\x1f\x8b not really gzip", **properties)
+    deliveries = []
+    async with asyncio.timeout(20), jobs.consume() as attempts:
+        async for job in attempts:
+            deliveries.append(job.message)
+            if job.retries == 0:
+                await job.fail("once")
+            else:
+                await job.ack()
+                break
+    first, retried = deliveries
+    for name, value in properties.items():
+        if name == "headers":
+            assert retried.headers["tenant"] == first.headers["tenant"] == "acme"
+        else:
+            assert getattr(retried, name) == getattr(first, name) == value, name

@@ -9,6 +9,7 @@ import pytest
 
 from sdlab.brokers import (
     BrokerError,
+    ConsumerStopped,
     RemoteError,
     RpcClient,
     RpcServer,
@@ -16,7 +17,7 @@ from sdlab.brokers import (
     Unroutable,
 )
 from sdlab.brokers.rabbit import QUORUM, Rabbit
-from tests.brokers.conftest import Made
+from tests.brokers.conftest import Made, proxied
 from tests.helpers import eventually
 
 
@@ -152,3 +153,29 @@ async def test_calling_a_queue_nobody_declared_is_unroutable(rabbit: Rabbit, nam
     async with RpcClient(rabbit, f"{namespace}.nobody") as client:
         with pytest.raises(Unroutable, match="is an RPC server running"):
             await client.call("hello?")
+
+
+async def test_calls_fail_at_once_when_the_client_connection_drops(
+    rabbit: Rabbit, rabbitmq_url: str, namespace: str, made: Made
+):
+    """A client that lost its connection cannot get its answers: its pending calls fail
+    with that, not with an `RpcTimeout` blaming the server once their time is out."""
+    queue = made.queue(f"{namespace}.rpc")
+    started = asyncio.Event()
+
+    async def slow(request: str) -> str:
+        started.set()
+        await asyncio.sleep(60)
+        return "too late"
+
+    async with RpcServer(rabbit, slow, queue), proxied(rabbitmq_url) as (proxy, url):
+        client_side = await Rabbit.connect(url)
+        client = RpcClient(client_side, queue)
+        await client.start()
+        call = asyncio.create_task(client.call("x", timeout=60))
+        await started.wait()
+        proxy.cut()
+        with pytest.raises(ConsumerStopped, match="connection"):
+            await asyncio.wait_for(call, 30)
+        await client.close()
+        await client_side.close()

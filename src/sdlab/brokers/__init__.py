@@ -15,6 +15,7 @@ with ack) that runs a service on either broker by its URL.
 from sdlab.brokers.broker import Broker, KafkaBroker, Message, RabbitBroker, connect
 from sdlab.brokers.errors import (
     BrokerError,
+    ConsumerStopped,
     NotConfirmed,
     RemoteError,
     RpcTimeout,
@@ -40,6 +41,7 @@ __all__ = [
     "RPC_QUEUE",
     "Broker",
     "BrokerError",
+    "ConsumerStopped",
     "Exchange",
     "GroupConsumer",
     "Job",

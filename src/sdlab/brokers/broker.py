@@ -20,6 +20,8 @@ delivered again.
                   bound with `#`
     key           the routing key                       the partition key: per-key order
     ack           basic.ack                             an offset commit (see kafka.py)
+    prefetch      basic.qos: unacked messages held      the same, counted here (a fetch
+                                                        does not wait for acks)
     before any    the message has nowhere to go:        the topic keeps it; a new group
     group exists  publish raises Unroutable             reads from the beginning
     ------------  -----------------------------------  ---------------------------------
@@ -27,17 +29,17 @@ delivered again.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from functools import partial
 from typing import Protocol
 from urllib.parse import urlsplit
 
 from aio_pika.abc import ExchangeType
 
 from sdlab.brokers.errors import Unroutable
-from sdlab.brokers.kafka import GroupConsumer, Producer, create_topic, delete_topic
+from sdlab.brokers.kafka import GroupConsumer, Producer, Record, create_topic, delete_topic
 from sdlab.brokers.rabbit import QUORUM, Body, Rabbit
 from sdlab.infra.services.kafka import bootstrap_servers
 
@@ -185,12 +187,31 @@ class KafkaBroker:
             session_timeout=self.session_timeout,
             fetch_max_wait=self.fetch_max_wait,
         )
+        # Kafka has no prefetch of its own (a fetch does not wait for acks): the slots
+        # make `prefetch` mean what it means on RabbitMQ, unacked messages held at most.
+        slots = asyncio.Semaphore(prefetch)
+
+        def acker(record: Record) -> Callable[[], None]:
+            acked = False
+
+            def ack() -> None:
+                nonlocal acked
+                if not acked:
+                    acked = True
+                    consumer.ack(record)
+                    slots.release()
+
+            return ack
+
         async with consumer:
 
             async def messages() -> AsyncIterator[Message]:
-                async for record in consumer:
+                records = aiter(consumer)
+                while True:
+                    await slots.acquire()
+                    record = await anext(records)
                     key = None if record.key is None else record.key.decode()
-                    yield Message(record.value, key, partial(consumer.ack, record))
+                    yield Message(record.value, key, acker(record))
 
             yield messages()
 

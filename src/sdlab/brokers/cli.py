@@ -8,6 +8,7 @@ names, flags, UTF-8 text), so `sdlab brokers work produce` feeds the tutorial's
 from __future__ import annotations
 
 import asyncio
+import logging
 import shlex
 import sys
 from collections.abc import AsyncIterator, Coroutine
@@ -61,7 +62,10 @@ def _kafka_bootstrap(url: str | None) -> str:
 
 
 def _run(work: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine; what a user can meet is one line on stderr, exit 1."""
+    """Run a command's coroutine; what a user can meet is one line on stderr, exit 1.
+    (The clients' own logs would tell the same failure again, with tracebacks.)"""
+    for library in ("aiormq", "aio_pika", "aiokafka"):
+        logging.getLogger(library).setLevel(logging.CRITICAL)
     try:
         return asyncio.run(work)
     except (BrokerError, AMQPError, KafkaError, ConnectionError) as exc:

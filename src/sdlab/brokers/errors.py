@@ -13,14 +13,20 @@ class TopologyMismatch(BrokerError):
 
 
 class Unroutable(BrokerError):
-    """The broker confirmed the message but no queue was bound to take it: it is gone.
-    (Publishing to a pub/sub exchange with no subscriber is not an error: see
-    `Exchange.publish`, which returns False instead.)"""
+    """The broker confirmed the message but no queue was bound to take it, or its
+    exchange does not exist: it is gone. (Publishing to a pub/sub exchange with no
+    subscriber is not an error: see `Exchange.publish`, which returns False instead.)"""
 
 
 class NotConfirmed(BrokerError):
     """The broker refused the message (basic.nack): for example a full queue with
     `x-overflow: reject-publish`. The message was not stored."""
+
+
+class ConsumerStopped(BrokerError):
+    """The broker stopped delivering to a consumer that did not ask it to: the connection
+    dropped, or the broker cancelled the consumer (its queue was deleted). What it held
+    unacked went back to the queue; consume again (on a new connection) to go on."""
 
 
 class RpcTimeout(BrokerError, TimeoutError):

@@ -12,21 +12,30 @@ after processing, replay, and lag.
 At-least-once: an offset is committed only when every record before it in its partition
 was acked, so a consumer that dies leaves its unacked records to be read again by the
 member the group gives its partitions to. Acks are committed in one request before each
-fetch, when partitions are taken away in a rebalance, and on `stop()`.
+fetch, when partitions are taken away in a rebalance, and on `stop()`. What was fetched
+before a rebalance is not handed out after it: each partition starts over from its
+commit, so a record held (unacked) across a rebalance is never committed past.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Self
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
+from aiokafka.errors import (
+    CommitFailedError,
+    TopicAlreadyExistsError,
+    UnknownTopicOrPartitionError,
+)
 
 from sdlab.brokers.rabbit import Body, encode
+
+logger = logging.getLogger("sdlab.brokers")
 
 
 async def create_topic(bootstrap: str, topic: str, *, partitions: int = 1) -> None:
@@ -141,6 +150,7 @@ class GroupConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
     ) -> None:
         self.topic = topic
         self.group = group
+        self.session_timeout = session_timeout
         self.max_records = max_records
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
@@ -152,16 +162,33 @@ class GroupConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
             fetch_max_wait_ms=round(fetch_max_wait * 1000),
         )
         self._partitions: dict[TopicPartition, _Partition] = {}
+        self._rebalances = 0  # how many times a rebalance took the partitions back
 
     async def start(self) -> None:
         self._consumer.subscribe([self.topic], listener=self)
         await self._consumer.start()
 
     async def stop(self) -> None:
+        """Commit what was acked and leave the group. With the broker gone, aiokafka would
+        retry the commit for ever: it is given up after `session_timeout` (by then the
+        group has dropped this member anyway), and the records are read again."""
         try:
-            await self.commit()
+            async with asyncio.timeout(self.session_timeout):
+                await self.commit()
+        except TimeoutError:
+            logger.warning(
+                "group %s: no answer to the last commit within the session timeout; "
+                "the records acked since the previous one will be read again",
+                self.group,
+            )
         finally:
-            await self._consumer.stop()
+            try:
+                await self._consumer.stop()
+            except asyncio.CancelledError:
+                # With the broker gone, aiokafka's stop() lets the cancellation of a fetch
+                # of its own escape (aio-libs/aiokafka#647): raise only one meant for us.
+                if (task := asyncio.current_task()) is not None and task.cancelling():
+                    raise
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -178,19 +205,25 @@ class GroupConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         while True:
             await self.commit()
             batches = await self._consumer.getmany(timeout_ms=1000, max_records=self.max_records)
-            for tp, records in batches.items():
+            fetched_in = self._rebalances
+            for tp, record in ((tp, r) for tp, records in batches.items() for r in records):
+                if self._rebalances != fetched_in:
+                    # A rebalance took the partitions back while this batch was handed
+                    # out: the rest of it is stale (each partition starts over from its
+                    # commit), and a record of it acked would be counted in a new state
+                    # of its partition that knows nothing of the records held before.
+                    break
                 state = self._partitions.setdefault(tp, _Partition())
-                for record in records:
-                    state.unacked.add(record.offset)
-                    state.next_offset = record.offset + 1
-                    yield Record(
-                        tp.topic,
-                        tp.partition,
-                        record.offset,
-                        record.key,
-                        record.value,
-                        record.timestamp,
-                    )
+                state.unacked.add(record.offset)
+                state.next_offset = record.offset + 1
+                yield Record(
+                    tp.topic,
+                    tp.partition,
+                    record.offset,
+                    record.key,
+                    record.value,
+                    record.timestamp,
+                )
 
     def ack(self, record: Record) -> None:
         """Mark `record` processed; its offset is committed with the next commit."""
@@ -199,23 +232,40 @@ class GroupConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
             state.unacked.discard(record.offset)
 
     async def commit(self) -> None:
-        """Commit, for each partition, the offset before which everything was acked."""
+        """Commit, for each partition, the offset before which everything was acked. If
+        the group refuses it (it rebalanced without this member, silent too long), the
+        commit is dropped and the records are read again: the consumer goes on."""
         owned = self._consumer.assignment()
         offsets = {
             tp: state.safe_offset()
             for tp, state in self._partitions.items()
             if tp in owned and state.safe_offset() != state.committed
         }
-        if offsets:
+        if not offsets:
+            return
+        try:
             await self._consumer.commit(offsets)
-            for tp, offset in offsets.items():
-                self._partitions[tp].committed = offset
+        except CommitFailedError:
+            # The group went on without this member (silent for longer than its session:
+            # a stall, a pause); aiokafka rejoins it. Whoever has the partitions now
+            # reads them from the last commit: what was acked since is read again.
+            logger.warning(
+                "group %s rebalanced without this member: its acks since the last commit "
+                "are not committed, their records will be read again",
+                self.group,
+            )
+            return
+        for tp, offset in offsets.items():
+            self._partitions[tp].committed = offset
 
     # ConsumerRebalanceListener: aiokafka calls these during a rebalance.
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        await self.commit()  # what was acked, before another member takes over
-        for tp in revoked:
-            self._partitions.pop(tp, None)
+        self._rebalances += 1
+        try:
+            await self.commit()  # what was acked, before another member takes over
+        finally:
+            for tp in revoked:
+                self._partitions.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         pass
@@ -234,8 +284,8 @@ async def group_lag(bootstrap: str, topic: str, group: str) -> list[Lag]:
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
     )
-    await consumer.start()
     try:
+        await consumer.start()
         tps = await _partitions(consumer, topic)
         starts = await consumer.beginning_offsets(tps)
         ends = await _ends(consumer, tps)
@@ -255,8 +305,8 @@ async def replay(
     `partitions` (default: all), until the replay has caught up with the end.
     Outside any group: nothing is committed and no member is disturbed."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
     try:
+        await consumer.start()
         tps = await _partitions(consumer, topic, partitions)
         consumer.assign(tps)
         for tp in tps:

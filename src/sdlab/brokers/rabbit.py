@@ -21,26 +21,33 @@ False from `Exchange.publish`), never silently lost.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Self
 
 import aio_pika
+import aiormq.abc
 from aio_pika.abc import (
     AbstractChannel,
     AbstractConnection,
     AbstractExchange,
     AbstractIncomingMessage,
-    AbstractQueueIterator,
     ExchangeType,
 )
 from aiormq.abc import DeliveredMessage
-from aiormq.exceptions import ChannelPreconditionFailed, DeliveryError
+from aiormq.exceptions import (
+    AMQPConnectionError,
+    ChannelNotFoundEntity,
+    ChannelPreconditionFailed,
+    DeliveryError,
+)
 
-from sdlab.brokers.errors import NotConfirmed, TopologyMismatch, Unroutable
+from sdlab.brokers.errors import ConsumerStopped, NotConfirmed, TopologyMismatch, Unroutable
 
 Body = str | bytes
 Arguments = Mapping[str, Any]
+Deliveries = AsyncIterator[AbstractIncomingMessage]
 
 QUORUM: Arguments = {"x-queue-type": "quorum"}
 """The tutorials' named queues (`hello`, `task_queue`, `rpc_queue`) are durable quorum
@@ -57,7 +64,7 @@ class Rabbit:
     channel of its own for each consumer (prefetch is a per-channel setting).
 
     The connection is a plain one, not aio-pika's robust kind: when it drops, consumers'
-    iterators end with an error and publishes raise. Nothing is lost by that (unacked
+    loops raise `ConsumerStopped` and publishes raise. Nothing is lost by that (unacked
     messages go back to their queues), and the caller decides whether to reconnect.
     """
 
@@ -65,6 +72,8 @@ class Rabbit:
         self.connection = connection
         self._channel = channel
         self._exchanges: dict[str, AbstractExchange] = {"": channel.default_exchange}
+        self._reopening = asyncio.Lock()
+        self._unconfirmed: dict[str, asyncio.Event] = {}  # by message_id: see _alone()
 
     @classmethod
     async def connect(cls, url: str, **kwargs: Any) -> Self:
@@ -107,20 +116,54 @@ class Rabbit:
         self, exchange: str, routing_key: str, message: aio_pika.Message
     ) -> bool:
         """`publish()` for a message already built (to forward one with its properties)."""
+        channel = await self._publishing()
         target = self._exchanges.get(exchange)
         if target is None:
             # Publishing needs only the name; the exchange was declared by whoever
             # owns it (declaring again here could fail on a mismatch and close the
             # channel every publish shares).
-            target = self._exchanges[exchange] = aio_pika.Exchange(self._channel, exchange)
+            target = self._exchanges[exchange] = aio_pika.Exchange(channel, exchange)
         try:
-            result = await target.publish(message, routing_key, mandatory=True)
+            async with self._alone(message.message_id):
+                result = await target.publish(message, routing_key, mandatory=True)
         except DeliveryError as exc:
             raise NotConfirmed(
                 f"the broker refused a message for exchange {exchange!r}, routing key "
                 f"{routing_key!r} (basic.nack): a full queue with x-overflow=reject-publish?"
             ) from exc
+        except ChannelNotFoundEntity as exc:
+            # The broker closed the channel (the next publish opens another); a publish
+            # that was waiting for its confirm on it meanwhile fails the same way.
+            reason = exc.args[0] if exc.args else exc
+            raise Unroutable(f"{reason}: the message was not confirmed") from None
         return not isinstance(result, DeliveredMessage)  # a basic.return came back
+
+    @asynccontextmanager
+    async def _alone(self, message_id: str | None) -> AsyncIterator[None]:
+        """Wait until no other publish with `message_id` is unconfirmed: aiormq finds the
+        publish a returned message belongs to by its message_id, so two at once would
+        swap outcomes. (Without one, aiormq gives each message a random one.)"""
+        if message_id is None:
+            yield
+            return
+        while (earlier := self._unconfirmed.get(message_id)) is not None:
+            await earlier.wait()
+        self._unconfirmed[message_id] = done = asyncio.Event()
+        try:
+            yield
+        finally:
+            del self._unconfirmed[message_id]
+            done.set()
+
+    async def _publishing(self) -> AbstractChannel:
+        """The confirm channel every publish shares, opened again if the broker closed it:
+        it does so after a publish to an exchange that does not exist (404)."""
+        if self._channel.is_closed and not self.connection.is_closed:
+            async with self._reopening:
+                if self._channel.is_closed:
+                    self._channel = await self.connection.channel(publisher_confirms=True)
+                    self._exchanges = {"": self._channel.default_exchange}
+        return self._channel
 
     async def declare_queue(
         self,
@@ -176,20 +219,54 @@ class Rabbit:
     @asynccontextmanager
     async def consume(
         self, queue: str, *, prefetch: int = 1, no_ack: bool = False
-    ) -> AsyncIterator[AbstractQueueIterator]:
+    ) -> AsyncIterator[Deliveries]:
         """Consume `queue` on a channel of its own with `prefetch` unacknowledged messages
         at most. With `no_ack=False` (the default) each message must be acked; when the
         block ends, or the process dies, the broker gives unacked ones to another
-        consumer, marked `redelivered`."""
+        consumer, marked `redelivered`. The messages never end by themselves: if the
+        connection drops or the broker cancels the consumer, the loop raises
+        `ConsumerStopped`."""
         channel = await self.connection.channel(publisher_confirms=False)
+        closing: set[asyncio.Task[None]] = set()
+
+        def cancelled_by_broker(frame: object) -> None:
+            # aio-pika's iterator would wait for ever; closing the channel ends it. Not
+            # awaited here: this runs in the channel's reader, which the close needs.
+            closing.add(asyncio.create_task(channel.close()))
+
         try:
             await channel.set_qos(prefetch_count=prefetch)
+            underlay = await channel.get_underlay_channel()
+            underlay.on_consumer_cancel_callbacks.add(cancelled_by_broker)
             source = await channel.get_queue(queue, ensure=False)
             async with source.iterator(no_ack=no_ack) as messages:
-                yield messages
+                yield self._until_stopped(messages, queue, underlay, closing)
         finally:
+            await asyncio.gather(*closing, return_exceptions=True)
             if not channel.is_closed:
                 await channel.close()
+
+    async def _until_stopped(
+        self,
+        messages: Deliveries,
+        queue: str,
+        channel: aiormq.abc.AbstractChannel,
+        cancelled: set[asyncio.Task[None]],
+    ) -> Deliveries:
+        """`messages`, then `ConsumerStopped`: aio-pika's iterator simply ends when its
+        channel closes, which a consumer must not take for the end of the queue."""
+        async for message in messages:
+            yield message
+        closed = channel.closing
+        reason = closed.exception() if closed.done() and not closed.cancelled() else None
+        if isinstance(reason, AMQPConnectionError) or self.connection.is_closed:
+            raise ConsumerStopped(
+                f"the connection to the broker was lost while consuming {queue!r} "
+                "(unacked messages go back to the queue)"
+            ) from reason
+        if cancelled:
+            raise ConsumerStopped(f"the broker cancelled the consumer of {queue!r}: deleted?")
+        raise ConsumerStopped(f"the channel consuming {queue!r} was closed: {reason}") from reason
 
 
 class Queue:
@@ -231,7 +308,7 @@ class Queue:
     @asynccontextmanager
     async def consume(
         self, *, prefetch: int = 1, no_ack: bool = False
-    ) -> AsyncIterator[AbstractQueueIterator]:
+    ) -> AsyncIterator[Deliveries]:
         """The queue's messages, `prefetch` unacked at most; ack each one when done."""
         await self.declare()
         async with self.rabbit.consume(self.name, prefetch=prefetch, no_ack=no_ack) as messages:
@@ -268,27 +345,32 @@ class Exchange:
     async def publish(self, body: Body, *, key: str = "", **properties: Any) -> bool:
         """Publish with routing key `key` (ignored by a fanout exchange); returns once
         the broker confirmed it: True if at least one subscriber's queue took it, False
-        if nobody was subscribed to it (the message is dropped: pub/sub semantics)."""
+        if nobody was subscribed to it (the message is dropped: pub/sub semantics).
+        Raises `Unroutable` if the exchange was deleted since it was declared."""
         await self.declare()
         return await self.rabbit.publish(self.name, key, body, **properties)
 
     @asynccontextmanager
     async def subscribe(
         self, *binding_keys: str, prefetch: int = 100, no_ack: bool = False
-    ) -> AsyncIterator[AbstractQueueIterator]:
+    ) -> AsyncIterator[Deliveries]:
         """A new exclusive queue bound with each of `binding_keys` (a fanout exchange
         needs none); its messages until the block ends, when the queue is deleted."""
         if self.type is not ExchangeType.FANOUT and not binding_keys:
             raise ValueError(f"a {self.type.value} subscription needs at least one binding key")
         await self.declare()
         queue = await self.rabbit.declare_queue(durable=False, exclusive=True)
+        stopped = False  # then the queue went with the connection, or was deleted
         try:
             for key in binding_keys or ("",):
                 await self.rabbit.bind(queue, self.name, key)
             async with self.rabbit.consume(queue, prefetch=prefetch, no_ack=no_ack) as messages:
                 yield messages
+        except ConsumerStopped:
+            stopped = True
+            raise
         finally:
-            if not self.rabbit.connection.is_closed:
+            if not stopped and not self.rabbit.connection.is_closed:
                 await self.rabbit.delete_queue(queue)
 
 

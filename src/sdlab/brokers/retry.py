@@ -199,14 +199,22 @@ class RetryQueue:
 
 
 def _copy(message: AbstractIncomingMessage, headers: dict[str, object]) -> aio_pika.Message:
-    """A persistent copy of `message` to publish anew: its own headers (not the broker's
-    dead-letter records) updated with `headers`."""
+    """A persistent copy of `message` to publish anew, with its properties: its own
+    headers (not the broker's dead-letter records) updated with `headers`. Not its
+    `expiration` (a per-message TTL would run out in a retry queue) nor its `user_id`
+    (the broker refuses one that is not the publishing connection's user)."""
     kept = {k: v for k, v in (message.headers or {}).items() if k not in BROKER_HEADERS}
     return aio_pika.Message(
         message.body,
         headers={**kept, **headers},
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         content_type=message.content_type,
+        content_encoding=message.content_encoding,
+        priority=message.priority,
         correlation_id=message.correlation_id,
+        reply_to=message.reply_to,
         message_id=message.message_id,
+        timestamp=message.timestamp,
+        type=message.type,
+        app_id=message.app_id,
     )

@@ -26,7 +26,13 @@ from typing import Self
 
 from aio_pika.abc import AbstractIncomingMessage
 
-from sdlab.brokers.errors import BrokerError, RemoteError, RpcTimeout, Unroutable
+from sdlab.brokers.errors import (
+    BrokerError,
+    ConsumerStopped,
+    RemoteError,
+    RpcTimeout,
+    Unroutable,
+)
 from sdlab.brokers.rabbit import QUORUM, Body, Rabbit, text
 
 RPC_QUEUE = "rpc_queue"
@@ -57,13 +63,17 @@ class RpcClient:
             await self._listener
 
     async def close(self) -> None:
+        gone = False  # the reply queue, with the connection or deleted
         if self._listener is not None:
-            await _stop(self._listener)
+            try:
+                await _stop(self._listener)
+            except ConsumerStopped:  # the calls raised it already
+                gone = True
             self._listener = None
         for waiter in self._waiting.values():
             if not waiter.done():
                 waiter.set_exception(BrokerError("the RPC client was closed before the reply"))
-        if self._reply_queue and not self.rabbit.connection.is_closed:
+        if self._reply_queue and not gone and not self.rabbit.connection.is_closed:
             # Gone at once, not when the connection closes: an answer still on its way
             # finds no queue and is dropped by the broker (the server counts it orphaned).
             await self.rabbit.delete_queue(self._reply_queue)
@@ -84,6 +94,8 @@ class RpcClient:
         ever declared it)."""
         if self._listener is None:
             raise RuntimeError("start the client first (async with RpcClient(...))")
+        if self._listener.done():
+            await self._listener  # it stopped: raises why
         limit = self.timeout if timeout is None else timeout
         correlation_id = uuid.uuid4().hex
         answer = self._waiting[correlation_id] = asyncio.get_running_loop().create_future()
@@ -120,6 +132,13 @@ class RpcClient:
                         self.late_replies += 1
                     else:
                         waiter.set_result(reply)
+        except ConsumerStopped as exc:
+            # No reply can come any more: the calls waiting for one fail now, with
+            # the cause, rather than time out blaming the server.
+            for waiter in self._waiting.values():
+                if not waiter.done():
+                    waiter.set_exception(exc)
+            raise
         finally:
             self._ready.set()
 
@@ -142,18 +161,24 @@ class RpcServer:
         self._task: asyncio.Task[None] | None = None
 
     async def serve(self) -> None:
-        """Answer requests until cancelled."""
+        """Answer requests until cancelled; raises `ConsumerStopped` if the connection
+        drops or the queue is deleted."""
         await self.rabbit.declare_queue(self.queue, durable=True, arguments=QUORUM)
         await self._answer_all()
 
     async def _answer_all(self) -> None:
-        async with (
-            self.rabbit.consume(self.queue, prefetch=self.prefetch) as requests,
-            asyncio.TaskGroup() as handling,
-        ):
-            # The broker sends at most `prefetch` unacked requests, which bounds the tasks.
-            async for request in requests:
-                handling.create_task(self._answer(request))
+        try:
+            async with (
+                self.rabbit.consume(self.queue, prefetch=self.prefetch) as requests,
+                asyncio.TaskGroup() as handling,
+            ):
+                # The broker sends at most `prefetch` unacked requests: that bounds the tasks.
+                async for request in requests:
+                    handling.create_task(self._answer(request))
+        except BaseExceptionGroup as failed:
+            # One cause, as a rule (the connection dropped under the consumer and the
+            # answers being sent): raise it, not a group of it.
+            raise failed.exceptions[0] from failed
 
     async def _answer(self, request: AbstractIncomingMessage) -> None:
         headers = {}
