@@ -16,6 +16,11 @@ the transaction, so version 11 can commit before 10, and a reader that moved on 
 would never look for 10.) Every transaction locks a server row first and the clock
 second, so two changes cannot deadlock.
 
+Every session runs READ COMMITTED, whatever the database's default: the reads then see
+only committed changes, and a change that queued on the clock row takes the version its
+predecessor left. (Under PostgreSQL's REPEATABLE READ or SERIALIZABLE, the second of two
+concurrent changes would fail to serialize instead of waiting its turn.)
+
 The schedule of a creation is written when it starts: `next_at` (when the current status
 ends) and `done_at`. Any process may advance a due row, and the `AND next_at <= now`
 guard makes two processes racing for one transition produce one change, not two. Times
@@ -354,6 +359,7 @@ class MariaDBStore(Store):
         async def utc(conn: Any) -> None:
             async with conn.cursor() as cur:
                 await cur.execute("SET SESSION time_zone = '+00:00', sql_notes = 0")
+                await cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
 
         pool = Pool(
             MariaDB(url, autocommit=True),
@@ -444,10 +450,15 @@ class PostgresStore(Store):
         # instead of in the pool's retries.
         probe = await postgres.connect(url, connect_timeout=5)
         await probe.close()
+
+        async def read_committed(conn: Any) -> None:
+            await conn.set_isolation_level(psycopg.IsolationLevel.READ_COMMITTED)
+
         pool = Pool(
             PostgreSQL(url, autocommit=True),
             min_size=1,
             max_size=pool_size,
+            configure=read_committed,
             timeout=5,  # a request waits this long for a connection when the database is away
             name=f"polling:{table}",
         )
