@@ -107,6 +107,9 @@ async def test_terminate_makes_a_server_creatable_again(mysql_db: str, redis_url
         ("get", "/long/status/server-1", {"since": -1}, 422, "greater than or equal to 0"),
         ("get", "/long/status/server-1", {"since": "x"}, 422, "valid integer"),
         ("get", "/short/status/bad name!", {}, 422, "String should match pattern"),
+        # The server decodes the path once; "%25" is a literal "%", not a second escape.
+        ("get", "/short/status/server%252D1", {}, 422, "String should match pattern"),
+        ("get", "/long/status/server%252D1", {}, 422, "String should match pattern"),
         ("post", "/create/" + "x" * 65, {}, 422, "String should match pattern"),
     ],
 )

@@ -85,7 +85,7 @@ class Polls:
         await self.app(scope, receive, send)
 
     async def _short(self, path: str) -> tuple[int, bytes]:
-        server_id = unquote_plus(path[len(SHORT_PREFIX) :])
+        server_id = path[len(SHORT_PREFIX) :]  # the server has percent-decoded the path
         errors: list[dict[str, Any]] = []
         _check(_SERVER_ID, server_id, ["path", "server_id"], errors)
         if errors:
@@ -93,7 +93,7 @@ class Polls:
         return 200, (await self.fleet.status(server_id)).body  # from the database
 
     async def _long(self, scope: Scope, receive: Receive, path: str) -> tuple[int, bytes]:
-        server_id = unquote_plus(path[len(LONG_PREFIX) :])
+        server_id = path[len(LONG_PREFIX) :]
         since, timeout = _params(scope, server_id)
         server = self.fleet.get(server_id)
         if server is None or server.version <= since:  # else: newer already, no waiting
