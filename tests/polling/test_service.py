@@ -126,6 +126,31 @@ async def test_bad_requests_say_what_was_wrong(
     assert detail in json.dumps(answer.json()["detail"])
 
 
+async def test_polls_answer_head_and_refuse_other_methods(http: httpx.AsyncClient) -> None:
+    """HEAD is GET without the body (RFC 9110 requires both); any other method on a poll
+    is 405 with `Allow`, as FastAPI answers for its own routes. A 304 carries no
+    Content-Length (it has no body, and it would not be the 200's)."""
+    got = await http.get("/short/status/server-1")
+    head = await http.head("/short/status/server-1")
+    assert head.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-length"] == got.headers["content-length"]
+    assert head.headers["content-type"] == "application/json"
+    version = got.json()["version"]
+    held = await http.head("/long/status/server-1", params={"since": version, "timeout": 0})
+    assert held.status_code == 304
+    assert "content-length" not in held.headers
+    for method, path in [
+        ("POST", "/short/status/server-1"),
+        ("DELETE", "/long/status/server-1"),
+        ("PUT", "/long/servers"),
+    ]:
+        refused = await http.request(method, path)
+        assert refused.status_code == 405, (method, path)
+        assert refused.headers["allow"] == "GET, HEAD"
+        assert refused.json() == {"detail": "Method Not Allowed"}
+
+
 async def test_create_while_in_progress_is_409_with_the_server(http: httpx.AsyncClient) -> None:
     first = await http.post("/create/server-1")
     second = await http.post("/create/server-1")

@@ -12,7 +12,8 @@ several runs): FastAPI's routing, dependency solving and middleware cost 100 to 
 a request. So polls are answered before FastAPI sees the request, short and long alike
 (the experiment compares the two on equal terms), and everything else goes on to
 FastAPI. Parameters are checked with the same pydantic constraints FastAPI would apply,
-and errors have FastAPI's shape (422 with a `detail` list).
+and errors have FastAPI's shape (422 with a `detail` list). HEAD is answered as GET
+without the body; other methods get 405 with `Allow: GET, HEAD`.
 
 A waiting request also watches for its client hanging up (uvicorn's `receive()` says
 `http.disconnect`), so an abandoned waiter leaves at once rather than at its timeout.
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from typing import Annotated, Any, TypeVar
 from urllib.parse import unquote_plus
 
@@ -54,6 +55,7 @@ _SERVER_ID: TypeAdapter[str] = TypeAdapter(Annotated[str, Field(pattern=SERVER_I
 
 _JSON = (b"content-type", b"application/json")
 _NO_STORE = (b"cache-control", b"no-store")
+_ALLOW = (b"allow", b"GET, HEAD")
 
 
 class _Invalid(Exception):
@@ -74,14 +76,21 @@ class Polls:
         self.fleet = fleet
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET":
+        if scope["type"] == "http":
             path = scope["path"]
             if path.startswith(LONG_PREFIX):
-                return await self._answer(send, self._long(scope, receive, path))
-            if path.startswith(SHORT_PREFIX):
-                return await self._answer(send, self._short(path))
-            if path == SERVERS_PATH:
-                return await self._answer(send, self._servers(scope, receive))
+                poll = self._long(scope, receive, path)
+            elif path.startswith(SHORT_PREFIX):
+                poll = self._short(path)
+            elif path == SERVERS_PATH:
+                poll = self._servers(scope, receive)
+            else:
+                return await self.app(scope, receive, send)
+            method = scope["method"]
+            if method == "GET" or method == "HEAD":
+                return await self._answer(send, poll, head=method == "HEAD")
+            poll.close()  # never started
+            return await _respond(send, 405, _detail("Method Not Allowed"), [_ALLOW])
         await self.app(scope, receive, send)
 
     async def _short(self, path: str) -> tuple[int, bytes]:
@@ -108,7 +117,9 @@ class Polls:
         version, changed = found
         return 200, _servers_body(version, changed)
 
-    async def _answer(self, send: Send, answering: Awaitable[tuple[int, bytes]]) -> None:
+    async def _answer(
+        self, send: Send, answering: Coroutine[Any, Any, tuple[int, bytes]], head: bool
+    ) -> None:
         try:
             status, body = await answering
         except _Gone:
@@ -121,11 +132,20 @@ class Polls:
             status, body = 503, _detail(str(exc))
         except DATABASE_ERRORS as exc:
             status, body = 503, _detail(f"database unavailable: {exc}")
-        headers = [_NO_STORE, (b"content-length", str(len(body)).encode())]
-        if status != 304:
-            headers.append(_JSON)
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        if status == 304:  # no body, so no Content-Length or Content-Type
+            await send({"type": "http.response.start", "status": 304, "headers": [_NO_STORE]})
+            await send({"type": "http.response.body", "body": b""})
+        else:
+            await _respond(send, status, body, [_NO_STORE], head)
+
+
+async def _respond(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]], head: bool = False
+) -> None:
+    """A JSON answer; for HEAD, its headers alone."""
+    headers = [*headers, _JSON, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if head else body})
 
 
 def _params(scope: Scope, server_id: str | None) -> tuple[int, float]:
