@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import pytest
+from fastapi import FastAPI, Query
 
 from sdlab.polling import Delays, Fleet, PollingClient
-from sdlab.polling.service import create_app
+from sdlab.polling.polls import MAX_TIMEOUT
+from sdlab.polling.service import ServerId, create_app
 from tests.helpers import eventually
 
 LATER = Delays(to_do=3600, in_progress=3600)
@@ -124,6 +126,36 @@ async def test_bad_requests_say_what_was_wrong(
     answer = await http.request(method.upper(), path, params=params)
     assert answer.status_code == status
     assert detail in json.dumps(answer.json()["detail"])
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/long/status/server-1?timeout=-1",
+        "/long/status/server-1?timeout=nan&since=x",
+        "/long/status/bad name!?since=-1&timeout=61",
+        "/long/status/server-1?since=",
+    ],
+)
+async def test_bad_parameters_are_reported_as_fastapi_reports_them(
+    http: httpx.AsyncClient, path: str
+) -> None:
+    """The polls bypass FastAPI: the same request to a FastAPI route declaring the same
+    parameters must get the same 422 body."""
+    api = FastAPI()
+
+    @api.get("/long/status/{server_id}")
+    async def long_status(
+        server_id: ServerId,
+        since: Annotated[int, Query(ge=0)] = 0,
+        timeout: Annotated[float, Query(ge=0, le=MAX_TIMEOUT, allow_inf_nan=False)] = 30,
+    ) -> None: ...
+
+    transport = httpx.ASGITransport(app=api)
+    async with httpx.AsyncClient(transport=transport, base_url="http://fastapi") as fastapi:
+        expected = await fastapi.get(path)
+    answer = await http.get(path)
+    assert (answer.status_code, answer.json()) == (422, expected.json())
 
 
 async def test_polls_answer_head_and_refuse_other_methods(http: httpx.AsyncClient) -> None:

@@ -170,9 +170,11 @@ def _check(adapter: TypeAdapter[T], value: Any, loc: list[str], errors: list[dic
     try:
         return adapter.validate_python(value)
     except ValidationError as exc:
-        errors += [
-            {"type": e["type"], "loc": loc, "msg": e["msg"], "input": value} for e in exc.errors()
-        ]
+        for error in exc.errors():
+            found = {"type": error["type"], "loc": loc, "msg": error["msg"], "input": value}
+            if "ctx" in error:  # the constraint, e.g. {"ge": 0}
+                found["ctx"] = error["ctx"]
+            errors.append(found)
         return None  # type: ignore[return-value]
 
 
