@@ -29,6 +29,7 @@ are the database's own clock, so processes on machines with different clocks agr
 
 from __future__ import annotations
 
+import contextlib
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -434,7 +435,12 @@ class _MariaDBTransaction:
     async def __aexit__(self, exc_type: object, *rest: object) -> None:
         if exc_type is None:
             await self.conn.commit()
-        else:
+            return
+        # The error being handled is the one to raise, not the rollback's: a cancelled
+        # query closes asyncmy's connection, and its rollback would turn the
+        # CancelledError into an OperationalError that a retry loop swallows. (The
+        # server rolls back a closed session; the pool discards or rolls back the rest.)
+        with contextlib.suppress(Exception):
             await self.conn.rollback()
 
 
