@@ -131,8 +131,11 @@ async def test_two_provisioners_make_each_transition_once(open_fleet: OpenFleet)
     async def all_done() -> bool:
         return {s.status for s in one.servers()} == {Status.DONE} and one.version == 40
 
+    async def made() -> int:  # counted as each commits, which may come after `one` hears
+        return one.transitions + other.transitions
+
     assert await eventually(all_done, True, timeout=30)
-    assert one.transitions + other.transitions == 20  # 10 x (IN_PROGRESS, DONE)
+    assert await eventually(made, 20) == 20  # 10 x (IN_PROGRESS, DONE)
     assert max(s.version for s in await one.store.all()) == 40  # 10 adds + 10 x 3 changes
 
 
@@ -189,6 +192,30 @@ async def test_a_fleet_closes_while_its_provisioner_waits_in_a_change(
         await asyncio.wait([closing], timeout=10)
         assert closing.done()
     assert creator.get("a").status is Status.TO_DO  # type: ignore[union-attr]
+
+
+async def test_each_transition_is_announced_as_it_commits(
+    open_fleet: OpenFleet, db_url: str, redis_url: str
+) -> None:
+    """Two creations are due together and a provisioner makes them one after the other;
+    the second is held up (another session holds its row). The first one's waiters on
+    another process must hear of it now, not when the whole batch is done."""
+    delays = Delays(to_do=0, in_progress=3600)
+    other = await open_fleet(delays=delays, sweep=None, provision=False)
+    await other.add(["first", "second"])
+    first = await other.create("first")
+    await other.create("second")  # both due at once, and no provisioner runs yet
+    maker = await Fleet.open(db_url, redis_url=redis_url, sweep=None)  # not started yet
+    try:
+        async with row_held(db_url, "second") as in_an_update:
+            await maker.start()
+            server = await other.wait("first", since=first.version, timeout=20)
+            assert server is not None
+            assert server.status is Status.IN_PROGRESS
+            assert await eventually(in_an_update, 1) == 1  # the second, held up
+            assert maker.transitions == 1  # counted as it was made, too
+    finally:
+        await maker.close()
 
 
 async def test_a_change_nobody_announced_is_found_by_the_sweep(

@@ -32,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -178,9 +178,12 @@ class Store(ABC):
             raise CreationInProgress(server)
         return server
 
-    async def advance_due(self) -> list[Server]:
-        """Make every transition whose time has come; return the changes this call made
-        (another process may have made some of them first)."""
+    async def advance_due(
+        self, on_change: Callable[[Server], object] | None = None
+    ) -> list[Server]:
+        """Make every transition whose time has come, one transaction each; return the
+        changes this call made (another process may have made some of them first).
+        `on_change(server)` is called with each as soon as it has committed."""
         async with self.pool.connection() as conn:
             due = await self._fetch(
                 conn,
@@ -196,6 +199,8 @@ class Store(ABC):
             changed = await self._change(server_id, (Status(status),), then, due_only=True)
             if changed is not None:
                 made.append(changed)
+                if on_change is not None:
+                    on_change(changed)
         return made
 
     async def seconds_until_due(self) -> float | None:
