@@ -361,10 +361,11 @@ class Fleet:
                 due_in = await self.store.seconds_until_due()
                 if due_in is not None and due_in <= 0:
                     made = await self.store.advance_due(self._made)
-                    lost = 0 if made else lost + 1
+                    lost = 0 if made else min(lost + 1, 11)  # 2 ms, 4 ms, ... 2 s
                     if lost:  # look again soon, but never spin
                         await asyncio.sleep(min(0.001 * 2**lost, _BACKOFF_MAX))
                     continue
+                lost = 0
                 # Sleep until the next transition is due or, with none scheduled, until
                 # the mirror changes: a creation made elsewhere reaches the mirror
                 # (announced, or found by the sweep), and every change of a schedule is
