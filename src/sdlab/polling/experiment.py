@@ -9,9 +9,10 @@ seconds or by long polling, until they see DONE. Measured:
   in the row) to the client reading the answer (the same clock: one machine);
 - missed statuses: changes a client never saw because a newer one replaced it between
   two of its polls (3 per client are possible);
-- server CPU: user + system time of the service process (`psutil`) from the create to
-  the last client's DONE, and its share of that wall time; for long polling, the
-  service's memory per parked client.
+- server CPU: the CPU time of the service processes from the create to the last
+  client's DONE, as each reports it (`time.process_time()` in `/stats`: to the
+  microsecond, where the kernel's per-process ticks are 10 ms); for long polling, the
+  service's memory per parked client (`psutil`).
 
 The service is `sdlab polling serve` in a process of its own (MariaDB + Redis); the
 clients run in up to `processes` other processes (aiohttp), so their work is not the
@@ -170,11 +171,11 @@ class ShortVsLong(Experiment):
                     await _until_waiting(http, service.url, parked)
             rss_parked = sum(p.memory_info().rss for p in measured)
 
-            cpu_before = sum(_cpu(p) for p in measured)
+            cpu_before = await _cpu(http, services)
             created = await http.post(f"{first.url}/create/{server_id}")
             created.raise_for_status()
             results = [client for process in crowd for client in await _results(process)]
-            cpu = sum(_cpu(p) for p in measured) - cpu_before
+            cpu = await _cpu(http, services) - cpu_before
             woken = [(await http.get(f"{s.url}/stats")).json()["woken"] for s in services]
 
         delays = Latency()
@@ -273,9 +274,9 @@ async def _until_waiting(http: httpx.AsyncClient, url: str, count: int) -> None:
         raise RuntimeError(f"{url} holds {held} long polls; expected {count}")
 
 
-def _cpu(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
+async def _cpu(http: httpx.AsyncClient, services: list[ServiceProcess]) -> float:
+    """CPU seconds the service processes have used, by their own clocks."""
+    return sum([(await http.get(f"{s.url}/stats")).json()["cpu (s)"] for s in services])
 
 
 ALL = [ShortVsLong]
