@@ -30,7 +30,7 @@ from urllib.parse import unquote_plus
 from pydantic import Field, TypeAdapter, ValidationError
 
 from sdlab.polling.fleet import Fleet, FleetClosed
-from sdlab.polling.model import SERVER_ID, Server, UnknownServer
+from sdlab.polling.model import SERVER_ID, UnknownServer
 from sdlab.polling.store import DATABASE_ERRORS
 
 MAX_TIMEOUT = 60.0
@@ -74,6 +74,8 @@ class Polls:
     def __init__(self, app: ASGIApp, fleet: Fleet) -> None:
         self.app = app
         self.fleet = fleet
+        self._lists: dict[int, bytes] = {}  # /long/servers answers at _lists_version, by since
+        self._lists_version = -1
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -115,7 +117,13 @@ class Polls:
         if found is None:
             return 304, b""
         version, changed = found
-        return 200, _servers_body(version, changed)
+        if version != self._lists_version:
+            self._lists, self._lists_version = {}, version
+        body = self._lists.get(since)
+        if body is None:  # encoded once per version and `since`, not once per waiter
+            listed = {"version": version, "servers": [s.as_dict() for s in changed]}
+            body = self._lists[since] = json.dumps(listed).encode()
+        return 200, body
 
     async def _answer(
         self, send: Send, answering: Coroutine[Any, Any, tuple[int, bytes]], head: bool
@@ -201,10 +209,6 @@ async def _unless_gone(receive: Receive, waiting: Awaitable[T]) -> T:
         raise
     finally:
         watcher.cancel()
-
-
-def _servers_body(version: int, servers: list[Server]) -> bytes:
-    return json.dumps({"version": version, "servers": [s.as_dict() for s in servers]}).encode()
 
 
 def _detail(text: str) -> bytes:
