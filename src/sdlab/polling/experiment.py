@@ -15,7 +15,7 @@ seconds or by long polling, until they see DONE. Measured:
   service's memory per parked client (`psutil`).
 
 The service is `sdlab polling serve` in a process of its own (MariaDB + Redis); the
-clients run in up to `processes` other processes (aiohttp), so their work is not the
+clients run in up to `processes` other processes (`watchers.py`), so their work is not the
 server's, though on two cores they compete with it for CPU. The last row splits the
 largest crowd over two service processes on one database: the creation is made
 through the first, and half the clients wake on the second through Redis.
