@@ -7,9 +7,9 @@ Each client follows the server until it is DONE, by long polling or by short pol
 every `interval` seconds (each client at a random phase), on a keep-alive connection of
 its own. The process prints `ready` once every client has had its first answer (short)
 or sent its first poll (long), then, when all are done, one JSON line: for each client,
-its requests and, for each version it saw, `[version, status, seconds from the change to
-the answer]`. The change's time is the database's clock; on one machine it is the same
-clock as this process's, and the answer's time is taken as its last byte is parsed.
+its requests and, for each version it saw, `[version, status, answered, changed]` (Unix
+times). The change's time is the database's clock; on one machine it is the same clock
+as this process's, and the answer's time is taken as its last byte is parsed.
 
 The clients share the machine's cores with the service they measure, so each request
 must cost them little: a bare asyncio protocol with httptools' parser (the one uvicorn
@@ -146,7 +146,7 @@ async def watch(
                 if server["version"] > since:
                     since = server["version"]
                     changed = datetime.fromisoformat(server["changed_at"]).timestamp()
-                    seen.append([since, server["status"], received - changed])
+                    seen.append([since, server["status"], received, changed])
                     if server["status"] == "DONE":
                         return {"requests": requests, "errors": errors, "seen": seen}
             elif status != 304:
