@@ -32,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -367,15 +367,7 @@ class MariaDBStore(Store):
                 await cur.execute("SET SESSION time_zone = '+00:00', sql_notes = 0")
                 await cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
 
-        pool = Pool(
-            MariaDB(url, autocommit=True),
-            min_size=1,
-            max_size=pool_size,
-            configure=utc,
-            timeout=5,  # a request waits this long for a connection when the database is away
-            name=f"polling:{table}",
-        )
-        await _open(pool)
+        pool = await _open(MariaDB(url, autocommit=True), table, pool_size, utc)
         return cls(pool, table, parts.path.strip("/"))
 
     def _later(self, seconds: str) -> str:
@@ -465,15 +457,7 @@ class PostgresStore(Store):
         async def read_committed(conn: Any) -> None:
             await conn.set_isolation_level(psycopg.IsolationLevel.READ_COMMITTED)
 
-        pool = Pool(
-            PostgreSQL(url, autocommit=True),
-            min_size=1,
-            max_size=pool_size,
-            configure=read_committed,
-            timeout=5,  # a request waits this long for a connection when the database is away
-            name=f"polling:{table}",
-        )
-        await _open(pool)
+        pool = await _open(PostgreSQL(url, autocommit=True), table, pool_size, read_committed)
         return cls(pool, table, urlsplit(url).path.strip("/"))
 
     def _later(self, seconds: str) -> str:
@@ -534,10 +518,22 @@ class PostgresStore(Store):
             )
 
 
-async def _open(pool: Pool[Any]) -> None:
-    """Open the pool, or close it and raise (PoolTimeout says why the server refused)."""
+async def _open(
+    connector: Any, table: str, size: int, configure: Callable[[Any], Awaitable[None]]
+) -> Pool[Any]:
+    """An open pool of the store's sessions, or the pool closed and an error (the pool's
+    PoolTimeout says why the server refused)."""
+    pool = Pool(
+        connector,
+        min_size=1,
+        max_size=size,
+        configure=configure,
+        timeout=5,  # a request waits this long for a connection when the database is away
+        name=f"polling:{table}",
+    )
     try:
         await pool.open(timeout=10)
     except BaseException:
         await pool.close()
         raise
+    return pool
