@@ -203,8 +203,9 @@ class ShortVsLong(Experiment):
             f"Each creation: TO_DO at once, IN_PROGRESS after {self.to_do:g} s, DONE after "
             f"{self.in_progress:g} s more. Short pollers start at random phases; long polls "
             "are held up to 30 s. Detection delay: from the change's database timestamp "
-            "(taken before its COMMIT) to the client reading the answer; server answer: "
-            "from the same timestamp to the service handing the answer to uvicorn.",
+            "(taken before its COMMIT) to the client reading the answer that showed it "
+            "(or, for a status it skipped, the newer one); server answer: from the same "
+            "timestamp to the service handing the answer to uvicorn.",
         ]
         errors = sum(row["errors"] for _, row in measured)
         if errors:
