@@ -7,7 +7,7 @@ from rich.progress import Progress
 
 from sdlab.bench import Bench
 from sdlab.infra.pytest_plugin import Endpoints
-from sdlab.polling.experiment import STATUSES_PER_CREATION, ShortVsLong
+from sdlab.polling.experiment import STATUSES_PER_CREATION, ShortVsLong, detection
 
 pytestmark = pytest.mark.slow
 
@@ -37,3 +37,23 @@ async def test_short_and_long_polling_are_measured(sdlab_endpoints: Endpoints) -
         else:  # a short poller asks again and again while nothing changes
             assert row["requests per client"] > STATUSES_PER_CREATION
     assert any("Target: long-poll detection p99" in note for note in outcome.notes)
+
+
+def test_a_skipped_status_counts_until_the_newer_answer() -> None:
+    """Two clients watch versions 8, 9, 10 (changed at 100, 101, 102 s). The slow one
+    skips 9: it learned of that change only with its answer about 10, at 102.5 s, so
+    its delay for 9 is 1.5 s, not left out of the percentiles."""
+    results = [
+        {
+            "seen": [
+                [8, "TO_DO", 100.01, 100.0],
+                [9, "IN", 101.01, 101.0],
+                [10, "DONE", 102.01, 102.0],
+            ]
+        },
+        {"seen": [[8, "TO_DO", 100.02, 100.0], [10, "DONE", 102.5, 102.0]]},
+    ]
+    delays, seen = detection(results, before=7)
+    assert seen == 5
+    assert delays.count == 6
+    assert delays.max_ms == pytest.approx(1500, rel=1e-3)

@@ -6,6 +6,8 @@ Each fleet stands for one process of the service (its own pools and subscription
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -129,8 +131,11 @@ async def test_two_provisioners_make_each_transition_once(open_fleet: OpenFleet)
     async def all_done() -> bool:
         return {s.status for s in one.servers()} == {Status.DONE} and one.version == 40
 
+    async def made() -> int:  # counted as each commits, which may come after `one` hears
+        return one.transitions + other.transitions
+
     assert await eventually(all_done, True, timeout=30)
-    assert one.transitions + other.transitions == 20  # 10 x (IN_PROGRESS, DONE)
+    assert await eventually(made, 20) == 20  # 10 x (IN_PROGRESS, DONE)
     assert max(s.version for s in await one.store.all()) == 40  # 10 adds + 10 x 3 changes
 
 
@@ -145,6 +150,72 @@ async def test_a_fleet_finishes_the_creation_another_started(open_fleet: OpenFle
         server = await finisher.wait("a", since=server.version, timeout=30)
         assert server is not None
     assert server.version == created.version + 2
+
+
+@asynccontextmanager
+async def row_held(db_url: str, server_id: str) -> AsyncIterator[Callable[[], Awaitable[int]]]:
+    """Another session holds the server's row (SELECT ... FOR UPDATE) until the block
+    ends. Yields a probe: how many sessions of this database are inside an UPDATE."""
+    updating = {
+        "mariadb": "SELECT COUNT(*) FROM information_schema.processlist"
+        " WHERE db = DATABASE() AND command = 'Query' AND info LIKE 'UPDATE %%'",
+        "postgresql": "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND state = 'active' AND query LIKE 'UPDATE %%'",
+    }
+    async with await Store.connect(db_url) as holder, holder.pool.connection() as conn:
+
+        async def in_an_update() -> int:
+            async with holder.pool.connection() as other:
+                ((count,),) = await holder._fetch(other, updating[holder.dialect], ())
+            return int(count)
+
+        async with holder._transaction(conn):
+            sql = f"SELECT * FROM {holder.table} WHERE server_id = %s FOR UPDATE"
+            await holder._fetch(conn, sql, (server_id,))
+            yield in_an_update
+
+
+async def test_a_fleet_closes_while_its_provisioner_waits_in_a_change(
+    open_fleet: OpenFleet, db_url: str, redis_url: str
+) -> None:
+    """Shutting down while the provisioner's change waits on a row lock: the change is
+    cancelled, and the fleet closes (the cancellation must not turn into a database
+    error that the provisioner retries)."""
+    creator = await open_fleet(delays=Delays(to_do=0, in_progress=3600), provision=False)
+    await creator.add(["a"])
+    maker = await Fleet.open(db_url, redis_url=redis_url, sweep=None)  # not started yet
+    await creator.create("a")  # due at once, and no provisioner runs yet
+    async with row_held(db_url, "a") as in_an_update:
+        await maker.start()
+        assert await eventually(in_an_update, 1) == 1  # the provisioner's, held up
+        closing = asyncio.create_task(maker.close())
+        await asyncio.wait([closing], timeout=10)
+        assert closing.done()
+    assert creator.get("a").status is Status.TO_DO  # type: ignore[union-attr]
+
+
+async def test_each_transition_is_announced_as_it_commits(
+    open_fleet: OpenFleet, db_url: str, redis_url: str
+) -> None:
+    """Two creations are due together and a provisioner makes them one after the other;
+    the second is held up (another session holds its row). The first one's waiters on
+    another process must hear of it now, not when the whole batch is done."""
+    delays = Delays(to_do=0, in_progress=3600)
+    other = await open_fleet(delays=delays, sweep=None, provision=False)
+    await other.add(["first", "second"])
+    first = await other.create("first")
+    await other.create("second")  # both due at once, and no provisioner runs yet
+    maker = await Fleet.open(db_url, redis_url=redis_url, sweep=None)  # not started yet
+    try:
+        async with row_held(db_url, "second") as in_an_update:
+            await maker.start()
+            server = await other.wait("first", since=first.version, timeout=20)
+            assert server is not None
+            assert server.status is Status.IN_PROGRESS
+            assert await eventually(in_an_update, 1) == 1  # the second, held up
+            assert maker.transitions == 1  # counted as it was made, too
+    finally:
+        await maker.close()
 
 
 async def test_a_change_nobody_announced_is_found_by_the_sweep(

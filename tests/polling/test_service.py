@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import pytest
+from fastapi import FastAPI, Query
 
 from sdlab.polling import Delays, Fleet, PollingClient
-from sdlab.polling.service import create_app
+from sdlab.polling.polls import MAX_TIMEOUT
+from sdlab.polling.service import ServerId, create_app
 from tests.helpers import eventually
 
 LATER = Delays(to_do=3600, in_progress=3600)
@@ -64,9 +66,14 @@ async def test_the_servers_and_their_changes(http: httpx.AsyncClient) -> None:
     assert everything == listed
     assert (await http.get("/long/servers", params={"since": 2, "timeout": 0})).status_code == 304
     await http.post("/create/server-2")
-    changed = (await http.get("/long/servers", params={"since": 2})).json()
-    assert changed["version"] == 3
-    assert [(s["server_id"], s["status"]) for s in changed["servers"]] == [("server-2", "TO_DO")]
+    for _ in range(2):  # each `since` its own answer, at the same version
+        changed = (await http.get("/long/servers", params={"since": 2})).json()
+        assert changed["version"] == 3
+        assert [(s["server_id"], s["status"]) for s in changed["servers"]] == [
+            ("server-2", "TO_DO")
+        ]
+        everything = (await http.get("/long/servers", params={"since": 0})).json()
+        assert [s["version"] for s in everything["servers"]] == [1, 3]
 
 
 async def test_terminate_makes_a_server_creatable_again(mysql_db: str, redis_url: str) -> None:
@@ -107,6 +114,9 @@ async def test_terminate_makes_a_server_creatable_again(mysql_db: str, redis_url
         ("get", "/long/status/server-1", {"since": -1}, 422, "greater than or equal to 0"),
         ("get", "/long/status/server-1", {"since": "x"}, 422, "valid integer"),
         ("get", "/short/status/bad name!", {}, 422, "String should match pattern"),
+        # The server decodes the path once; "%25" is a literal "%", not a second escape.
+        ("get", "/short/status/server%252D1", {}, 422, "String should match pattern"),
+        ("get", "/long/status/server%252D1", {}, 422, "String should match pattern"),
         ("post", "/create/" + "x" * 65, {}, 422, "String should match pattern"),
     ],
 )
@@ -121,6 +131,61 @@ async def test_bad_requests_say_what_was_wrong(
     answer = await http.request(method.upper(), path, params=params)
     assert answer.status_code == status
     assert detail in json.dumps(answer.json()["detail"])
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/long/status/server-1?timeout=-1",
+        "/long/status/server-1?timeout=nan&since=x",
+        "/long/status/bad name!?since=-1&timeout=61",
+        "/long/status/server-1?since=",
+    ],
+)
+async def test_bad_parameters_are_reported_as_fastapi_reports_them(
+    http: httpx.AsyncClient, path: str
+) -> None:
+    """The polls bypass FastAPI: the same request to a FastAPI route declaring the same
+    parameters must get the same 422 body."""
+    api = FastAPI()
+
+    @api.get("/long/status/{server_id}")
+    async def long_status(
+        server_id: ServerId,
+        since: Annotated[int, Query(ge=0)] = 0,
+        timeout: Annotated[float, Query(ge=0, le=MAX_TIMEOUT, allow_inf_nan=False)] = 30,
+    ) -> None: ...
+
+    transport = httpx.ASGITransport(app=api)
+    async with httpx.AsyncClient(transport=transport, base_url="http://fastapi") as fastapi:
+        expected = await fastapi.get(path)
+    answer = await http.get(path)
+    assert (answer.status_code, answer.json()) == (422, expected.json())
+
+
+async def test_polls_answer_head_and_refuse_other_methods(http: httpx.AsyncClient) -> None:
+    """HEAD is GET without the body (RFC 9110 requires both); any other method on a poll
+    is 405 with `Allow`, as FastAPI answers for its own routes. A 304 carries no
+    Content-Length (it has no body, and it would not be the 200's)."""
+    got = await http.get("/short/status/server-1")
+    head = await http.head("/short/status/server-1")
+    assert head.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-length"] == got.headers["content-length"]
+    assert head.headers["content-type"] == "application/json"
+    version = got.json()["version"]
+    held = await http.head("/long/status/server-1", params={"since": version, "timeout": 0})
+    assert held.status_code == 304
+    assert "content-length" not in held.headers
+    for method, path in [
+        ("POST", "/short/status/server-1"),
+        ("DELETE", "/long/status/server-1"),
+        ("PUT", "/long/servers"),
+    ]:
+        refused = await http.request(method, path)
+        assert refused.status_code == 405, (method, path)
+        assert refused.headers["allow"] == "GET, HEAD"
+        assert refused.json() == {"detail": "Method Not Allowed"}
 
 
 async def test_create_while_in_progress_is_409_with_the_server(http: httpx.AsyncClient) -> None:

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from sdlab.infra.services import postgres
 from sdlab.polling import (
     AlreadyCreated,
     CreationInProgress,
@@ -157,3 +158,22 @@ async def test_a_bad_url_or_table_name_is_refused(mysql_url: str) -> None:
         await Store.connect("sqlite:///tmp/x.db")
     with pytest.raises(ValueError, match="table name 'bad-name' must match"):
         await Store.connect(mysql_url, table="bad-name")
+
+
+@pytest.mark.parametrize("isolation", ["repeatable read", "serializable"])
+async def test_changes_commit_whatever_the_default_isolation(
+    postgres_db: str, isolation: str
+) -> None:
+    """A PostgreSQL database whose default isolation is stricter than READ COMMITTED:
+    concurrent changes all queue on the clock row, and each must commit in its turn, not
+    fail to serialize (which a client would see as a 503)."""
+    name = postgres_db.rsplit("/", 1)[1]
+    async with await postgres.connect(postgres_db, autocommit=True) as admin:
+        await admin.execute(
+            f"ALTER DATABASE \"{name}\" SET default_transaction_isolation = '{isolation}'"
+        )
+    ids = [f"s{i}" for i in range(40)]
+    async with await Store.connect(postgres_db, pool_size=8) as store:
+        await store.add(ids)
+        await asyncio.gather(*(store.create(server_id, LATER) for server_id in ids))
+        assert sorted(s.version for s in await store.all()) == list(range(41, 81))

@@ -286,6 +286,11 @@ class Fleet:
             self.channel.publish(server.version)
         return server
 
+    def _made(self, server: Server) -> None:
+        """A transition this process's provisioner made: announced as soon as it commits."""
+        self.transitions += 1
+        self._announce(server)
+
     async def _mirrored(self, server: Server, timeout: float = 5.0) -> Server:
         """Wait (up to `timeout`: the database may be slow) until the mirror holds it."""
         try:
@@ -355,14 +360,12 @@ class Fleet:
                 self._reschedule.clear()  # before asking: a change during the query re-sets it
                 due_in = await self.store.seconds_until_due()
                 if due_in is not None and due_in <= 0:
-                    made = await self.store.advance_due()
-                    self.transitions += len(made)
-                    for server in made:
-                        self._announce(server)
-                    lost = 0 if made else lost + 1
+                    made = await self.store.advance_due(self._made)
+                    lost = 0 if made else min(lost + 1, 11)  # 2 ms, 4 ms, ... 2 s
                     if lost:  # look again soon, but never spin
                         await asyncio.sleep(min(0.001 * 2**lost, _BACKOFF_MAX))
                     continue
+                lost = 0
                 # Sleep until the next transition is due or, with none scheduled, until
                 # the mirror changes: a creation made elsewhere reaches the mirror
                 # (announced, or found by the sweep), and every change of a schedule is

@@ -12,7 +12,8 @@ several runs): FastAPI's routing, dependency solving and middleware cost 100 to 
 a request. So polls are answered before FastAPI sees the request, short and long alike
 (the experiment compares the two on equal terms), and everything else goes on to
 FastAPI. Parameters are checked with the same pydantic constraints FastAPI would apply,
-and errors have FastAPI's shape (422 with a `detail` list).
+and errors have FastAPI's shape (422 with a `detail` list). HEAD is answered as GET
+without the body; other methods get 405 with `Allow: GET, HEAD`.
 
 A waiting request also watches for its client hanging up (uvicorn's `receive()` says
 `http.disconnect`), so an abandoned waiter leaves at once rather than at its timeout.
@@ -22,14 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from typing import Annotated, Any, TypeVar
 from urllib.parse import unquote_plus
 
 from pydantic import Field, TypeAdapter, ValidationError
 
 from sdlab.polling.fleet import Fleet, FleetClosed
-from sdlab.polling.model import SERVER_ID, Server, UnknownServer
+from sdlab.polling.model import SERVER_ID, UnknownServer
 from sdlab.polling.store import DATABASE_ERRORS
 
 MAX_TIMEOUT = 60.0
@@ -54,6 +55,7 @@ _SERVER_ID: TypeAdapter[str] = TypeAdapter(Annotated[str, Field(pattern=SERVER_I
 
 _JSON = (b"content-type", b"application/json")
 _NO_STORE = (b"cache-control", b"no-store")
+_ALLOW = (b"allow", b"GET, HEAD")
 
 
 class _Invalid(Exception):
@@ -72,20 +74,29 @@ class Polls:
     def __init__(self, app: ASGIApp, fleet: Fleet) -> None:
         self.app = app
         self.fleet = fleet
+        self._lists: dict[int, bytes] = {}  # /long/servers answers at _lists_version, by since
+        self._lists_version = -1
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET":
+        if scope["type"] == "http":
             path = scope["path"]
             if path.startswith(LONG_PREFIX):
-                return await self._answer(send, self._long(scope, receive, path))
-            if path.startswith(SHORT_PREFIX):
-                return await self._answer(send, self._short(path))
-            if path == SERVERS_PATH:
-                return await self._answer(send, self._servers(scope, receive))
+                poll = self._long(scope, receive, path)
+            elif path.startswith(SHORT_PREFIX):
+                poll = self._short(path)
+            elif path == SERVERS_PATH:
+                poll = self._servers(scope, receive)
+            else:
+                return await self.app(scope, receive, send)
+            method = scope["method"]
+            if method == "GET" or method == "HEAD":
+                return await self._answer(send, poll, head=method == "HEAD")
+            poll.close()  # never started
+            return await _respond(send, 405, _detail("Method Not Allowed"), [_ALLOW])
         await self.app(scope, receive, send)
 
     async def _short(self, path: str) -> tuple[int, bytes]:
-        server_id = unquote_plus(path[len(SHORT_PREFIX) :])
+        server_id = path[len(SHORT_PREFIX) :]  # the server has percent-decoded the path
         errors: list[dict[str, Any]] = []
         _check(_SERVER_ID, server_id, ["path", "server_id"], errors)
         if errors:
@@ -93,7 +104,7 @@ class Polls:
         return 200, (await self.fleet.status(server_id)).body  # from the database
 
     async def _long(self, scope: Scope, receive: Receive, path: str) -> tuple[int, bytes]:
-        server_id = unquote_plus(path[len(LONG_PREFIX) :])
+        server_id = path[len(LONG_PREFIX) :]
         since, timeout = _params(scope, server_id)
         server = self.fleet.get(server_id)
         if server is None or server.version <= since:  # else: newer already, no waiting
@@ -106,9 +117,17 @@ class Polls:
         if found is None:
             return 304, b""
         version, changed = found
-        return 200, _servers_body(version, changed)
+        if version != self._lists_version:
+            self._lists, self._lists_version = {}, version
+        body = self._lists.get(since)
+        if body is None:  # encoded once per version and `since`, not once per waiter
+            listed = {"version": version, "servers": [s.as_dict() for s in changed]}
+            body = self._lists[since] = json.dumps(listed).encode()
+        return 200, body
 
-    async def _answer(self, send: Send, answering: Awaitable[tuple[int, bytes]]) -> None:
+    async def _answer(
+        self, send: Send, answering: Coroutine[Any, Any, tuple[int, bytes]], head: bool
+    ) -> None:
         try:
             status, body = await answering
         except _Gone:
@@ -121,11 +140,20 @@ class Polls:
             status, body = 503, _detail(str(exc))
         except DATABASE_ERRORS as exc:
             status, body = 503, _detail(f"database unavailable: {exc}")
-        headers = [_NO_STORE, (b"content-length", str(len(body)).encode())]
-        if status != 304:
-            headers.append(_JSON)
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        if status == 304:  # no body, so no Content-Length or Content-Type
+            await send({"type": "http.response.start", "status": 304, "headers": [_NO_STORE]})
+            await send({"type": "http.response.body", "body": b""})
+        else:
+            await _respond(send, status, body, [_NO_STORE], head)
+
+
+async def _respond(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]], head: bool = False
+) -> None:
+    """A JSON answer; for HEAD, its headers alone."""
+    headers = [*headers, _JSON, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if head else body})
 
 
 def _params(scope: Scope, server_id: str | None) -> tuple[int, float]:
@@ -150,9 +178,11 @@ def _check(adapter: TypeAdapter[T], value: Any, loc: list[str], errors: list[dic
     try:
         return adapter.validate_python(value)
     except ValidationError as exc:
-        errors += [
-            {"type": e["type"], "loc": loc, "msg": e["msg"], "input": value} for e in exc.errors()
-        ]
+        for error in exc.errors():
+            found = {"type": error["type"], "loc": loc, "msg": error["msg"], "input": value}
+            if "ctx" in error:  # the constraint, e.g. {"ge": 0}
+                found["ctx"] = error["ctx"]
+            errors.append(found)
         return None  # type: ignore[return-value]
 
 
@@ -179,10 +209,6 @@ async def _unless_gone(receive: Receive, waiting: Awaitable[T]) -> T:
         raise
     finally:
         watcher.cancel()
-
-
-def _servers_body(version: int, servers: list[Server]) -> bytes:
-    return json.dumps({"version": version, "servers": [s.as_dict() for s in servers]}).encode()
 
 
 def _detail(text: str) -> bytes:

@@ -9,7 +9,7 @@
                                                200 with the server once its version > V;
                                                304 if S seconds pass first
     GET  /long/servers?since=V&timeout=S       200 {"version", "servers": changed after V}; 304
-    GET  /stats                                this process: waiters, version, channel
+    GET  /stats                                this process: waiters, version, channel, CPU
 
 A server is `{"server_id", "status", "version", "changed_at"}`. Errors are JSON with a
 `detail`: 404 unknown server, 409 create while a creation is under way (or done), 422 a
@@ -19,6 +19,7 @@ The polls are answered by `polls.Polls` in front of FastAPI (why: there).
 """
 
 import json
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from importlib.resources import files
@@ -118,7 +119,7 @@ def create_app(fleet: Fleet, seed: Sequence[str] = ()) -> PollingApp:
 
     @app.get("/stats")
     async def stats(request: Request) -> dict[str, Any]:
-        return fleet_of(request).stats()
+        return {**fleet_of(request).stats(), "cpu (s)": time.process_time()}
 
     return PollingApp(app, fleet)
 

@@ -16,6 +16,11 @@ the transaction, so version 11 can commit before 10, and a reader that moved on 
 would never look for 10.) Every transaction locks a server row first and the clock
 second, so two changes cannot deadlock.
 
+Every session runs READ COMMITTED, whatever the database's default: the reads then see
+only committed changes, and a change that queued on the clock row takes the version its
+predecessor left. (Under PostgreSQL's REPEATABLE READ or SERIALIZABLE, the second of two
+concurrent changes would fail to serialize instead of waiting its turn.)
+
 The schedule of a creation is written when it starts: `next_at` (when the current status
 ends) and `done_at`. Any process may advance a due row, and the `AND next_at <= now`
 guard makes two processes racing for one transition produce one change, not two. Times
@@ -24,9 +29,10 @@ are the database's own clock, so processes on machines with different clocks agr
 
 from __future__ import annotations
 
+import contextlib
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -172,9 +178,12 @@ class Store(ABC):
             raise CreationInProgress(server)
         return server
 
-    async def advance_due(self) -> list[Server]:
-        """Make every transition whose time has come; return the changes this call made
-        (another process may have made some of them first)."""
+    async def advance_due(
+        self, on_change: Callable[[Server], object] | None = None
+    ) -> list[Server]:
+        """Make every transition whose time has come, one transaction each; return the
+        changes this call made (another process may have made some of them first).
+        `on_change(server)` is called with each as soon as it has committed."""
         async with self.pool.connection() as conn:
             due = await self._fetch(
                 conn,
@@ -190,6 +199,8 @@ class Store(ABC):
             changed = await self._change(server_id, (Status(status),), then, due_only=True)
             if changed is not None:
                 made.append(changed)
+                if on_change is not None:
+                    on_change(changed)
         return made
 
     async def seconds_until_due(self) -> float | None:
@@ -354,16 +365,9 @@ class MariaDBStore(Store):
         async def utc(conn: Any) -> None:
             async with conn.cursor() as cur:
                 await cur.execute("SET SESSION time_zone = '+00:00', sql_notes = 0")
+                await cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
 
-        pool = Pool(
-            MariaDB(url, autocommit=True),
-            min_size=1,
-            max_size=pool_size,
-            configure=utc,
-            timeout=5,  # a request waits this long for a connection when the database is away
-            name=f"polling:{table}",
-        )
-        await _open(pool)
+        pool = await _open(MariaDB(url, autocommit=True), table, pool_size, utc)
         return cls(pool, table, parts.path.strip("/"))
 
     def _later(self, seconds: str) -> str:
@@ -428,7 +432,12 @@ class _MariaDBTransaction:
     async def __aexit__(self, exc_type: object, *rest: object) -> None:
         if exc_type is None:
             await self.conn.commit()
-        else:
+            return
+        # The error being handled is the one to raise, not the rollback's: a cancelled
+        # query closes asyncmy's connection, and its rollback would turn the
+        # CancelledError into an OperationalError that a retry loop swallows. (The
+        # server rolls back a closed session; the pool discards or rolls back the rest.)
+        with contextlib.suppress(Exception):
             await self.conn.rollback()
 
 
@@ -444,14 +453,11 @@ class PostgresStore(Store):
         # instead of in the pool's retries.
         probe = await postgres.connect(url, connect_timeout=5)
         await probe.close()
-        pool = Pool(
-            PostgreSQL(url, autocommit=True),
-            min_size=1,
-            max_size=pool_size,
-            timeout=5,  # a request waits this long for a connection when the database is away
-            name=f"polling:{table}",
-        )
-        await _open(pool)
+
+        async def read_committed(conn: Any) -> None:
+            await conn.set_isolation_level(psycopg.IsolationLevel.READ_COMMITTED)
+
+        pool = await _open(PostgreSQL(url, autocommit=True), table, pool_size, read_committed)
         return cls(pool, table, urlsplit(url).path.strip("/"))
 
     def _later(self, seconds: str) -> str:
@@ -512,10 +518,22 @@ class PostgresStore(Store):
             )
 
 
-async def _open(pool: Pool[Any]) -> None:
-    """Open the pool, or close it and raise (PoolTimeout says why the server refused)."""
+async def _open(
+    connector: Any, table: str, size: int, configure: Callable[[Any], Awaitable[None]]
+) -> Pool[Any]:
+    """An open pool of the store's sessions, or the pool closed and an error (the pool's
+    PoolTimeout says why the server refused)."""
+    pool = Pool(
+        connector,
+        min_size=1,
+        max_size=size,
+        configure=configure,
+        timeout=5,  # a request waits this long for a connection when the database is away
+        name=f"polling:{table}",
+    )
     try:
         await pool.open(timeout=10)
     except BaseException:
         await pool.close()
         raise
+    return pool
