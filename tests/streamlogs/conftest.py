@@ -4,8 +4,6 @@ a process of its own (to kill it)."""
 from __future__ import annotations
 
 import asyncio
-import signal
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -18,6 +16,7 @@ from fastapi import FastAPI
 from httpx_sse import ServerSentEvent, aconnect_sse
 from httpx_sse._decoders import SSEDecoder
 
+from sdlab.infra import process
 from sdlab.streamlogs import DeploymentStore, Hub, MockRunner, create_app
 from sdlab.streamlogs import server as serve
 
@@ -154,53 +153,42 @@ def steps(events: list[ServerSentEvent]) -> list[int]:
 
 
 class ServerProcess:
-    """`sdlab streamlogs serve` in a process of its own, to kill and start again."""
+    """`sdlab streamlogs serve` in a process of its own, to kill and start again. The
+    waits run in a thread, so that the test's own clients go on meanwhile."""
 
     def __init__(self, data_dir: Path, port: int) -> None:
         self.data_dir = data_dir
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        self.process: asyncio.subprocess.Process | None = None
+        self.process = process.ServerProcess(
+            process.sdlab_command(
+                "streamlogs", "serve", "--port", str(port), "--data-dir", str(data_dir),
+                "--retry-ms", "300",
+            ),
+            ready_url=f"{self.url}/api/stats",
+            name="streamlogs server",
+        )  # fmt: skip
 
     async def start(self) -> ServerProcess:
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "sdlab", "streamlogs", "serve", "--port", str(self.port),
-            "--data-dir", str(self.data_dir), "--retry-ms", "300",
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        async with httpx.AsyncClient() as http:
-            for _ in range(600):
-                if self.process.returncode is not None:
-                    assert self.process.stderr is not None
-                    raise RuntimeError(f"the server exited: {await self.process.stderr.read()!r}")
-                try:
-                    await http.get(f"{self.url}/api/stats")
-                    return self
-                except httpx.TransportError:
-                    await asyncio.sleep(0.05)
-        raise RuntimeError("the server did not answer in 30 s")
+        await asyncio.to_thread(self.process.start)
+        return self
 
     async def kill(self) -> None:
         """SIGKILL: no shutdown at all, as in a crash."""
-        if self.process is not None and self.process.returncode is None:
-            self.process.kill()
-            await self.process.wait()
+        await asyncio.to_thread(self.process.kill)
 
-    async def interrupt(self) -> tuple[int, str]:
+    async def interrupt(self) -> tuple[int | None, str]:
         """Ctrl-C; wait for the process to end; its exit code and what it printed."""
-        assert self.process is not None
-        assert self.process.stderr is not None
-        self.process.send_signal(signal.SIGINT)
-        async with asyncio.timeout(20):
-            printed = await self.process.stderr.read()
-            return await self.process.wait(), printed.decode()
+        code = await asyncio.to_thread(self.process.stop)
+        return code, self.process.output()
 
 
 @pytest.fixture
 async def server_process(tmp_path: Path, unused_port: int) -> AsyncIterator[ServerProcess]:
     """A (not yet started) server process over tmp_path/data; killed after the test."""
-    process = ServerProcess(tmp_path / "data", unused_port)
+    server = ServerProcess(tmp_path / "data", unused_port)
     try:
-        yield process
+        yield server
     finally:
-        await process.kill()
+        await server.kill()
+        server.process.close()

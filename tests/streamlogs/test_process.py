@@ -85,6 +85,7 @@ async def test_two_servers_on_one_data_dir_write_each_deployment_once(
             assert steps(events) == list(range(1, 31))
     finally:
         await second.kill()
+        second.process.close()
 
 
 @pytest.mark.slow

@@ -8,12 +8,14 @@
         ...
 
 See `resolve` for the order in which services are looked for, `instance` for the
-life of a private server, and `private` for starting extra ones.
+life of a private server, `private` for starting extra ones, and `process` for running
+one of sdlab's own servers (`sdlab kv serve`, ...) in a process of its own.
 """
 
 from sdlab.infra.errors import BinaryNotFound, InfraError, ServiceUnreachable, StartFailed
 from sdlab.infra.instance import Instance, Instances
 from sdlab.infra.private import kafka, mariadb, postgres, rabbitmq, redis
+from sdlab.infra.process import ProcessFailed, ServerProcess, sdlab_command
 from sdlab.infra.resolve import Health, down, endpoint, status, up
 from sdlab.infra.service import Endpoint, Service
 from sdlab.infra.services import SERVICES, service
@@ -26,6 +28,8 @@ __all__ = [
     "InfraError",
     "Instance",
     "Instances",
+    "ProcessFailed",
+    "ServerProcess",
     "Service",
     "ServiceUnreachable",
     "StartFailed",
@@ -36,6 +40,7 @@ __all__ = [
     "postgres",
     "rabbitmq",
     "redis",
+    "sdlab_command",
     "service",
     "status",
     "up",

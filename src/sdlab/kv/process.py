@@ -10,18 +10,17 @@ docs, which all need a real server they can stop or kill.
 from __future__ import annotations
 
 import signal
-import sys
-import tempfile
-from pathlib import Path
-from typing import IO, Self
 
 import port_for
-from mirakuru import TCPExecutor
+
+from sdlab.infra.process import ServerProcess as _ServerProcess
+from sdlab.infra.process import sdlab_command
 
 
-class ServerProcess:
-    """A kv server on free loopback ports, started with mirakuru (which returns once the
-    last port it opens, HTTP, accepts connections)."""
+class ServerProcess(_ServerProcess):
+    """A kv server on free loopback ports; ready once the last port it opens (HTTP, or
+    the Redis protocol's with `http=False`) accepts connections. `stop()` is SIGTERM:
+    the server commits what is queued, answers what it took, and exits."""
 
     def __init__(
         self,
@@ -35,28 +34,19 @@ class ServerProcess:
         self.backend = backend
         self.resp_port = int(port_for.select_random())
         self.http_port = int(port_for.select_random()) if http else 0
-        self.log = Path(tempfile.mkstemp(prefix="sdlab-kv-", suffix=".log")[1])
-        command = [
-            sys.executable, "-m", "sdlab", "kv", "serve",
-            "--backend", backend,
-            "--resp-port", str(self.resp_port),
+        command = sdlab_command(
+            "kv", "serve", "--backend", backend, "--resp-port", str(self.resp_port),
             *(["--http-port", str(self.http_port)] if http else ["--no-http"]),
             *(["--naive"] if naive else []),
             *(extra or []),
-        ]  # fmt: skip
-        self._out: IO[bytes] = self.log.open("wb")
-        self._executor = TCPExecutor(
+        )  # fmt: skip
+        super().__init__(
             command,
-            host="127.0.0.1",
-            port=self.http_port if http else self.resp_port,
+            ready_port=self.http_port or self.resp_port,
+            name="kv server",
+            stop_signal=signal.SIGTERM,
             timeout=timeout,
-            stdout=self._out,
-            stderr=self._out,
         )
-
-    @property
-    def pid(self) -> int | None:
-        return self._executor.process.pid if self._executor.process else None
 
     @property
     def http_url(self) -> str:
@@ -65,34 +55,3 @@ class ServerProcess:
     @property
     def resp_url(self) -> str:
         return f"redis://127.0.0.1:{self.resp_port}/0"
-
-    def start(self) -> Self:
-        try:
-            self._executor.start()
-        except Exception as exc:
-            raise RuntimeError(f"kv server failed to start: {exc}\n{self.output()}") from exc
-        return self
-
-    def stop(self) -> None:
-        """SIGTERM: the server answers the commands it took, commits, and exits."""
-        if self._executor.running():
-            self._executor.stop(stop_signal=signal.SIGTERM)
-
-    def kill(self) -> None:
-        """SIGKILL: no time to finish anything."""
-        if self._executor.running():
-            self._executor.kill(wait=True, sig=signal.SIGKILL)
-
-    def output(self) -> str:
-        self._out.flush()
-        return self.log.read_text(errors="replace")[-4000:]
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        try:
-            self.stop()
-        finally:
-            self._out.close()
-            self.log.unlink(missing_ok=True)

@@ -31,11 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import port_for
 import psutil
 
 from sdlab.bench import Bench, Chart, Experiment, Latency, Outcome, register
+from sdlab.infra.process import ServerProcess, sdlab_command
 from sdlab.streamlogs.store import DeploymentStore
 
 PAD = "x" * 60  # a benchmark line is about as long as a mock deployment's line
@@ -269,27 +269,19 @@ async def _message(process: asyncio.subprocess.Process) -> dict[str, Any]:
 async def _server(design: Design, data_dir: Path) -> AsyncIterator[tuple[int, psutil.Process]]:
     """`sdlab streamlogs serve` in a process of its own, until the block ends."""
     port = int(port_for.select_random())
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sdlab", "streamlogs", "serve", *design.flags,
-        "--port", str(port), "--data-dir", str(data_dir),
-        stdout=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+    server = ServerProcess(
+        sdlab_command(
+            "streamlogs", "serve", *design.flags, "--port", str(port), "--data-dir", str(data_dir)
+        ),
+        ready_url=f"http://127.0.0.1:{port}/openapi.json",
+        name=f"streamlogs server ({design.label})",
+    )
+    await asyncio.to_thread(server.start)
     try:
-        async with httpx.AsyncClient() as http:
-            for _ in range(300):
-                if process.returncode is not None:
-                    raise RuntimeError("the server exited at start")
-                try:
-                    await http.get(f"http://127.0.0.1:{port}/openapi.json")
-                    break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.05)
-            else:
-                raise RuntimeError("the server did not answer within 15 s")
-        yield port, psutil.Process(process.pid)
+        yield port, psutil.Process(server.pid)
     finally:
-        process.kill()  # the seed's design never ends its streams: no grace to wait for
-        await process.wait()
+        server.kill()  # the seed's design never ends its streams: no grace to wait for
+        server.close()
 
 
 @asynccontextmanager
