@@ -255,7 +255,7 @@ class Server(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         app = self.config.app
-        if isinstance(app, FastAPI):
+        if isinstance(app, StreamLogsApp):  # not the seed's app (`serve --original`)
             app.state.hub.end_streams()
         await super().shutdown(sockets)
 
