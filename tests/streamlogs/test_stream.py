@@ -4,6 +4,7 @@ resuming, errors, the shared reader, slow and vanished clients."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import socket
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from asyncinotify import Inotify
 from httpx_sse import ServerSentEvent
 
 from sdlab.streamlogs import DeploymentStore, Plan, create_app
@@ -329,6 +331,29 @@ async def test_disconnected_clients_are_dropped_at_once(start_service: StartServ
     assert await eventually(lambda: _async(service.clients()), 0) == 0
     assert service.hub.stats()["tails"] == {}
     await asyncio.gather(*readers, return_exceptions=True)
+
+
+async def test_a_failed_watch_leaves_no_tail_open(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """inotify refuses the watch (its watch limit reached): the request fails, and the
+    tail it opened is not left behind with no client and its file open."""
+    deployment = service.store.create()
+    url = f"{service.url}/logs/{deployment.id}"
+
+    def refuse(*args: object) -> None:
+        raise OSError(errno.ENOSPC, "inotify watch limit reached")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Inotify, "add_watch", refuse)
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(url)).status_code == 500
+    assert service.hub.stats()["tails"] == {}
+    log_path = str(deployment.log_path)
+    assert log_path not in [f.path for f in psutil.Process().open_files()]
+    deployment.append("after the failure")
+    events = await read_events(url, stop=lambda events: len(events) == 1)
+    assert [e.data for e in events] == ["after the failure"]
 
 
 async def _body_until_cut(response: httpx.Response) -> bytes:
