@@ -95,6 +95,31 @@ async def test_an_event_source_stops_after_the_end(service: Service, page: Any) 
     assert await page.evaluate("seen") == {"opens": 1, "lines": 3, "ends": 1}
 
 
+async def test_an_event_source_keeps_trying_a_server_that_shuts_down(
+    service: Service, page: Any
+) -> None:
+    """A stream asked for while the server stops ends at once with a 200, and the
+    browser reconnects after `retry` (to the next server, in a restart). After a 503 it
+    would give up for good, and the page would never follow the log again."""
+    deployment = service.store.create()
+    await page.goto(f"{service.url}/api/stats")
+    service.hub.end_streams()  # the first thing the server does when it stops
+    await page.evaluate(
+        """(url) => {
+            window.seen = { opens: 0, errors: 0, states: [] };
+            window.source = new EventSource(url);
+            source.onopen = () => seen.opens++;
+            source.onerror = () => { seen.errors++; seen.states.push(source.readyState); };
+        }""",
+        f"/logs/{deployment.id}",
+    )
+    await page.wait_for_function("seen.errors >= 2", timeout=10_000)
+    await page.evaluate("source.close()")
+    seen = await page.evaluate("seen")
+    assert seen["opens"] >= 2
+    assert set(seen["states"]) == {0}  # EventSource.CONNECTING: it tries again
+
+
 async def test_a_page_that_missed_the_end_event_shows_the_final_state(
     service: Service, page: Any
 ) -> None:

@@ -315,6 +315,25 @@ async def test_stopping_the_server_ends_streams_that_are_catching_up(tmp_path: P
     assert [e.data for e in events] == lines[: len(events)]
 
 
+async def test_a_stream_asked_for_during_shutdown_ends_at_once(service: Service) -> None:
+    """Once the server has begun to stop, an EventSource (it asks for text/event-stream)
+    gets a 200 stream that ends at once, which it answers by reconnecting after `retry`;
+    any other status would stop it for good. Other clients get a 503 that says why."""
+    deployment = service.store.create()
+    deployment.append("a line")
+    url = f"{service.url}/logs/{deployment.id}"
+    service.hub.end_streams()  # the first thing the server does when it stops
+    async with httpx.AsyncClient() as http:
+        stream = await http.get(url, headers={"accept": "text/event-stream"})
+        plain = await http.get(url)
+    assert stream.status_code == 200
+    assert stream.headers["content-type"].startswith("text/event-stream")
+    assert stream.text == "retry: 200\n\n"
+    assert plain.status_code == 503
+    assert plain.json() == {"detail": "the server is shutting down; reconnect in a moment"}
+    assert service.hub.stats()["tails"] == {}
+
+
 async def test_disconnected_clients_are_dropped_at_once(start_service: StartService) -> None:
     """No line is written and no keepalive is due: the server notices each hang-up from
     the connection itself, and the tail closes with its last client."""
