@@ -36,15 +36,22 @@ async def _start_from_the_list(page: Any, lines: int, interval: float, shown: in
 async def test_a_new_deployment_streams_live_to_finished(service: Service, page: Any) -> None:
     await page.goto(service.url)
     assert await page.text_content("#deployments") == "No deployments yet."
-    await _start_from_the_list(page, lines=25, interval=0.05, shown=3)
+    await _start_from_the_list(page, lines=40, interval=0.05, shown=3)
     # Live: the page says running while lines are still arriving.
     deployment = service.store.list()[0]
     assert deployment.state == "running"
     assert await page.text_content("#status") == "running"
     await page.wait_for_selector("#status[data-state=finished]", timeout=TIMEOUT_MS)
     lines = await _lines(page)
-    assert _steps(lines) == list(range(1, 26))
-    assert await page.text_content("#count") == "25"
+    assert _steps(lines) == list(range(1, 41))
+    assert await page.text_content("#count") == "40"
+    # It followed the log: more lines than the box holds, scrolled to the last one.
+    scroll = await page.eval_on_selector(
+        "#log", "log => [log.scrollTop, log.clientHeight, log.scrollHeight]"
+    )
+    top, height, total = scroll
+    assert total > height
+    assert top + height >= total - 1
     # The list shows it, finished.
     await page.goto(service.url)
     row = page.locator(f"#deployments tr:has(a[href='/deployments/{deployment.id}'])")
