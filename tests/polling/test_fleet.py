@@ -82,6 +82,24 @@ async def test_unknown_servers_and_versions_from_another_history(open_fleet: Ope
     assert (version, servers) == (added.version, [added])
 
 
+async def test_a_since_from_another_server_waits(open_fleet: OpenFleet) -> None:
+    """Versions are table-wide: `since` newer than this server's own version, but one the
+    table has reached, is not another history; the poll waits. Both when the mirror has
+    the version and when it is behind (a fleet that has not heard of the change)."""
+    fleet = await open_fleet(delays=LATER)
+    await fleet.add(["a", "b"])
+    behind = await open_fleet(channel="none", sweep=None, provision=False)
+    changed = await fleet.create("b")
+    assert behind.version < changed.version  # nothing tells it: no channel, no sweep
+    for one in (fleet, behind):
+        assert await one.wait("a", since=changed.version, timeout=0.2) is None
+    waiter = asyncio.create_task(behind.wait("a", since=changed.version, timeout=30))
+    await waiting(behind)
+    created = await fleet.create("a")
+    behind.poke()
+    assert await waiter == created
+
+
 async def test_wait_all_returns_what_changed_since(open_fleet: OpenFleet) -> None:
     fleet = await open_fleet(delays=LATER)
     a, b, c = await fleet.add(["a", "b", "c"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -12,6 +13,7 @@ import pytest
 from fastapi import FastAPI, Query
 
 from sdlab.polling import Delays, Fleet, PollingClient
+from sdlab.polling.model import seed_ids
 from sdlab.polling.polls import MAX_TIMEOUT
 from sdlab.polling.service import ServerId, create_app
 from tests.helpers import eventually
@@ -74,6 +76,31 @@ async def test_the_servers_and_their_changes(http: httpx.AsyncClient) -> None:
         ]
         everything = (await http.get("/long/servers", params={"since": 0})).json()
         assert [s["version"] for s in everything["servers"]] == [1, 3]
+
+
+async def test_a_since_newer_than_the_servers_own_version_waits(
+    mysql_db: str, redis_url: str
+) -> None:
+    """Versions are table-wide: a `since` from /servers (or another server) is newer than
+    most servers' own versions, and a long poll on one of them must still wait."""
+    fleet = await Fleet.open(mysql_db, redis_url=redis_url, delays=LATER)
+    app = create_app(fleet, seed=seed_ids(5))
+    async with app.lifespan():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://polling") as http:
+            created = await http.post("/create/server-2")
+            assert created.json()["version"] == 6
+            began = time.monotonic()
+            held = await http.get("/long/status/server-1", params={"since": 6, "timeout": 0.5})
+            assert held.status_code == 304
+            assert time.monotonic() - began >= 0.5
+            waiting = asyncio.create_task(
+                http.get("/long/status/server-1", params={"since": 6, "timeout": 30})
+            )
+            await asyncio.sleep(0.1)
+            assert not waiting.done()
+            changed = await http.post("/create/server-1")
+            assert (await waiting).json() == changed.json()
 
 
 async def test_terminate_makes_a_server_creatable_again(mysql_db: str, redis_url: str) -> None:

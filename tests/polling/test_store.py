@@ -21,6 +21,7 @@ NOW = Delays(to_do=0, in_progress=0)  # everything is due at once
 
 
 async def test_every_change_gets_a_greater_version(store: Store) -> None:
+    assert await store.newest() == 0
     added = await store.add(["a", "b"])
     assert [(s.server_id, s.status, s.version) for s in added] == [
         ("a", Status.NOT_YET_CREATED, 1),
@@ -40,6 +41,7 @@ async def test_every_change_gets_a_greater_version(store: Store) -> None:
 
     assert [(s.server_id, s.version) for s in await store.changes_since(2)] == [("a", 6)]
     assert [s.server_id for s in await store.changes_since(0)] == ["b", "a"]
+    assert await store.newest() == 6
     assert terminated.changed_at > created.changed_at
 
 

@@ -156,16 +156,17 @@ class ServerProcess:
     """`sdlab streamlogs serve` in a process of its own, to kill and start again. The
     waits run in a thread, so that the test's own clients go on meanwhile."""
 
-    def __init__(self, data_dir: Path, port: int) -> None:
+    def __init__(self, data_dir: Path, port: int, *, original: bool = False) -> None:
+        """original: serve the seed's design (`--original`), which has no /api/stats."""
         self.data_dir = data_dir
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.process = process.ServerProcess(
             process.sdlab_command(
                 "streamlogs", "serve", "--port", str(port), "--data-dir", str(data_dir),
-                "--retry-ms", "300",
+                "--retry-ms", "300", *(["--original"] if original else []),
             ),
-            ready_url=f"{self.url}/api/stats",
+            ready_url=f"{self.url}/openapi.json" if original else f"{self.url}/api/stats",
             name="streamlogs server",
         )  # fmt: skip
 

@@ -36,15 +36,22 @@ async def _start_from_the_list(page: Any, lines: int, interval: float, shown: in
 async def test_a_new_deployment_streams_live_to_finished(service: Service, page: Any) -> None:
     await page.goto(service.url)
     assert await page.text_content("#deployments") == "No deployments yet."
-    await _start_from_the_list(page, lines=25, interval=0.05, shown=3)
+    await _start_from_the_list(page, lines=40, interval=0.05, shown=3)
     # Live: the page says running while lines are still arriving.
     deployment = service.store.list()[0]
     assert deployment.state == "running"
     assert await page.text_content("#status") == "running"
     await page.wait_for_selector("#status[data-state=finished]", timeout=TIMEOUT_MS)
     lines = await _lines(page)
-    assert _steps(lines) == list(range(1, 26))
-    assert await page.text_content("#count") == "25"
+    assert _steps(lines) == list(range(1, 41))
+    assert await page.text_content("#count") == "40"
+    # It followed the log: more lines than the box holds, scrolled to the last one.
+    scroll = await page.eval_on_selector(
+        "#log", "log => [log.scrollTop, log.clientHeight, log.scrollHeight]"
+    )
+    top, height, total = scroll
+    assert total > height
+    assert top + height >= total - 1
     # The list shows it, finished.
     await page.goto(service.url)
     row = page.locator(f"#deployments tr:has(a[href='/deployments/{deployment.id}'])")
@@ -93,6 +100,31 @@ async def test_an_event_source_stops_after_the_end(service: Service, page: Any) 
     )
     await page.wait_for_function("source.readyState === EventSource.CLOSED", timeout=10_000)
     assert await page.evaluate("seen") == {"opens": 1, "lines": 3, "ends": 1}
+
+
+async def test_an_event_source_keeps_trying_a_server_that_shuts_down(
+    service: Service, page: Any
+) -> None:
+    """A stream asked for while the server stops ends at once with a 200, and the
+    browser reconnects after `retry` (to the next server, in a restart). After a 503 it
+    would give up for good, and the page would never follow the log again."""
+    deployment = service.store.create()
+    await page.goto(f"{service.url}/api/stats")
+    service.hub.end_streams()  # the first thing the server does when it stops
+    await page.evaluate(
+        """(url) => {
+            window.seen = { opens: 0, errors: 0, states: [] };
+            window.source = new EventSource(url);
+            source.onopen = () => seen.opens++;
+            source.onerror = () => { seen.errors++; seen.states.push(source.readyState); };
+        }""",
+        f"/logs/{deployment.id}",
+    )
+    await page.wait_for_function("seen.errors >= 2", timeout=10_000)
+    await page.evaluate("source.close()")
+    seen = await page.evaluate("seen")
+    assert seen["opens"] >= 2
+    assert set(seen["states"]) == {0}  # EventSource.CONNECTING: it tries again
 
 
 async def test_a_page_that_missed_the_end_event_shows_the_final_state(

@@ -68,6 +68,20 @@ async def test_a_client_rides_through_a_restart(server_process: ServerProcess) -
     assert steps(events) == list(range(1, 31))
 
 
+async def test_ctrl_c_stops_the_seeds_design_cleanly(tmp_path: Path, unused_port: int) -> None:
+    """`serve --original` runs the seed's app, which has no hub of streams to end."""
+    original = ServerProcess(tmp_path / "data", unused_port, original=True)
+    try:
+        await original.start()
+        code, printed = await original.interrupt()
+    finally:
+        await original.kill()
+        original.process.close()
+    assert code == 130
+    assert "Traceback" not in printed
+    assert "Error" not in printed
+
+
 @pytest.mark.slow
 async def test_two_servers_on_one_data_dir_write_each_deployment_once(
     server_process: ServerProcess, unused_tcp_port: int

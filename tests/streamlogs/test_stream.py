@@ -4,6 +4,7 @@ resuming, errors, the shared reader, slow and vanished clients."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import socket
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from asyncinotify import Inotify
 from httpx_sse import ServerSentEvent
 
 from sdlab.streamlogs import DeploymentStore, Plan, create_app
@@ -313,6 +315,25 @@ async def test_stopping_the_server_ends_streams_that_are_catching_up(tmp_path: P
     assert [e.data for e in events] == lines[: len(events)]
 
 
+async def test_a_stream_asked_for_during_shutdown_ends_at_once(service: Service) -> None:
+    """Once the server has begun to stop, an EventSource (it asks for text/event-stream)
+    gets a 200 stream that ends at once, which it answers by reconnecting after `retry`;
+    any other status would stop it for good. Other clients get a 503 that says why."""
+    deployment = service.store.create()
+    deployment.append("a line")
+    url = f"{service.url}/logs/{deployment.id}"
+    service.hub.end_streams()  # the first thing the server does when it stops
+    async with httpx.AsyncClient() as http:
+        stream = await http.get(url, headers={"accept": "text/event-stream"})
+        plain = await http.get(url)
+    assert stream.status_code == 200
+    assert stream.headers["content-type"].startswith("text/event-stream")
+    assert stream.text == "retry: 200\n\n"
+    assert plain.status_code == 503
+    assert plain.json() == {"detail": "the server is shutting down; reconnect in a moment"}
+    assert service.hub.stats()["tails"] == {}
+
+
 async def test_disconnected_clients_are_dropped_at_once(start_service: StartService) -> None:
     """No line is written and no keepalive is due: the server notices each hang-up from
     the connection itself, and the tail closes with its last client."""
@@ -329,6 +350,29 @@ async def test_disconnected_clients_are_dropped_at_once(start_service: StartServ
     assert await eventually(lambda: _async(service.clients()), 0) == 0
     assert service.hub.stats()["tails"] == {}
     await asyncio.gather(*readers, return_exceptions=True)
+
+
+async def test_a_failed_watch_leaves_no_tail_open(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """inotify refuses the watch (its watch limit reached): the request fails, and the
+    tail it opened is not left behind with no client and its file open."""
+    deployment = service.store.create()
+    url = f"{service.url}/logs/{deployment.id}"
+
+    def refuse(*args: object) -> None:
+        raise OSError(errno.ENOSPC, "inotify watch limit reached")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Inotify, "add_watch", refuse)
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(url)).status_code == 500
+    assert service.hub.stats()["tails"] == {}
+    log_path = str(deployment.log_path)
+    assert log_path not in [f.path for f in psutil.Process().open_files()]
+    deployment.append("after the failure")
+    events = await read_events(url, stop=lambda events: len(events) == 1)
+    assert [e.data for e in events] == ["after the failure"]
 
 
 async def _body_until_cut(response: httpx.Response) -> bytes:

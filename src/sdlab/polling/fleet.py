@@ -197,16 +197,23 @@ class Fleet:
         else when it changes; None if `timeout` seconds pass first. Raises
         UnknownServer, FleetClosed."""
         waited = False
-        if server_id not in self._rows or since > self._rows[server_id].version:
+        # Versions are table-wide: `since` may be newer than this server's own version
+        # (the client took it from /servers or from another server) and still be one the
+        # table has reached. Only a `since` beyond the table's newest version is from
+        # another history of the table (dropped and made again).
+        if server_id not in self._rows or since > self.version:
             # The mirror has not caught up with the client: ask the database.
             truth = await self.store.get(server_id)
             if truth is None:
                 raise UnknownServer(server_id)
             self.poke(truth.version)
-            if truth.version != since:
-                # Newer than the client's; or older, so the client's version comes from
-                # another history of the table (dropped and made again): resync it.
+            if truth.version > since:
                 return truth
+            if since > self.version:
+                newest = await self.store.newest()
+                self.poke(newest)
+                if newest < since:  # another history: resync the client
+                    return truth
         self.waiting += 1
         try:
             async with asyncio.timeout(timeout):

@@ -132,6 +132,12 @@ class Store(ABC):
     async def all(self) -> list[Server]:
         return await self._select("ORDER BY server_id", ())
 
+    async def newest(self) -> int:
+        """The table's newest version: the last one the clock handed out (0 if none)."""
+        async with self.pool.connection() as conn:
+            rows = await self._fetch(conn, f"SELECT version FROM {self.clock} WHERE id = 1", ())
+        return int(rows[0][0]) if rows else 0
+
     async def changes_since(self, version: int, *, limit: int | None = None) -> list[Server]:
         """Servers whose last change is newer than `version`, oldest change first."""
         tail = f" LIMIT {int(limit)}" if limit else ""

@@ -10,7 +10,9 @@
 
 Errors are JSON `{"detail": ...}`: 404 for an unknown deployment, 422 for a malformed
 id or parameter, 400 for a Last-Event-ID that is not an offset in the log. A stream
-resumed after the end of an ended deployment is 204, which stops EventSource.
+resumed after the end of an ended deployment is 204, which stops EventSource. While the
+server shuts down a new stream ends at once, which EventSource answers by reconnecting
+(a client that does not ask for text/event-stream gets 503 instead).
 (No `from __future__ import annotations` here: FastAPI reads the annotations at run time.)
 """
 
@@ -33,6 +35,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
+from sdlab.streamlogs import sse
 from sdlab.streamlogs.mock import MockRunner, Plan
 from sdlab.streamlogs.store import (
     Deployment,
@@ -68,14 +71,27 @@ class StreamLogsApp(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and (found := LOGS.fullmatch(scope["path"])):
-            last_event_id = Headers(scope=scope).get("last-event-id")
-            response = self.logs(scope["method"], found[1], last_event_id)
+            headers = Headers(scope=scope)
+            response = self.logs(
+                scope["method"],
+                found[1],
+                headers.get("last-event-id"),
+                event_source=sse.MEDIA_TYPE in headers.get("accept", ""),
+            )
             await response(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
 
-    def logs(self, method: str, deployment_id: str, last_event_id: str | None) -> ASGIApp:
-        """The response to `method /logs/{deployment_id}`: the stream, or an error."""
+    def logs(
+        self,
+        method: str,
+        deployment_id: str,
+        last_event_id: str | None,
+        *,
+        event_source: bool = True,
+    ) -> ASGIApp:
+        """The response to `method /logs/{deployment_id}`: the stream, or an error.
+        `event_source`: the client asked for `text/event-stream` (EventSource does)."""
         if method != "GET":
             return _error(405, "Method Not Allowed", headers={"allow": "GET"})
         store: DeploymentStore = self.state.store
@@ -98,8 +114,11 @@ class StreamLogsApp(FastAPI):
             # response ends): 204 tells it to stop for good, where the `end` event
             # again would start it over every `retry` ms.
             return Response(status_code=204)
-        if hub.closing:
+        if hub.closing and not event_source:
             return _error(503, "the server is shutting down; reconnect in a moment")
+        # To an EventSource, a stream asked for while the server shuts down is a 200
+        # that ends at once (its tail is closed): it reconnects after that, after
+        # `retry` ms, to the next server; any other status would stop it for good.
         return EventStream(hub, deployment, cursor, retry_ms=self.retry_ms)
 
 
@@ -255,7 +274,7 @@ class Server(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         app = self.config.app
-        if isinstance(app, FastAPI):
+        if isinstance(app, StreamLogsApp):  # not the seed's app (`serve --original`)
             app.state.hub.end_streams()
         await super().shutdown(sockets)
 

@@ -269,12 +269,17 @@ class Hub:
         """The tail of `deployment`, opened by its first client, closed after its last."""
         tail = self._tails.get(deployment.id)
         if tail is None:
-            tail = self._tails[deployment.id] = Tail(deployment, window=self.window)
+            tail = Tail(deployment, window=self.window)
             if self.closing:
                 tail.close()
             elif self._inotify is not None:
                 mask = Mask.MODIFY | Mask.MOVED_TO | Mask.CLOSE_WRITE | Mask.DELETE_SELF
-                self._watches[deployment.id] = self._inotify.add_watch(deployment.path, mask)
+                try:
+                    self._watches[deployment.id] = self._inotify.add_watch(deployment.path, mask)
+                except BaseException:  # e.g. the inotify watch limit: leave nothing open
+                    tail.release()
+                    raise
+            self._tails[deployment.id] = tail  # only once there is nothing left to fail
             tail.poke(status=True)  # whatever happened between the status read and the watch
         tail.clients += 1
         try:
