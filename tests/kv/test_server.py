@@ -67,6 +67,21 @@ async def test_redis_py_commands(client: aioredis.Redis) -> None:
     assert await client.type("k") == b"string"
 
 
+async def test_expire_options_are_refused_by_name(client: aioredis.Redis) -> None:
+    # Refused by name: ignored, they would set an expiry the client asked to keep.
+    await client.set("k", "v")
+    refused = "{} options NX/XX/GT/LT are not supported"
+    with pytest.raises(ResponseError, match=refused.format("EXPIRE")):
+        await client.expire("k", 100, nx=True)
+    with pytest.raises(ResponseError, match=refused.format("PEXPIRE")):
+        await client.pexpire("k", 100_000, xx=True)
+    with pytest.raises(ResponseError, match=refused.format("EXPIREAT")):
+        await client.expireat("k", 2_000_000_000, gt=True)
+    with pytest.raises(ResponseError, match=refused.format("PEXPIREAT")):
+        await client.pexpireat("k", 2_000_000_000_000, lt=True)
+    assert await client.ttl("k") == -1
+
+
 async def test_resp2_clients_too(server: RespServer) -> None:
     client = aioredis.Redis(port=server.port, protocol=2)
     try:
@@ -235,6 +250,8 @@ SETEX {k}b 9223372036854775807 x
 PSETEX {k}b 9223372036854775807 x
 EXISTS {k}b
 SET {k}c 5
+EXPIRE {k}c 100 BOGUS
+PEXPIRE {k}c 100 NX BOGUS
 EXPIRE {k}c 9223372036854775807
 EXPIRE {k}c -9223372036854775808
 PEXPIRE {k}c 9223372036854775807

@@ -599,28 +599,36 @@ async def del_(session: Session, args: list[bytes]) -> Reply:
 COMMANDS["unlink"] = Command("unlink", del_, -2, "write", ("write",), (1, -1, 1))
 
 
-@command(3, "write")
+@command(-3, "write")
 async def expire(session: Session, args: list[bytes]) -> Reply:
-    return await _expire(session, args[0], _when(_int(args[1]), 1000, now_ms(), "expire"))
+    return await _expire(session, args, 1000, now_ms(), "expire")
 
 
-@command(3, "write")
+@command(-3, "write")
 async def pexpire(session: Session, args: list[bytes]) -> Reply:
-    return await _expire(session, args[0], _when(_int(args[1]), 1, now_ms(), "pexpire"))
+    return await _expire(session, args, 1, now_ms(), "pexpire")
 
 
-@command(3, "write")
+@command(-3, "write")
 async def expireat(session: Session, args: list[bytes]) -> Reply:
-    return await _expire(session, args[0], _when(_int(args[1]), 1000, 0, "expireat"))
+    return await _expire(session, args, 1000, 0, "expireat")
 
 
-@command(3, "write")
+@command(-3, "write")
 async def pexpireat(session: Session, args: list[bytes]) -> Reply:
-    return await _expire(session, args[0], _when(_int(args[1]), 1, 0, "pexpireat"))
+    return await _expire(session, args, 1, 0, "pexpireat")
 
 
-async def _expire(session: Session, key: bytes, when: int) -> Reply:
-    return _bool(await session.store.apply(ops.Expire(_key(key), when)))
+async def _expire(session: Session, args: list[bytes], unit_ms: int, base: int, name: str) -> Reply:
+    """key time [NX|XX|GT|LT]: the options (Redis 7) are refused by name, not run as a
+    plain EXPIRE, which would set an expiry the client asked to keep."""
+    for option in args[2:]:
+        if option.upper() not in (b"NX", b"XX", b"GT", b"LT"):
+            raise CommandError(f"ERR Unsupported option {option.decode(errors='replace')}")
+    if args[2:]:
+        raise CommandError(f"ERR {name.upper()} options NX/XX/GT/LT are not supported")
+    when = _when(_int(args[1]), unit_ms, base, name)
+    return _bool(await session.store.apply(ops.Expire(_key(args[0]), when)))
 
 
 @command(2, "write")
