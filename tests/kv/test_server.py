@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -15,7 +17,9 @@ from redis.exceptions import ResponseError
 
 from sdlab.kv import Store
 from sdlab.kv.resp import request
-from sdlab.kv.server import RespServer
+from sdlab.kv.server import COMMANDS, RespServer
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "kv.md"
 
 
 @pytest.fixture
@@ -80,6 +84,63 @@ async def test_expire_options_are_refused_by_name(client: aioredis.Redis) -> Non
     with pytest.raises(ResponseError, match=refused.format("PEXPIREAT")):
         await client.pexpireat("k", 2_000_000_000_000, lt=True)
     assert await client.ttl("k") == -1
+
+
+def documented_commands() -> set[str]:
+    """The names in docs/kv.md's "Commands: GET, SET (EX, ...), ..., QUIT." paragraph."""
+    paragraph = DOCS.read_text().split("\nCommands: ", 1)[1].split("\n\n", 1)[0]
+    items = re.sub(r"\([^)]*\)", "", paragraph.replace("\n", " ")).split(",")
+    words = [item.split() for item in items]
+    return {(w[1] if w[0] == "and" else w[0]).rstrip(".").lower() for w in words}
+
+
+@pytest.mark.parametrize("backend_url", ["sqlite://"], indirect=False)
+async def test_command_describes_the_commands_the_docs_promise(
+    server: RespServer, client: aioredis.Redis
+) -> None:
+    promised = documented_commands()
+    resp3 = aioredis.Redis(port=server.port, protocol=3)
+    try:
+        assert set(await resp3.command()) == promised  # it reads Redis 7's ten fields
+    finally:
+        await resp3.aclose()
+    table = await client.command()
+    assert set(table) == promised
+    assert (table["get"]["arity"], set(table["get"]["flags"])) == (2, {"readonly", "fast"})
+    mset = table["mset"]
+    assert (mset["arity"], mset["first_key_pos"], mset["last_key_pos"], mset["step_count"]) == (
+        -3, 1, -1, 2,
+    )  # fmt: skip
+    assert "write" in table["expire"]["flags"]
+    assert await client.command_count() == len(promised)
+    assert {name.decode() for name in await client.command_list()} == promised
+    assert sorted(await client.command_list(pattern="*EXPIRE*")) == [
+        b"expire", b"expireat", b"pexpire", b"pexpireat",
+    ]  # fmt: skip
+    assert await client.command_list(category="string") == []  # no ACL categories here
+    got, nosuch = await client.execute_command("COMMAND INFO", "GET", "nosuch")
+    assert got[:2] == [b"get", 2]
+    assert nosuch is None
+    assert len(await client.execute_command("COMMAND INFO")) == len(promised)  # all
+    assert await client.execute_command("COMMAND DOCS") == {}  # no help texts: a map
+    assert await client.execute_command("COMMAND DOCS", "get") == {}
+    with pytest.raises(ResponseError, match="unknown subcommand 'GETKEYS'"):
+        await client.execute_command("COMMAND GETKEYS", "get", "k")
+
+
+@pytest.mark.parametrize("backend_url", ["sqlite://"], indirect=False)
+async def test_command_info_agrees_with_redis(client: aioredis.Redis, redis: Any) -> None:
+    """Arity, key positions and the write/readonly flags, as real Redis has them."""
+
+    def described(entry: list[Any]) -> tuple[Any, ...]:
+        name, arity, flags, first, last, step = entry[:6]
+        kinds = {f.decode() if isinstance(f, bytes) else f for f in flags} & {"write", "readonly"}
+        return (name.decode() if isinstance(name, bytes) else name, arity, first, last, step, kinds)
+
+    names = [name.decode() for name in await client.command_list()]
+    ours = [described(e) for e in await client.execute_command("COMMAND INFO", *names)]
+    theirs = [described(e) for e in await redis.execute_command("COMMAND INFO", *names)]
+    assert ours == theirs
 
 
 async def test_resp2_clients_too(server: RespServer) -> None:
@@ -188,6 +249,8 @@ async def test_redis_cli_unchanged(server: RespServer) -> None:
     assert await asyncio.to_thread(run, "incr", "greeting") == (
         "ERR value is not an integer or out of range"
     )
+    assert await asyncio.to_thread(run, "command", "count") == str(len(COMMANDS))
+    assert await asyncio.to_thread(run, "command", "docs") == ""  # none: its own help
     await asyncio.to_thread(run, "mset", "a:1", "x", "a:2", "y")
     assert (await asyncio.to_thread(run, "--scan", "--pattern", "a:*")).split() == ["a:1", "a:2"]
 
@@ -278,6 +341,13 @@ SELECT 0
 ECHO
 PING a b
 NOSUCH {k}x y
+COMMAND COUNT x
+COMMAND INFO nosuch
+COMMAND LIST x
+COMMAND LIST FILTERBY PATTERN
+COMMAND LIST FILTERBY BOGUS x
+COMMAND LIST FILTERBY MODULE nosuch
+COMMAND DOCS nosuch
 nosuch
 Get
 QUIT now

@@ -68,8 +68,12 @@ class Command:
     keys: tuple[int, int, int] = (0, 0, 0)  # first key, last key, step (COMMAND INFO)
 
     def info(self) -> list[Any]:
+        """COMMAND INFO's ten fields, as Redis 7 gives them: name, arity, flags, first key,
+        last key, step; then ACL categories, tips, key specs and subcommands, empty here
+        (no ACLs, no subcommand table), but there: redis-py reads the seventh over RESP3."""
         first, last, step = self.keys
-        return [self.name.encode(), self.arity, [f.encode() for f in self.flags], first, last, step]
+        flags = [f.encode() for f in self.flags]
+        return [self.name.encode(), self.arity, flags, first, last, step, [], [], [], []]
 
 
 COMMANDS: dict[str, Command] = {}
@@ -439,24 +443,43 @@ async def config(session: Session, args: list[bytes]) -> Reply:
 
 @command(-1, "none")
 async def command_(session: Session, args: list[bytes]) -> Reply:
-    sub = args[0].lower() if args else b""
-    if not sub:
+    """COMMAND, COMMAND COUNT, COMMAND INFO [name ...], COMMAND LIST [FILTERBY MODULE m |
+    ACLCAT c | PATTERN glob], COMMAND DOCS [name ...]: what clients ask a server about
+    its commands, in Redis 7's shapes. There are no modules, ACL categories or help
+    texts here, so filtering by the first two finds nothing, and DOCS is an empty map
+    (redis-cli then uses the help it carries)."""
+    if not args:
         return [c.info() for c in COMMANDS.values()]
+    sub, rest = args[0].lower(), args[1:]
     if sub == b"count":
+        if rest:
+            raise CommandError("ERR wrong number of arguments for 'command|count' command")
         return len(COMMANDS)
-    if sub == b"info":
-        return [
-            COMMANDS[n].info() if n in COMMANDS else None
-            for n in (a.decode(errors="replace").lower() for a in args[1:])
-        ]
+    if sub == b"info":  # no names: every command (Redis 7)
+        names = [a.decode(errors="replace").lower() for a in rest] or list(COMMANDS)
+        return [COMMANDS[n].info() if n in COMMANDS else None for n in names]
     if sub == b"list":
-        return [name.encode() for name in COMMANDS]
-    if sub == b"docs":  # redis-cli asks for help texts; it has its own when we have none
-        return []
-    raise CommandError(f"ERR unknown subcommand '{sub.decode(errors='replace')}' for COMMAND")
+        return [name.encode() for name in COMMANDS if _listed(name, rest)]
+    if sub == b"docs":
+        return Map([])
+    raise CommandError(f"ERR unknown subcommand '{args[0].decode(errors='replace')}' for COMMAND")
 
 
-@command(-1, "read", keys=(0, 0, 0))
+def _listed(name: str, filter_by: list[bytes]) -> bool:
+    """COMMAND LIST's filter: none, or FILTERBY MODULE/ACLCAT/PATTERN and one value."""
+    if not filter_by:
+        return True
+    if len(filter_by) != 3 or filter_by[0].upper() != b"FILTERBY":
+        raise CommandError("ERR syntax error")
+    kind, value = filter_by[1].upper(), filter_by[2]
+    if kind == b"PATTERN":
+        return compile_pattern(value.lower()).fullmatch(name.encode()) is not None
+    if kind in (b"MODULE", b"ACLCAT"):
+        return False
+    raise CommandError("ERR syntax error")
+
+
+@command(-1, "read", flags=("loading", "stale"), keys=(0, 0, 0))
 async def info(session: Session, args: list[bytes]) -> Reply:
     server, store = session.server, session.store
     stats = store.stats()
