@@ -163,6 +163,35 @@ async def test_scan_with_match_and_count(client: aioredis.Redis) -> None:
         await client.scan(cursor=12345)
 
 
+async def test_scan_takes_the_match_of_each_call_as_redis_does(client: aioredis.Redis) -> None:
+    await client.mset({f"a{i}": "x" for i in range(5)} | {f"b{i}": "x" for i in range(5)})
+    cursor, first = await client.scan(0, match="a*", count=2)
+    assert first == [b"a0", b"a1"]
+    # The cursor is a place in the key order; what this call asks for is its own.
+    assert await client.scan(cursor, match="b*", count=100) == (
+        0, [b"b0", b"b1", b"b2", b"b3", b"b4"],
+    )  # fmt: skip
+    assert await client.scan(cursor, count=100) == (
+        0, [b"a2", b"a3", b"a4", b"b0", b"b1", b"b2", b"b3", b"b4"],
+    )  # fmt: skip
+
+
+async def test_scan_checks_every_option_and_takes_a_cursor_of_digits_only(
+    client: aioredis.Redis,
+) -> None:
+    await client.mset({"k1": "x", "k2": "x"})
+    assert await client.scan(0, _type="hash") == (0, [])  # every key is a string
+    for options in (["TYPE", "hash", "COUNT", "0"], ["TYPE", "hash", "BOGUS", "1"]):
+        with pytest.raises(ResponseError, match="syntax error"):
+            await client.execute_command("SCAN", "0", *options)
+    cursor, _ = await client.scan(0, count=1)
+    digits = str(cursor)
+    for spelled in (f"{digits[0]}_{digits[1:]}", f"+{digits}", f" {digits}", f"{digits}\n"):
+        with pytest.raises(ResponseError, match="invalid cursor"):
+            await client.execute_command("SCAN", spelled)
+    assert await client.execute_command("SCAN", f"00{digits}") == (0, [b"k2"])
+
+
 async def test_a_pipeline_sees_its_own_writes_in_order(client: aioredis.Redis) -> None:
     async with client.pipeline(transaction=False) as pipe:
         pipe.set("k", 1).get("k").incr("k").get("k").set("k", "x").get("k").delete("k")
@@ -340,6 +369,11 @@ SELECT abc
 SELECT 0
 ECHO
 PING a b
+SCAN 0 TYPE hash COUNT 0
+SCAN 0 TYPE hash BOGUS 1
+SCAN 1_0
+SCAN 0x1
+SCAN 18446744073709551616
 NOSUCH {k}x y
 COMMAND COUNT x
 COMMAND INFO nosuch

@@ -23,6 +23,7 @@ import logging
 import os
 import platform
 import random
+import re
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
@@ -52,6 +53,7 @@ logger = logging.getLogger("sdlab.kv")
 MAX_PENDING = 1024  # replies owed on one connection before it stops reading
 MAX_CURSORS = 10_000  # SCAN cursors remembered (oldest forgotten first)
 REDIS_VERSION = "7.0.0"  # what INFO and HELLO claim, for clients that check
+CURSOR = re.compile(rb"[0-9]+")  # a SCAN cursor: digits only
 
 
 class CommandError(Exception):
@@ -106,7 +108,7 @@ class RespServer:
         self.connections: set[Connection] = set()
         self.commands_served = 0
         self._server: asyncio.Server | None = None
-        self._cursors: OrderedDict[int, tuple[bytes, bytes | None, bytes]] = OrderedDict()
+        self._cursors: OrderedDict[int, bytes] = OrderedDict()  # cursor -> the last key
         self._next_cursor = itertools.count(random.randrange(1, 1 << 30))
         self._ids = itertools.count(1)
 
@@ -139,14 +141,14 @@ class RespServer:
         finally:
             self.connections.discard(connection)
 
-    def remember_cursor(self, prefix: bytes, pattern: bytes | None, after: bytes) -> int:
+    def remember_cursor(self, after: bytes) -> int:
         cursor = next(self._next_cursor)
-        self._cursors[cursor] = (prefix, pattern, after)
+        self._cursors[cursor] = after
         while len(self._cursors) > MAX_CURSORS:
             self._cursors.popitem(last=False)
         return cursor
 
-    def recall_cursor(self, cursor: int) -> tuple[bytes, bytes | None, bytes]:
+    def recall_cursor(self, cursor: int) -> bytes:
         try:
             return self._cursors[cursor]
         except KeyError:
@@ -687,10 +689,17 @@ async def scan(session: Session, args: list[bytes]) -> Reply:
     """SCAN cursor [MATCH pattern] [COUNT n] [TYPE string]: keys in byte order.
 
     A cursor is a number standing for the last key returned, remembered by this server
-    (the library's scan takes the key itself); 0 starts and ends a scan. MATCH narrows
-    the range to the pattern's literal prefix, then filters with Redis's glob."""
+    (the library's scan takes the key itself); 0 starts and ends a scan. As in Redis,
+    each call's MATCH filters that call's keys, whatever the calls before it asked: it
+    narrows the range to the pattern's literal prefix, then filters with Redis's glob.
+    Every key is a string, so a TYPE other than string ends the scan at once, once the
+    cursor and every option are found sound."""
+    if not CURSOR.fullmatch(args[0]):  # int() would take "1_0", " 5" and "+5"
+        raise CommandError("ERR invalid cursor")
+    cursor = int(args[0])
     pattern: bytes | None = None
     count = 10
+    strings = True
     options = iter(args[1:])
     for raw in options:
         option, value = raw.upper(), next(options, None)
@@ -703,23 +712,18 @@ async def scan(session: Session, args: list[bytes]) -> Reply:
             if count < 1:
                 raise CommandError("ERR syntax error")
         elif option == b"TYPE":
-            if value.lower() != b"string":
-                return [b"0", []]
+            strings = value.lower() == b"string"
         else:
             raise CommandError("ERR syntax error")
-    try:
-        cursor = int(args[0])
-    except ValueError:
-        raise CommandError("ERR invalid cursor") from None
-    if cursor == 0:
-        prefix, after = literal_prefix(pattern or b""), None
-    else:
-        prefix, pattern, after = session.server.recall_cursor(cursor)
+    after = None if cursor == 0 else session.server.recall_cursor(cursor)
+    if not strings:
+        return [b"0", []]
+    prefix = literal_prefix(pattern or b"")
     keys, last = await session.store.scan(prefix, after=after, count=count)
     if pattern is not None:
         matches = compile_pattern(pattern).fullmatch
         keys = [k for k in keys if matches(k)]
-    following = 0 if last is None else session.server.remember_cursor(prefix, pattern, last)
+    following = 0 if last is None else session.server.remember_cursor(last)
     return [str(following).encode(), keys]
 
 
