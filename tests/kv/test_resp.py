@@ -67,7 +67,7 @@ def test_malformed_requests(data: bytes, message: str) -> None:
 def test_a_bulk_longer_than_allowed_is_refused_before_it_arrives() -> None:
     parser = Parser(max_bulk=100)
     parser.feed(b"*2\r\n$3\r\nSET\r\n$101\r\n")
-    with pytest.raises(ProtocolError, match="invalid bulk length"):
+    with pytest.raises(ProtocolError, match="invalid bulk length: 101 bytes, at most 100"):
         list(parser)
 
 

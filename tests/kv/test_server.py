@@ -244,6 +244,25 @@ async def test_a_malformed_frame_gets_an_error_then_the_connection_closes(
     assert got == b"+OK\r\n-ERR Protocol error: expected '$', got '+'\r\n"
 
 
+async def test_a_value_far_over_the_limit_is_refused_unread_saying_the_limit() -> None:
+    async with Store("sqlite://", sweep_interval=0, max_value=1000) as kv:
+        server = RespServer(kv, port=0)
+        await server.start()
+        try:
+            # Just over: read whole, refused, and the connection goes on.
+            over = request("SET", "k", b"x" * 1001) + request("QUIT")
+            assert await raw(server.port, over) == (
+                b"-ERR a value is at most 1000 bytes, this one is 1001\r\n+OK\r\n"
+            )
+            # Over the limit and 64 KiB: refused on its length line, before it is sent.
+            far = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$66537\r\n"
+            assert await raw(server.port, far) == (
+                b"-ERR Protocol error: invalid bulk length: 66537 bytes, at most 66536\r\n"
+            )
+        finally:
+            await server.close()
+
+
 async def test_inline_commands_and_quit(server: RespServer) -> None:
     got = await raw(server.port, b"SET a 1\r\nGET a\r\nQUIT\r\nGET a\r\n")
     assert got == b"+OK\r\n$1\r\n1\r\n+OK\r\n"  # nothing after QUIT

@@ -104,8 +104,10 @@ class Parser:
             if end is None:
                 return None
             size = self._number(at + 1, end, "bulk length")
-            if not 0 <= size <= self.max_bulk:
+            if size < 0:
                 raise ProtocolError("invalid bulk length")
+            if size > self.max_bulk:
+                raise ProtocolError(f"invalid bulk length: {size} bytes, at most {self.max_bulk}")
             start = end + 2
             if len(buf) < start + size + 2:
                 return None
