@@ -167,6 +167,17 @@ async def test_expire_ttl_persist(store: Store) -> None:
     assert await store.get("k") is None
 
 
+async def test_get_with_ttl_reads_both_at_once(store: Store) -> None:
+    assert await store.get_with_ttl("none") is None
+    await store.set("k", "v", ttl=100)
+    assert await store.get_with_ttl("k") == (b"v", 100)
+    await store.set("k", "w")
+    assert await store.get_with_ttl("k") == (b"w", -1)
+    await store.set("k", "x", ttl=0.05)
+    await asyncio.sleep(0.1)
+    assert await store.get_with_ttl("k") is None
+
+
 async def test_mget_mset(store: Store) -> None:
     await store.mset([("x", "1"), ("y", b"\x00")])
     assert await store.mget(["x", "nope", "y", "x"]) == [b"1", None, b"\x00", b"1"]

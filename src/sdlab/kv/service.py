@@ -73,11 +73,11 @@ def create_app(store: Store, *, manage: bool = False) -> FastAPI:
 
     @app.get("/keys/{key:path}", responses={404: {"description": "no such key"}})
     async def get_key(raw: Annotated[bytes, Depends(path_key)]) -> Response:
-        value = await store.get(raw)
-        if value is None:
+        found = await store.get_with_ttl(raw)
+        if found is None:
             raise NotFound(f"no key {_shown(raw)!r} (never set, deleted, or expired)")
-        ttl = await store.ttl(raw)
-        headers = {"X-TTL": str(ttl)} if ttl != -2 else {}
+        value, ttl = found
+        headers = {"X-TTL": str(ttl)}
         return Response(value, media_type="application/octet-stream", headers=headers)
 
     @app.put("/keys/{key:path}", responses={412: {}, 413: {}, 422: {}})
