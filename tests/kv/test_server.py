@@ -407,7 +407,6 @@ QUIT now
 """
 
 
-@pytest.mark.parametrize("backend_url", ["sqlite://"], indirect=False)
 async def test_replies_match_real_redis(
     server: RespServer, redis: Any, redis_url: str, namespace: str
 ) -> None:
@@ -430,7 +429,6 @@ GLOB_PATTERNS = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("backend_url", ["sqlite://"], indirect=False)
 async def test_scan_match_reads_patterns_as_redis_does(
     client: aioredis.Redis, redis: Any, namespace: str
 ) -> None:
