@@ -186,7 +186,14 @@ async def test_scan_checks_every_option_and_takes_a_cursor_of_digits_only(
             await client.execute_command("SCAN", "0", *options)
     cursor, _ = await client.scan(0, count=1)
     digits = str(cursor)
-    for spelled in (f"{digits[0]}_{digits[1:]}", f"+{digits}", f" {digits}", f"{digits}\n"):
+    too_long = "9" * 5000  # int() refuses over 4,300 digits, with a ValueError
+    for spelled in (
+        f"{digits[0]}_{digits[1:]}",
+        f"+{digits}",
+        f" {digits}",
+        f"{digits}\n",
+        too_long,
+    ):
         with pytest.raises(ResponseError, match="invalid cursor"):
             await client.execute_command("SCAN", spelled)
     assert await client.execute_command("SCAN", f"00{digits}") == (0, [b"k2"])

@@ -53,7 +53,7 @@ logger = logging.getLogger("sdlab.kv")
 MAX_PENDING = 1024  # replies owed on one connection before it stops reading
 MAX_CURSORS = 10_000  # SCAN cursors remembered (oldest forgotten first)
 REDIS_VERSION = "7.0.0"  # what INFO and HELLO claim, for clients that check
-CURSOR = re.compile(rb"[0-9]+")  # a SCAN cursor: digits only
+CURSOR = re.compile(rb"[0-9]{1,20}")  # a SCAN cursor: digits only, 64 bits at most
 
 
 class CommandError(Exception):
