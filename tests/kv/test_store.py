@@ -140,6 +140,9 @@ async def test_incr(store: Store) -> None:
     await store.set("big", str(2**63 - 1))
     with pytest.raises(NotAnInteger, match="overflow"):
         await store.incr("big")
+    await store.set("huge", "9" * 5000)  # too many digits for int(), let alone 64 bits
+    with pytest.raises(NotAnInteger, match="not an integer"):
+        await store.incr("huge")
     await store.set("ttl", "5", ttl=100)
     assert await store.incr("ttl") == 6
     assert await store.ttl("ttl") > 0  # INCR keeps the expiry
