@@ -57,6 +57,8 @@ def test_a_long_request_in_pieces_is_parsed_once() -> None:
         (b"*99999999\r\n", "invalid multibulk length"),
         (b"x" * 70_000, "too big inline request"),
         (b"*1\r\n$" + b"9" * 70_000, "too big bulk count string"),
+        (b"*" + b"9" * 5000 + b"\r\n", "invalid multibulk length"),
+        (b"*1\r\n$" + b"9" * 5000 + b"\r\n", "invalid bulk length"),
     ],
 )
 def test_malformed_requests(data: bytes, message: str) -> None:

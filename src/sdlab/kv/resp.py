@@ -19,7 +19,7 @@ MAX_BULK = 512 * 1024 * 1024  # Redis's proto-max-bulk-len
 MAX_ARGS = 1024 * 1024
 MAX_INLINE = 64 * 1024  # an inline command, or a length line, longer than this is refused
 
-_INTEGER = re.compile(rb"-?[0-9]+")
+_INTEGER = re.compile(rb"-?[0-9]{1,18}")  # more is too long anyway (and int() fails past 4,300)
 
 
 class ProtocolError(Exception):
