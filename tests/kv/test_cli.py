@@ -21,6 +21,8 @@ def test_serve_speaks_both_protocols_on_one_store(backend_url: str) -> None:
         assert httpx.get(f"{server.http_url}/keys/shared").content == b"from redis"
         httpx.put(f"{server.http_url}/keys/other", content=b"from http")
         assert client.get("other") == b"from http"
+        httpx.put(f"{server.http_url}/keys/%FF", content=b"any bytes")  # uvicorn's raw path
+        assert client.get(b"\xff") == b"any bytes"
         assert "group commit" in server.output()
         client.close()
 

@@ -6,11 +6,14 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
+import psycopg
 import pytest
 
 from sdlab.infra.pytest_plugin import Servers
 from sdlab.kv import MAX_KEY_BYTES, BackendUnavailable, Store
+from sdlab.kv.backends import PostgresBackend
 from sdlab.kv.service import create_app
+from tests.helpers import eventually
 
 
 @pytest.fixture
@@ -111,6 +114,61 @@ async def test_paging_over_keys_that_are_not_utf8_comes_to_an_end(backend_url: s
                     break
     assert seen == ["bin%", "bin\\xff", "bin\\xff0", "bin\\xff1"]  # the last two shown escaped
     assert after is None
+
+
+async def test_a_key_path_is_the_bytes_the_client_escaped(backend_url: str) -> None:
+    # Starlette decodes a path as UTF-8: %FF would be U+FFFD, and a key of other bytes.
+    async with Store(backend_url, sweep_interval=0) as kv:
+        transport = httpx.ASGITransport(app=create_app(kv))
+        async with httpx.AsyncClient(transport=transport, base_url="http://kv") as http:
+            put = await http.put("/keys/bin/%FF%00", content=b"v")
+            assert put.status_code == 200
+            assert put.json()["key"] == "bin/\\xff\x00"  # escaped where not UTF-8
+            assert await kv.get(b"bin/\xff\x00") == b"v"
+            assert await kv.get("bin/\ufffd\x00") is None
+            await kv.set(b"\xfe", "set over RESP, say")
+            assert (await http.get("/keys/%FE")).content == b"set over RESP, say"
+            assert (await http.put("/keys/caf\u00e9", content=b"w")).status_code == 200
+            assert await kv.get("caf\u00e9") == b"w"  # UTF-8 as before
+            page = (await http.get("/keys", params={"prefix": "bin/", "limit": 1})).json()
+            assert page["next"] == "bin/%FF%00"  # a listing's `next` names its key
+            assert (await http.get(f"/keys/{page['next']}")).content == b"v"
+            assert (await http.delete("/keys/bin/%FF%00")).status_code == 204
+            missing = await http.get("/keys/bin/%FF%00")
+            assert missing.json()["detail"].startswith("no key 'bin/\\\\xff\\x00'")
+            escaped = await http.get("/%6Beys/k")  # Starlette's /keys/k, but where is the key?
+            assert escaped.status_code == 422
+            assert "starts with /keys/" in escaped.json()["detail"]
+
+
+async def test_a_get_answers_the_ttl_of_the_value_it_answers(postgres_db: str) -> None:
+    # A write that commits between the reads of the value and of its TTL: the one pooled
+    # connection is the GET's, its read waits on a table lock, and a SET waits for the
+    # connection (first in line); the lock goes, the GET reads, then the SET writes.
+    async with Store(postgres_db, sweep_interval=0, pool_size=1) as kv:
+        assert isinstance(kv.backend, PostgresBackend)
+        pool = kv.backend.pool
+        assert pool is not None
+
+        async def pooled(field: str) -> int:
+            return int(pool.stats()[field])
+
+        await kv.set("k", "old", ttl=100)
+        transport = httpx.ASGITransport(app=create_app(kv))
+        async with (
+            httpx.AsyncClient(transport=transport, base_url="http://kv") as http,
+            await psycopg.AsyncConnection.connect(postgres_db) as admin,
+        ):
+            async with admin.transaction():
+                await admin.execute(f"LOCK TABLE {kv.backend.dialect.table}")
+                get = asyncio.create_task(http.get("/keys/k"))
+                assert await eventually(lambda: pooled("in_use"), 1) == 1
+                overwrite = asyncio.create_task(kv.set("k", "new"))  # no TTL
+                assert await eventually(lambda: pooled("waiting"), 1) == 1
+            got = await get
+            await overwrite
+    assert got.content == b"old"
+    assert got.headers["x-ttl"] in ("99", "100")  # not "-1", the new value's
 
 
 async def test_a_database_that_is_gone_is_a_503_with_a_detail(servers: Servers) -> None:

@@ -57,6 +57,8 @@ def test_a_long_request_in_pieces_is_parsed_once() -> None:
         (b"*99999999\r\n", "invalid multibulk length"),
         (b"x" * 70_000, "too big inline request"),
         (b"*1\r\n$" + b"9" * 70_000, "too big bulk count string"),
+        (b"*" + b"9" * 5000 + b"\r\n", "invalid multibulk length"),
+        (b"*1\r\n$" + b"9" * 5000 + b"\r\n", "invalid bulk length"),
     ],
 )
 def test_malformed_requests(data: bytes, message: str) -> None:
@@ -67,7 +69,7 @@ def test_malformed_requests(data: bytes, message: str) -> None:
 def test_a_bulk_longer_than_allowed_is_refused_before_it_arrives() -> None:
     parser = Parser(max_bulk=100)
     parser.feed(b"*2\r\n$3\r\nSET\r\n$101\r\n")
-    with pytest.raises(ProtocolError, match="invalid bulk length"):
+    with pytest.raises(ProtocolError, match="invalid bulk length: 101 bytes, at most 100"):
         list(parser)
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -15,7 +17,9 @@ from redis.exceptions import ResponseError
 
 from sdlab.kv import Store
 from sdlab.kv.resp import request
-from sdlab.kv.server import RespServer
+from sdlab.kv.server import COMMANDS, RespServer
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "kv.md"
 
 
 @pytest.fixture
@@ -67,6 +71,78 @@ async def test_redis_py_commands(client: aioredis.Redis) -> None:
     assert await client.type("k") == b"string"
 
 
+async def test_expire_options_are_refused_by_name(client: aioredis.Redis) -> None:
+    # Refused by name: ignored, they would set an expiry the client asked to keep.
+    await client.set("k", "v")
+    refused = "{} options NX/XX/GT/LT are not supported"
+    with pytest.raises(ResponseError, match=refused.format("EXPIRE")):
+        await client.expire("k", 100, nx=True)
+    with pytest.raises(ResponseError, match=refused.format("PEXPIRE")):
+        await client.pexpire("k", 100_000, xx=True)
+    with pytest.raises(ResponseError, match=refused.format("EXPIREAT")):
+        await client.expireat("k", 2_000_000_000, gt=True)
+    with pytest.raises(ResponseError, match=refused.format("PEXPIREAT")):
+        await client.pexpireat("k", 2_000_000_000_000, lt=True)
+    assert await client.ttl("k") == -1
+
+
+def documented_commands() -> set[str]:
+    """The names in docs/kv.md's "Commands: GET, SET (EX, ...), ..., QUIT." paragraph."""
+    paragraph = DOCS.read_text().split("\nCommands: ", 1)[1].split("\n\n", 1)[0]
+    items = re.sub(r"\([^)]*\)", "", paragraph.replace("\n", " ")).split(",")
+    words = [item.split() for item in items]
+    return {(w[1] if w[0] == "and" else w[0]).rstrip(".").lower() for w in words}
+
+
+@pytest.mark.parametrize("backend_url", ["sqlite://"], indirect=False)
+async def test_command_describes_the_commands_the_docs_promise(
+    server: RespServer, client: aioredis.Redis
+) -> None:
+    promised = documented_commands()
+    resp3 = aioredis.Redis(port=server.port, protocol=3)
+    try:
+        assert set(await resp3.command()) == promised  # it reads Redis 7's ten fields
+    finally:
+        await resp3.aclose()
+    table = await client.command()
+    assert set(table) == promised
+    assert (table["get"]["arity"], set(table["get"]["flags"])) == (2, {"readonly", "fast"})
+    mset = table["mset"]
+    assert (mset["arity"], mset["first_key_pos"], mset["last_key_pos"], mset["step_count"]) == (
+        -3, 1, -1, 2,
+    )  # fmt: skip
+    assert "write" in table["expire"]["flags"]
+    assert await client.command_count() == len(promised)
+    assert {name.decode() for name in await client.command_list()} == promised
+    assert sorted(await client.command_list(pattern="*EXPIRE*")) == [
+        b"expire", b"expireat", b"pexpire", b"pexpireat",
+    ]  # fmt: skip
+    assert await client.command_list(category="string") == []  # no ACL categories here
+    got, nosuch = await client.execute_command("COMMAND INFO", "GET", "nosuch")
+    assert got[:2] == [b"get", 2]
+    assert nosuch is None
+    assert len(await client.execute_command("COMMAND INFO")) == len(promised)  # all
+    assert await client.execute_command("COMMAND DOCS") == {}  # no help texts: a map
+    assert await client.execute_command("COMMAND DOCS", "get") == {}
+    with pytest.raises(ResponseError, match="unknown subcommand 'GETKEYS'"):
+        await client.execute_command("COMMAND GETKEYS", "get", "k")
+
+
+@pytest.mark.parametrize("backend_url", ["sqlite://"], indirect=False)
+async def test_command_info_agrees_with_redis(client: aioredis.Redis, redis: Any) -> None:
+    """Arity, key positions and the write/readonly flags, as real Redis has them."""
+
+    def described(entry: list[Any]) -> tuple[Any, ...]:
+        name, arity, flags, first, last, step = entry[:6]
+        kinds = {f.decode() if isinstance(f, bytes) else f for f in flags} & {"write", "readonly"}
+        return (name.decode() if isinstance(name, bytes) else name, arity, first, last, step, kinds)
+
+    names = [name.decode() for name in await client.command_list()]
+    ours = [described(e) for e in await client.execute_command("COMMAND INFO", *names)]
+    theirs = [described(e) for e in await redis.execute_command("COMMAND INFO", *names)]
+    assert ours == theirs
+
+
 async def test_resp2_clients_too(server: RespServer) -> None:
     client = aioredis.Redis(port=server.port, protocol=2)
     try:
@@ -85,6 +161,42 @@ async def test_scan_with_match_and_count(client: aioredis.Redis) -> None:
     ]
     with pytest.raises(ResponseError, match="invalid cursor"):
         await client.scan(cursor=12345)
+
+
+async def test_scan_takes_the_match_of_each_call_as_redis_does(client: aioredis.Redis) -> None:
+    await client.mset({f"a{i}": "x" for i in range(5)} | {f"b{i}": "x" for i in range(5)})
+    cursor, first = await client.scan(0, match="a*", count=2)
+    assert first == [b"a0", b"a1"]
+    # The cursor is a place in the key order; what this call asks for is its own.
+    assert await client.scan(cursor, match="b*", count=100) == (
+        0, [b"b0", b"b1", b"b2", b"b3", b"b4"],
+    )  # fmt: skip
+    assert await client.scan(cursor, count=100) == (
+        0, [b"a2", b"a3", b"a4", b"b0", b"b1", b"b2", b"b3", b"b4"],
+    )  # fmt: skip
+
+
+async def test_scan_checks_every_option_and_takes_a_cursor_of_digits_only(
+    client: aioredis.Redis,
+) -> None:
+    await client.mset({"k1": "x", "k2": "x"})
+    assert await client.scan(0, _type="hash") == (0, [])  # every key is a string
+    for options in (["TYPE", "hash", "COUNT", "0"], ["TYPE", "hash", "BOGUS", "1"]):
+        with pytest.raises(ResponseError, match="syntax error"):
+            await client.execute_command("SCAN", "0", *options)
+    cursor, _ = await client.scan(0, count=1)
+    digits = str(cursor)
+    too_long = "9" * 5000  # int() refuses over 4,300 digits, with a ValueError
+    for spelled in (
+        f"{digits[0]}_{digits[1:]}",
+        f"+{digits}",
+        f" {digits}",
+        f"{digits}\n",
+        too_long,
+    ):
+        with pytest.raises(ResponseError, match="invalid cursor"):
+            await client.execute_command("SCAN", spelled)
+    assert await client.execute_command("SCAN", f"00{digits}") == (0, [b"k2"])
 
 
 async def test_a_pipeline_sees_its_own_writes_in_order(client: aioredis.Redis) -> None:
@@ -139,6 +251,25 @@ async def test_a_malformed_frame_gets_an_error_then_the_connection_closes(
     assert got == b"+OK\r\n-ERR Protocol error: expected '$', got '+'\r\n"
 
 
+async def test_a_value_far_over_the_limit_is_refused_unread_saying_the_limit() -> None:
+    async with Store("sqlite://", sweep_interval=0, max_value=1000) as kv:
+        server = RespServer(kv, port=0)
+        await server.start()
+        try:
+            # Just over: read whole, refused, and the connection goes on.
+            over = request("SET", "k", b"x" * 1001) + request("QUIT")
+            assert await raw(server.port, over) == (
+                b"-ERR a value is at most 1000 bytes, this one is 1001\r\n+OK\r\n"
+            )
+            # Over the limit and 64 KiB: refused on its length line, before it is sent.
+            far = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$66537\r\n"
+            assert await raw(server.port, far) == (
+                b"-ERR Protocol error: invalid bulk length: 66537 bytes, at most 66536\r\n"
+            )
+        finally:
+            await server.close()
+
+
 async def test_inline_commands_and_quit(server: RespServer) -> None:
     got = await raw(server.port, b"SET a 1\r\nGET a\r\nQUIT\r\nGET a\r\n")
     assert got == b"+OK\r\n$1\r\n1\r\n+OK\r\n"  # nothing after QUIT
@@ -173,6 +304,8 @@ async def test_redis_cli_unchanged(server: RespServer) -> None:
     assert await asyncio.to_thread(run, "incr", "greeting") == (
         "ERR value is not an integer or out of range"
     )
+    assert await asyncio.to_thread(run, "command", "count") == str(len(COMMANDS))
+    assert await asyncio.to_thread(run, "command", "docs") == ""  # none: its own help
     await asyncio.to_thread(run, "mset", "a:1", "x", "a:2", "y")
     assert (await asyncio.to_thread(run, "--scan", "--pattern", "a:*")).split() == ["a:1", "a:2"]
 
@@ -235,6 +368,8 @@ SETEX {k}b 9223372036854775807 x
 PSETEX {k}b 9223372036854775807 x
 EXISTS {k}b
 SET {k}c 5
+EXPIRE {k}c 100 BOGUS
+PEXPIRE {k}c 100 NX BOGUS
 EXPIRE {k}c 9223372036854775807
 EXPIRE {k}c -9223372036854775808
 PEXPIRE {k}c 9223372036854775807
@@ -260,14 +395,25 @@ SELECT abc
 SELECT 0
 ECHO
 PING a b
+SCAN 0 TYPE hash COUNT 0
+SCAN 0 TYPE hash BOGUS 1
+SCAN 1_0
+SCAN 0x1
+SCAN 18446744073709551616
 NOSUCH {k}x y
+COMMAND COUNT x
+COMMAND INFO nosuch
+COMMAND LIST x
+COMMAND LIST FILTERBY PATTERN
+COMMAND LIST FILTERBY BOGUS x
+COMMAND LIST FILTERBY MODULE nosuch
+COMMAND DOCS nosuch
 nosuch
 Get
 QUIT now
 """
 
 
-@pytest.mark.parametrize("backend_url", ["sqlite://"], indirect=False)
 async def test_replies_match_real_redis(
     server: RespServer, redis: Any, redis_url: str, namespace: str
 ) -> None:
@@ -290,7 +436,6 @@ GLOB_PATTERNS = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("backend_url", ["sqlite://"], indirect=False)
 async def test_scan_match_reads_patterns_as_redis_does(
     client: aioredis.Redis, redis: Any, namespace: str
 ) -> None:

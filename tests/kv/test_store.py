@@ -140,6 +140,9 @@ async def test_incr(store: Store) -> None:
     await store.set("big", str(2**63 - 1))
     with pytest.raises(NotAnInteger, match="overflow"):
         await store.incr("big")
+    await store.set("huge", "9" * 5000)  # too many digits for int(), let alone 64 bits
+    with pytest.raises(NotAnInteger, match="not an integer"):
+        await store.incr("huge")
     await store.set("ttl", "5", ttl=100)
     assert await store.incr("ttl") == 6
     assert await store.ttl("ttl") > 0  # INCR keeps the expiry
@@ -165,6 +168,17 @@ async def test_expire_ttl_persist(store: Store) -> None:
     assert await store.ttl("k") == -1
     assert await store.expire("k", 0)  # an expiry in the past deletes
     assert await store.get("k") is None
+
+
+async def test_get_with_ttl_reads_both_at_once(store: Store) -> None:
+    assert await store.get_with_ttl("none") is None
+    await store.set("k", "v", ttl=100)
+    assert await store.get_with_ttl("k") == (b"v", 100)
+    await store.set("k", "w")
+    assert await store.get_with_ttl("k") == (b"w", -1)
+    await store.set("k", "x", ttl=0.05)
+    await asyncio.sleep(0.1)
+    assert await store.get_with_ttl("k") is None
 
 
 async def test_mget_mset(store: Store) -> None:

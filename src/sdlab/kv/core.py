@@ -110,6 +110,7 @@ def parse_int(raw: bytes) -> int:
         or not body.isascii()
         or (len(body) > 1 and body[0] == "0")
         or text == "-0"
+        or len(body) > 19  # past 64 bits, and int() refuses over 4,300 digits
     ):
         raise NotAnInteger("value is not an integer or out of range")
     number = int(text)

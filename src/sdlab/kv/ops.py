@@ -192,6 +192,15 @@ def get(d: Dialect, now: int, key: bytes) -> Script[bytes | None]:
     return None
 
 
+def get_with_pttl(d: Dialect, now: int, key: bytes) -> Script[tuple[bytes, int] | None]:
+    """The value and its milliseconds to live (-1: no expiry) from one statement, so that
+    they belong to the same write; None for no key."""
+    rows = (yield d.select(key)).rows
+    if not rows or not alive(rows[0][1], now):
+        return None
+    return bytes(rows[0][0]), ttl_ms(rows[0][1], now)
+
+
 def mget(d: Dialect, now: int, keys: Sequence[bytes]) -> Script[list[bytes | None]]:
     found = yield from _alive(d, now, keys)
     return [found.get(key) for key in keys]

@@ -19,7 +19,7 @@ MAX_BULK = 512 * 1024 * 1024  # Redis's proto-max-bulk-len
 MAX_ARGS = 1024 * 1024
 MAX_INLINE = 64 * 1024  # an inline command, or a length line, longer than this is refused
 
-_INTEGER = re.compile(rb"-?[0-9]+")
+_INTEGER = re.compile(rb"-?[0-9]{1,18}")  # more is too long anyway (and int() fails past 4,300)
 
 
 class ProtocolError(Exception):
@@ -104,8 +104,10 @@ class Parser:
             if end is None:
                 return None
             size = self._number(at + 1, end, "bulk length")
-            if not 0 <= size <= self.max_bulk:
+            if size < 0:
                 raise ProtocolError("invalid bulk length")
+            if size > self.max_bulk:
+                raise ProtocolError(f"invalid bulk length: {size} bytes, at most {self.max_bulk}")
             start = end + 2
             if len(buf) < start + size + 2:
                 return None

@@ -23,6 +23,7 @@ import logging
 import os
 import platform
 import random
+import re
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
@@ -52,6 +53,7 @@ logger = logging.getLogger("sdlab.kv")
 MAX_PENDING = 1024  # replies owed on one connection before it stops reading
 MAX_CURSORS = 10_000  # SCAN cursors remembered (oldest forgotten first)
 REDIS_VERSION = "7.0.0"  # what INFO and HELLO claim, for clients that check
+CURSOR = re.compile(rb"[0-9]{1,20}")  # a SCAN cursor: digits only, 64 bits at most
 
 
 class CommandError(Exception):
@@ -68,8 +70,12 @@ class Command:
     keys: tuple[int, int, int] = (0, 0, 0)  # first key, last key, step (COMMAND INFO)
 
     def info(self) -> list[Any]:
+        """COMMAND INFO's ten fields, as Redis 7 gives them: name, arity, flags, first key,
+        last key, step; then ACL categories, tips, key specs and subcommands, empty here
+        (no ACLs, no subcommand table), but there: redis-py reads the seventh over RESP3."""
         first, last, step = self.keys
-        return [self.name.encode(), self.arity, [f.encode() for f in self.flags], first, last, step]
+        flags = [f.encode() for f in self.flags]
+        return [self.name.encode(), self.arity, flags, first, last, step, [], [], [], []]
 
 
 COMMANDS: dict[str, Command] = {}
@@ -102,7 +108,7 @@ class RespServer:
         self.connections: set[Connection] = set()
         self.commands_served = 0
         self._server: asyncio.Server | None = None
-        self._cursors: OrderedDict[int, tuple[bytes, bytes | None, bytes]] = OrderedDict()
+        self._cursors: OrderedDict[int, bytes] = OrderedDict()  # cursor -> the last key
         self._next_cursor = itertools.count(random.randrange(1, 1 << 30))
         self._ids = itertools.count(1)
 
@@ -135,14 +141,14 @@ class RespServer:
         finally:
             self.connections.discard(connection)
 
-    def remember_cursor(self, prefix: bytes, pattern: bytes | None, after: bytes) -> int:
+    def remember_cursor(self, after: bytes) -> int:
         cursor = next(self._next_cursor)
-        self._cursors[cursor] = (prefix, pattern, after)
+        self._cursors[cursor] = after
         while len(self._cursors) > MAX_CURSORS:
             self._cursors.popitem(last=False)
         return cursor
 
-    def recall_cursor(self, cursor: int) -> tuple[bytes, bytes | None, bytes]:
+    def recall_cursor(self, cursor: int) -> bytes:
         try:
             return self._cursors[cursor]
         except KeyError:
@@ -439,24 +445,43 @@ async def config(session: Session, args: list[bytes]) -> Reply:
 
 @command(-1, "none")
 async def command_(session: Session, args: list[bytes]) -> Reply:
-    sub = args[0].lower() if args else b""
-    if not sub:
+    """COMMAND, COMMAND COUNT, COMMAND INFO [name ...], COMMAND LIST [FILTERBY MODULE m |
+    ACLCAT c | PATTERN glob], COMMAND DOCS [name ...]: what clients ask a server about
+    its commands, in Redis 7's shapes. There are no modules, ACL categories or help
+    texts here, so filtering by the first two finds nothing, and DOCS is an empty map
+    (redis-cli then uses the help it carries)."""
+    if not args:
         return [c.info() for c in COMMANDS.values()]
+    sub, rest = args[0].lower(), args[1:]
     if sub == b"count":
+        if rest:
+            raise CommandError("ERR wrong number of arguments for 'command|count' command")
         return len(COMMANDS)
-    if sub == b"info":
-        return [
-            COMMANDS[n].info() if n in COMMANDS else None
-            for n in (a.decode(errors="replace").lower() for a in args[1:])
-        ]
+    if sub == b"info":  # no names: every command (Redis 7)
+        names = [a.decode(errors="replace").lower() for a in rest] or list(COMMANDS)
+        return [COMMANDS[n].info() if n in COMMANDS else None for n in names]
     if sub == b"list":
-        return [name.encode() for name in COMMANDS]
-    if sub == b"docs":  # redis-cli asks for help texts; it has its own when we have none
-        return []
-    raise CommandError(f"ERR unknown subcommand '{sub.decode(errors='replace')}' for COMMAND")
+        return [name.encode() for name in COMMANDS if _listed(name, rest)]
+    if sub == b"docs":
+        return Map([])
+    raise CommandError(f"ERR unknown subcommand '{args[0].decode(errors='replace')}' for COMMAND")
 
 
-@command(-1, "read", keys=(0, 0, 0))
+def _listed(name: str, filter_by: list[bytes]) -> bool:
+    """COMMAND LIST's filter: none, or FILTERBY MODULE/ACLCAT/PATTERN and one value."""
+    if not filter_by:
+        return True
+    if len(filter_by) != 3 or filter_by[0].upper() != b"FILTERBY":
+        raise CommandError("ERR syntax error")
+    kind, value = filter_by[1].upper(), filter_by[2]
+    if kind == b"PATTERN":
+        return compile_pattern(value.lower()).fullmatch(name.encode()) is not None
+    if kind in (b"MODULE", b"ACLCAT"):
+        return False
+    raise CommandError("ERR syntax error")
+
+
+@command(-1, "read", flags=("loading", "stale"), keys=(0, 0, 0))
 async def info(session: Session, args: list[bytes]) -> Reply:
     server, store = session.server, session.store
     stats = store.stats()
@@ -599,28 +624,36 @@ async def del_(session: Session, args: list[bytes]) -> Reply:
 COMMANDS["unlink"] = Command("unlink", del_, -2, "write", ("write",), (1, -1, 1))
 
 
-@command(3, "write")
+@command(-3, "write")
 async def expire(session: Session, args: list[bytes]) -> Reply:
-    return await _expire(session, args[0], _when(_int(args[1]), 1000, now_ms(), "expire"))
+    return await _expire(session, args, 1000, now_ms(), "expire")
 
 
-@command(3, "write")
+@command(-3, "write")
 async def pexpire(session: Session, args: list[bytes]) -> Reply:
-    return await _expire(session, args[0], _when(_int(args[1]), 1, now_ms(), "pexpire"))
+    return await _expire(session, args, 1, now_ms(), "pexpire")
 
 
-@command(3, "write")
+@command(-3, "write")
 async def expireat(session: Session, args: list[bytes]) -> Reply:
-    return await _expire(session, args[0], _when(_int(args[1]), 1000, 0, "expireat"))
+    return await _expire(session, args, 1000, 0, "expireat")
 
 
-@command(3, "write")
+@command(-3, "write")
 async def pexpireat(session: Session, args: list[bytes]) -> Reply:
-    return await _expire(session, args[0], _when(_int(args[1]), 1, 0, "pexpireat"))
+    return await _expire(session, args, 1, 0, "pexpireat")
 
 
-async def _expire(session: Session, key: bytes, when: int) -> Reply:
-    return _bool(await session.store.apply(ops.Expire(_key(key), when)))
+async def _expire(session: Session, args: list[bytes], unit_ms: int, base: int, name: str) -> Reply:
+    """key time [NX|XX|GT|LT]: the options (Redis 7) are refused by name, not run as a
+    plain EXPIRE, which would set an expiry the client asked to keep."""
+    for option in args[2:]:
+        if option.upper() not in (b"NX", b"XX", b"GT", b"LT"):
+            raise CommandError(f"ERR Unsupported option {option.decode(errors='replace')}")
+    if args[2:]:
+        raise CommandError(f"ERR {name.upper()} options NX/XX/GT/LT are not supported")
+    when = _when(_int(args[1]), unit_ms, base, name)
+    return _bool(await session.store.apply(ops.Expire(_key(args[0]), when)))
 
 
 @command(2, "write")
@@ -656,10 +689,17 @@ async def scan(session: Session, args: list[bytes]) -> Reply:
     """SCAN cursor [MATCH pattern] [COUNT n] [TYPE string]: keys in byte order.
 
     A cursor is a number standing for the last key returned, remembered by this server
-    (the library's scan takes the key itself); 0 starts and ends a scan. MATCH narrows
-    the range to the pattern's literal prefix, then filters with Redis's glob."""
+    (the library's scan takes the key itself); 0 starts and ends a scan. As in Redis,
+    each call's MATCH filters that call's keys, whatever the calls before it asked: it
+    narrows the range to the pattern's literal prefix, then filters with Redis's glob.
+    Every key is a string, so a TYPE other than string ends the scan at once, once the
+    cursor and every option are found sound."""
+    if not CURSOR.fullmatch(args[0]):  # int() would take "1_0", " 5" and "+5"
+        raise CommandError("ERR invalid cursor")
+    cursor = int(args[0])
     pattern: bytes | None = None
     count = 10
+    strings = True
     options = iter(args[1:])
     for raw in options:
         option, value = raw.upper(), next(options, None)
@@ -672,23 +712,18 @@ async def scan(session: Session, args: list[bytes]) -> Reply:
             if count < 1:
                 raise CommandError("ERR syntax error")
         elif option == b"TYPE":
-            if value.lower() != b"string":
-                return [b"0", []]
+            strings = value.lower() == b"string"
         else:
             raise CommandError("ERR syntax error")
-    try:
-        cursor = int(args[0])
-    except ValueError:
-        raise CommandError("ERR invalid cursor") from None
-    if cursor == 0:
-        prefix, after = literal_prefix(pattern or b""), None
-    else:
-        prefix, pattern, after = session.server.recall_cursor(cursor)
+    after = None if cursor == 0 else session.server.recall_cursor(cursor)
+    if not strings:
+        return [b"0", []]
+    prefix = literal_prefix(pattern or b"")
     keys, last = await session.store.scan(prefix, after=after, count=count)
     if pattern is not None:
         matches = compile_pattern(pattern).fullmatch
         keys = [k for k in keys if matches(k)]
-    following = 0 if last is None else session.server.remember_cursor(prefix, pattern, last)
+    following = 0 if last is None else session.server.remember_cursor(last)
     return [str(following).encode(), keys]
 
 

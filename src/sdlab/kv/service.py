@@ -8,8 +8,9 @@
     GET    /keys?prefix=&after=&limit=   keys in byte order, and where to continue (`next`)
     GET    /stats                        the backend, writes, batches, rows swept
 
-A key is the rest of the path, slashes included, as UTF-8; one that is too long is a 422.
-Values are bytes both ways (`application/octet-stream`); the time to live of a value
+A key is the rest of the path, slashes included: the bytes the client %-escaped, any
+bytes (`/keys/%FF` is the one-byte key 0xFF, as over RESP); one that is too long is a
+422. Values are bytes both ways (`application/octet-stream`); the time to live of a value
 comes back in the `X-TTL` header (seconds, -1 for none). Every error is JSON with a
 `detail`. (No `from __future__ import annotations`: FastAPI reads them at run time.)
 """
@@ -23,7 +24,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 from urllib.parse import quote_from_bytes, unquote_to_bytes
 
-from fastapi import FastAPI, Query, Request, Response
+from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from sdlab.kv.core import InvalidKey, InvalidTTL, KVError, StoreClosed, ValueTooLarge, as_key
@@ -31,6 +32,7 @@ from sdlab.kv.server import RespServer
 from sdlab.kv.store import BackendUnavailable, Store
 
 MAX_SCAN = 10_000
+KEYS = b"/keys/"  # the path before a key
 # `next` is the last key, %-escaped where it is not printable ASCII (or is a %), so that
 # it leads past keys of any bytes; a plain key works as `after` too, unless it has a %.
 CURSOR_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
@@ -70,24 +72,22 @@ def create_app(store: Store, *, manage: bool = False) -> FastAPI:
         app.add_exception_handler(error, _answer_with(status))
 
     @app.get("/keys/{key:path}", responses={404: {"description": "no such key"}})
-    async def get_key(key: str) -> Response:
-        raw = as_key(key)
-        value = await store.get(raw)
-        if value is None:
-            raise NotFound(f"no key {key!r} (never set, deleted, or expired)")
-        ttl = await store.ttl(raw)
-        headers = {"X-TTL": str(ttl)} if ttl != -2 else {}
+    async def get_key(raw: Annotated[bytes, Depends(path_key)]) -> Response:
+        found = await store.get_with_ttl(raw)
+        if found is None:
+            raise NotFound(f"no key {_shown(raw)!r} (never set, deleted, or expired)")
+        value, ttl = found
+        headers = {"X-TTL": str(ttl)}
         return Response(value, media_type="application/octet-stream", headers=headers)
 
     @app.put("/keys/{key:path}", responses={412: {}, 413: {}, 422: {}})
     async def put_key(
-        key: str,
+        raw: Annotated[bytes, Depends(path_key)],
         request: Request,
         ttl: Annotated[float | None, Query(gt=0, description="Seconds to live.")] = None,
         nx: Annotated[bool, Query(description="Only if the key does not exist.")] = False,
         xx: Annotated[bool, Query(description="Only if the key exists.")] = False,
     ) -> JSONResponse:
-        raw = as_key(key)
         if nx and xx:
             return JSONResponse(status_code=422, content={"detail": "nx and xx exclude each other"})
         value = await _body(request, store.max_value)
@@ -97,16 +97,17 @@ def create_app(store: Store, *, manage: bool = False) -> FastAPI:
             return JSONResponse(
                 status_code=412,
                 content={
-                    "detail": f"not stored: the key {key!r} {condition} (asked: "
+                    "detail": f"not stored: the key {_shown(raw)!r} {condition} (asked: "
                     f"{'nx' if nx else 'xx'})"
                 },
             )
-        return JSONResponse({"key": key, "stored": True, "bytes": len(value), "ttl": ttl})
+        stored_as = {"key": _shown(raw), "stored": True, "bytes": len(value), "ttl": ttl}
+        return JSONResponse(stored_as)
 
     @app.delete("/keys/{key:path}", status_code=204, responses={404: {}})
-    async def delete_key(key: str) -> Response:
-        if not await store.delete(as_key(key)):
-            raise NotFound(f"no key {key!r} to delete")
+    async def delete_key(raw: Annotated[bytes, Depends(path_key)]) -> Response:
+        if not await store.delete(raw):
+            raise NotFound(f"no key {_shown(raw)!r} to delete")
         return Response(status_code=204)
 
     @app.get("/keys")
@@ -118,7 +119,7 @@ def create_app(store: Store, *, manage: bool = False) -> FastAPI:
         start = unquote_to_bytes(after) if after else None
         keys, following = await store.scan(prefix, after=start, count=limit)
         return {
-            "keys": [k.decode("utf-8", "backslashreplace") for k in keys],
+            "keys": [_shown(k) for k in keys],
             "next": None if following is None else quote_from_bytes(following, CURSOR_SAFE),
         }
 
@@ -127,6 +128,25 @@ def create_app(store: Store, *, manage: bool = False) -> FastAPI:
         return store.stats()
 
     return app
+
+
+def path_key(key: str, request: Request) -> bytes:
+    """The key of a `/keys/{key}` path, as the bytes the client %-escaped. Starlette
+    decodes the path as UTF-8, turning each byte that is not into U+FFFD (`/keys/%FF`
+    would store the key EF BF BD), so the key is read from the raw path instead."""
+    raw_path = request.scope.get("raw_path")
+    if raw_path is None:  # optional in ASGI (uvicorn and httpx give it): UTF-8 it is
+        return as_key(key)
+    root = request.scope.get("root_path", "").encode()
+    path = raw_path.removeprefix(root)
+    if not path.startswith(KEYS):
+        raise InvalidKey("a key's path starts with /keys/, not %-escaped")
+    return as_key(unquote_to_bytes(path[len(KEYS) :]))
+
+
+def _shown(key: bytes) -> str:
+    """A key in JSON: as UTF-8, with `\\x..` escapes for bytes that are not."""
+    return key.decode("utf-8", "backslashreplace")
 
 
 def _answer_with(status: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:

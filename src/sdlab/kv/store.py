@@ -216,6 +216,16 @@ class Store:
         """The value, or None if the key does not exist or has expired."""
         return await self.read(ops.get(self._d(), now_ms(), as_key(key)))
 
+    async def get_with_ttl(self, key: Key) -> tuple[bytes, int] | None:
+        """The value and its seconds to live (as `ttl`: -1 for no expiry), read together:
+        two reads would let a write in between pair one value with another's TTL. None if
+        the key does not exist or has expired."""
+        found = await self.read(ops.get_with_pttl(self._d(), now_ms(), as_key(key)))
+        if found is None:
+            return None
+        value, left = found
+        return value, _seconds(left)
+
     async def mget(self, keys: Iterable[Key]) -> list[bytes | None]:
         """The values of several keys, None for each missing one."""
         return await self.read(ops.mget(self._d(), now_ms(), [as_key(k) for k in keys]))
@@ -230,8 +240,7 @@ class Store:
 
     async def ttl(self, key: Key) -> int:
         """Seconds before the key expires, rounded as Redis does; -1 never, -2 no key."""
-        left = await self.pttl(key)
-        return left if left < 0 else (left + 500) // 1000
+        return _seconds(await self.pttl(key))
 
     async def scan(
         self, prefix: Key = b"", *, after: Key | None = None, count: int = 100
@@ -281,6 +290,11 @@ class Store:
             "deadlocks_retried": self.backend.deadlocks,
             "swept": self._sweeper.swept,
         }
+
+
+def _seconds(left_ms: int) -> int:
+    """A PTTL in seconds, rounded as Redis's TTL rounds it (-1 and -2 stay)."""
+    return left_ms if left_ms < 0 else (left_ms + 500) // 1000
 
 
 def _ms(ttl: float) -> int:
