@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from sdlab.brokers import Broker, Message, Unroutable, connect
+from sdlab.brokers import Broker, Message, TopologyMismatch, Unroutable, connect
 from tests.brokers.conftest import Made
 
 
@@ -117,3 +117,24 @@ async def test_a_consumer_holds_prefetch_unacked_messages_at_most(
         assert (await third).text == "job 2"
         for message in [held[1], third.result()]:
             await message.ack()
+
+
+async def test_kafka_declare_with_another_partition_count_is_an_error(
+    sdlab_endpoints: object, namespace: str, made: Made
+):
+    """As RabbitMQ refuses a queue declared otherwise; asking no count takes the topic as
+    it is, so a service that only publishes need not know it."""
+    topic = made.topic(f"{namespace}-counted")
+    url = sdlab_endpoints["kafka"].url  # type: ignore[index]
+    owner, user = await connect(url), await connect(url)
+    try:
+        await owner.declare(topic, partitions=3)
+        await user.publish(topic, "fine")  # declares it with no count
+        with pytest.raises(TopologyMismatch, match="exists with 3 partitions, not 1"):
+            await user.declare(topic, partitions=1)
+        with pytest.raises(TopologyMismatch, match="exists with 3 partitions, not 2"):
+            await owner.declare(topic, partitions=2)  # one it declared itself
+        await owner.declare(topic, partitions=3)
+    finally:
+        await owner.close()
+        await user.close()

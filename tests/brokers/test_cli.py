@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sdlab.brokers import Rabbit
+from sdlab.brokers import Rabbit, create_topic
 from tests.brokers.conftest import Made, proxied
 from tests.brokers.programs import Program
 from tests.helpers import sdlab
@@ -102,6 +102,24 @@ def test_kafka_lag_of_an_unknown_topic_is_one_line(kafka_bootstrap: str, namespa
     assert done.returncode == 1
     assert len(done.stderr.strip().splitlines()) == 1
     assert "no topic" in done.stderr
+
+
+async def test_kafka_produce_with_another_partition_count_is_one_line_on_stderr(
+    kafka_bootstrap: str, namespace: str, made: Made
+) -> None:
+    topic = made.topic(f"{namespace}-counted")
+    await create_topic(kafka_bootstrap, topic, partitions=3)
+    url = f"kafka://{kafka_bootstrap}"
+    done = sdlab(
+        "brokers", "kafka", "produce", "x", "--partitions", "2", "--topic", topic, "--url", url
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"error: TopologyMismatch: topic '{topic}' exists with 3 partitions, not 2 "
+        "(delete it first to change the count)"
+    ]
+    kept = sdlab("brokers", "kafka", "produce", "y", "--topic", topic, "--url", url)
+    assert kept.returncode == 0, kept.stderr  # no count asked: the topic as it is
 
 
 @pytest.fixture
