@@ -69,6 +69,30 @@ async def test_what_was_not_acked_is_delivered_again(broker: Broker, namespace: 
     assert sorted(m.text for m in again) == [f"job {i}" for i in range(5)]
 
 
+async def test_a_second_ack_does_nothing(broker: Broker, namespace: str, made: Made):
+    """The same on both brokers (aio-pika alone raises on RabbitMQ): the message stays
+    acked, and on Kafka the second ack frees no second `prefetch` slot."""
+    topic = f"{namespace}-acked"
+    forget(made, topic, ["workers"])
+    await broker.declare(topic, groups=["workers"])
+    for i in range(3):
+        await broker.publish(topic, f"job {i}")
+    async with asyncio.timeout(30), broker.consume(topic, "workers", prefetch=1) as messages:
+        first = await anext(messages)
+        await first.ack()
+        await first.ack()
+        second = await anext(messages)
+        third = asyncio.ensure_future(anext(messages))
+        done, _ = await asyncio.wait([third], timeout=1.0)
+        assert not done  # one unacked held: prefetch 1 still
+        await second.ack()
+        await (await third).ack()
+    assert [first.text, second.text, third.result().text] == ["job 0", "job 1", "job 2"]
+    await broker.publish(topic, "job 3")
+    (again,) = await take(broker, topic, "workers", 1)
+    assert again.text == "job 3"  # nothing acked came back
+
+
 async def test_unknown_url_scheme_is_refused() -> None:
     with pytest.raises(ValueError, match="amqp:// or kafka://"):
         await connect("redis://127.0.0.1:6379/0")

@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -51,15 +51,26 @@ class Message:
     body: bytes
     key: str | None
     _ack: Callable[[], Awaitable[None] | None]
+    _acked: bool = field(default=False, init=False)
 
     @property
     def text(self) -> str:
         return self.body.decode()
 
     async def ack(self) -> None:
-        done = self._ack()  # Kafka's is a plain call: the commit comes later
-        if done is not None:
-            await done
+        """Tell the broker the message is processed. Idempotent on both brokers: an ack
+        of an acked message does nothing (aio-pika would raise on RabbitMQ). An ack that
+        fails (the connection dropped) leaves the message unacked, to be acked again."""
+        if self._acked:
+            return
+        self._acked = True  # before the await: a second ack meanwhile is a repeat too
+        try:
+            done = self._ack()  # Kafka's is a plain call: the commit comes later
+            if done is not None:
+                await done
+        except BaseException:
+            self._acked = False
+            raise
 
 
 class Broker(Protocol):
@@ -200,14 +211,9 @@ class KafkaBroker:
         slots = asyncio.Semaphore(prefetch)
 
         def acker(record: Record) -> Callable[[], None]:
-            acked = False
-
-            def ack() -> None:
-                nonlocal acked
-                if not acked:
-                    acked = True
-                    consumer.ack(record)
-                    slots.release()
+            def ack() -> None:  # once per message: Message.ack() sees to it
+                consumer.ack(record)
+                slots.release()
 
             return ack
 
