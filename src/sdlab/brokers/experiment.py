@@ -100,7 +100,8 @@ async def sdlab_queue(url: str, name: str, prefetch: int) -> AsyncIterator[Pipe]
 
 @asynccontextmanager
 async def sdlab_broker(url: str, name: str, prefetch: int) -> AsyncIterator[Pipe]:
-    """The common interface (what the hashtag pipeline uses), on either broker."""
+    """The common interface (what a service such as the planned hashtag pipeline would
+    use), on either broker: the one `url` names."""
     broker = await connect(url, session_timeout=6, fetch_max_wait=FETCH_MAX_WAIT_MS / 1000)
     try:
         await broker.declare(name, groups=["bench"], partitions=1)
