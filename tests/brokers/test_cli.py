@@ -3,8 +3,10 @@ as one line on stderr."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 
 import pytest
 
@@ -24,6 +26,60 @@ def test_hello_produce_then_consume(rabbitmq_url: str, namespace: str, made: Mad
     got = sdlab("brokers", "hello", "consume", "-n", "1", "--queue", queue, "--url", rabbitmq_url)
     assert got.returncode == 0, got.stderr
     assert got.stdout == " [x] Received Hello CLI\n"
+
+
+async def test_rpc_client_gets_the_servers_answers(
+    rabbit: Rabbit, rabbitmq_url: str, namespace: str, made: Made
+) -> None:
+    """The server says it awaits requests once its queue is there: a client that calls
+    at that line is not refused. (Its broker answers slowly here, through a proxy, so
+    that a line printed before the queue was declared would be caught.)"""
+    queue = made.queue(f"{namespace}.rpc_queue")
+    async with proxied(rabbitmq_url) as (proxy, slow_url):
+        proxy.delay = 0.2
+        serving = ["rpc", "consume", "--queue", queue, "--url", slow_url]
+        async with listening(*serving, ready="Awaiting RPC requests") as (server,):
+            channel = await rabbit.connection.channel()
+            await channel.declare_queue(queue, passive=True)  # raises if it is not there
+            await channel.close()
+            call = [
+                "brokers",
+                "rpc",
+                "produce",
+                "10",
+                "20",
+                "--queue",
+                queue,
+                "--url",
+                rabbitmq_url,
+            ]
+            called = await asyncio.to_thread(sdlab, *call)  # the proxy runs in this loop
+            assert called.returncode == 0, called.stderr
+            assert called.stdout.splitlines() == [
+                " [x] Requesting fib(10)",
+                " [x] Requesting fib(20)",
+                " [.] Got 55",
+                " [.] Got 6765",
+            ]
+            await server.expect(" [.] fib(20)")
+    assert sorted(server.lines[1:]) == [" [.] fib(10)", " [.] fib(20)"]
+
+
+@asynccontextmanager
+async def listening(
+    *command: str, ready: str = "Waiting for messages", copies: int = 1
+) -> AsyncIterator[list[Program]]:
+    """`copies` of `sdlab brokers COMMAND` running and ready (each printed `ready`),
+    killed at the end."""
+    programs: list[Program] = []
+    try:
+        for _ in range(copies):
+            programs.append(program := await Program.sdlab("brokers", *command))
+            await program.expect(ready)
+        yield programs
+    finally:
+        for program in programs:
+            await program.stop()
 
 
 def test_deadletter_demo_retries_then_parks(rabbitmq_url: str, namespace: str, made: Made) -> None:

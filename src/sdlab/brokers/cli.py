@@ -474,6 +474,7 @@ def rpc_consume(
                 return fib_text(request)
 
             server = RpcServer(rabbit, answer, queue, prefetch=prefetch)
+            await server.declare()  # first: a client that reads the next line may call
             say(" [x] Awaiting RPC requests")
             await server.serve()
 

@@ -164,10 +164,15 @@ class RpcServer:
         """Answers nobody was waiting for: the client's reply queue was gone."""
         self._task: asyncio.Task[None] | None = None
 
+    async def declare(self) -> None:
+        """Declare the request queue (serving does it too): requests sent from then on
+        wait in it for a server, rather than raise `Unroutable` at the client."""
+        await self.rabbit.declare_queue(self.queue, durable=True, arguments=QUORUM)
+
     async def serve(self) -> None:
         """Answer requests until cancelled; raises `ConsumerStopped` if the connection
         drops or the queue is deleted."""
-        await self.rabbit.declare_queue(self.queue, durable=True, arguments=QUORUM)
+        await self.declare()
         await self._answer_all()
 
     async def _answer_all(self) -> None:
@@ -207,7 +212,7 @@ class RpcServer:
 
     async def __aenter__(self) -> Self:
         # Declared here, not in the task: a mismatch is raised to the caller at once.
-        await self.rabbit.declare_queue(self.queue, durable=True, arguments=QUORUM)
+        await self.declare()
         self._task = asyncio.create_task(self._answer_all(), name=f"rpc server {self.queue}")
         return self
 
