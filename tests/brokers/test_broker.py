@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from sdlab.brokers import Broker, Message, Unroutable, connect
+from sdlab.brokers import Broker, Message, TopologyMismatch, Unroutable, connect
 from tests.brokers.conftest import Made
 
 
@@ -69,6 +69,30 @@ async def test_what_was_not_acked_is_delivered_again(broker: Broker, namespace: 
     assert sorted(m.text for m in again) == [f"job {i}" for i in range(5)]
 
 
+async def test_a_second_ack_does_nothing(broker: Broker, namespace: str, made: Made):
+    """The same on both brokers (aio-pika alone raises on RabbitMQ): the message stays
+    acked, and on Kafka the second ack frees no second `prefetch` slot."""
+    topic = f"{namespace}-acked"
+    forget(made, topic, ["workers"])
+    await broker.declare(topic, groups=["workers"])
+    for i in range(3):
+        await broker.publish(topic, f"job {i}")
+    async with asyncio.timeout(30), broker.consume(topic, "workers", prefetch=1) as messages:
+        first = await anext(messages)
+        await first.ack()
+        await first.ack()
+        second = await anext(messages)
+        third = asyncio.ensure_future(anext(messages))
+        done, _ = await asyncio.wait([third], timeout=1.0)
+        assert not done  # one unacked held: prefetch 1 still
+        await second.ack()
+        await (await third).ack()
+    assert [first.text, second.text, third.result().text] == ["job 0", "job 1", "job 2"]
+    await broker.publish(topic, "job 3")
+    (again,) = await take(broker, topic, "workers", 1)
+    assert again.text == "job 3"  # nothing acked came back
+
+
 async def test_unknown_url_scheme_is_refused() -> None:
     with pytest.raises(ValueError, match="amqp:// or kafka://"):
         await connect("redis://127.0.0.1:6379/0")
@@ -117,3 +141,24 @@ async def test_a_consumer_holds_prefetch_unacked_messages_at_most(
         assert (await third).text == "job 2"
         for message in [held[1], third.result()]:
             await message.ack()
+
+
+async def test_kafka_declare_with_another_partition_count_is_an_error(
+    sdlab_endpoints: object, namespace: str, made: Made
+):
+    """As RabbitMQ refuses a queue declared otherwise; asking no count takes the topic as
+    it is, so a service that only publishes need not know it."""
+    topic = made.topic(f"{namespace}-counted")
+    url = sdlab_endpoints["kafka"].url  # type: ignore[index]
+    owner, user = await connect(url), await connect(url)
+    try:
+        await owner.declare(topic, partitions=3)
+        await user.publish(topic, "fine")  # declares it with no count
+        with pytest.raises(TopologyMismatch, match="exists with 3 partitions, not 1"):
+            await user.declare(topic, partitions=1)
+        with pytest.raises(TopologyMismatch, match="exists with 3 partitions, not 2"):
+            await owner.declare(topic, partitions=2)  # one it declared itself
+        await owner.declare(topic, partitions=3)
+    finally:
+        await owner.close()
+        await user.close()

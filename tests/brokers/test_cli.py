@@ -1,14 +1,17 @@
-"""`sdlab brokers` as a user runs it: each pattern's produce and consume, and failures
-as one line on stderr."""
+"""`sdlab brokers` as a user runs it: each pattern's produce and consume (a consumer
+that must be listening first runs in a process of its own), and failures as one line
+on stderr."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 
 import pytest
 
-from sdlab.brokers import Rabbit
+from sdlab.brokers import Rabbit, create_topic
 from tests.brokers.conftest import Made, proxied
 from tests.brokers.programs import Program
 from tests.helpers import sdlab
@@ -24,6 +27,128 @@ def test_hello_produce_then_consume(rabbitmq_url: str, namespace: str, made: Mad
     got = sdlab("brokers", "hello", "consume", "-n", "1", "--queue", queue, "--url", rabbitmq_url)
     assert got.returncode == 0, got.stderr
     assert got.stdout == " [x] Received Hello CLI\n"
+
+
+def test_work_produce_then_consume(rabbitmq_url: str, namespace: str, made: Made) -> None:
+    queue = made.queue(f"{namespace}.task_queue")
+    common = ["--queue", queue, "--url", rabbitmq_url]
+    sent = sdlab("brokers", "work", "produce", "one.", "two..", *common)
+    assert sent.returncode == 0, sent.stderr
+    assert sent.stdout.splitlines() == [" [x] Sent one.", " [x] Sent two.."]
+    done = sdlab("brokers", "work", "consume", "--dot-seconds", "0", "-n", "2", *common)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        " [x] Received one.",
+        " [x] Done",
+        " [x] Received two..",
+        " [x] Done",
+    ]
+
+
+async def test_pubsub_consumers_get_what_is_published_while_they_listen(
+    rabbitmq_url: str, namespace: str, made: Made
+) -> None:
+    common = ["--exchange", made.exchange(f"{namespace}-logs"), "--url", rabbitmq_url]
+    early = sdlab("brokers", "pubsub", "produce", "info: early", *common)
+    assert early.stdout == " [x] Sent info: early (no subscriber: dropped)\n", early.stderr
+    async with listening("pubsub", "consume", *common, copies=2) as (first, second):
+        sent = sdlab("brokers", "pubsub", "produce", "info: Hello World!", *common)
+        assert sent.stdout == " [x] Sent info: Hello World!\n", sent.stderr
+        for subscriber in (first, second):
+            await subscriber.expect(" [x] ")
+    for subscriber in (first, second):
+        assert subscriber.lines[1:] == [" [x] info: Hello World!"]  # not the early one
+
+
+async def test_routing_delivers_the_severities_subscribed_to(
+    rabbitmq_url: str, namespace: str, made: Made
+) -> None:
+    common = ["--exchange", made.exchange(f"{namespace}-direct_logs"), "--url", rabbitmq_url]
+    async with listening("routing", "consume", "warning", "error", *common) as (subscriber,):
+        info = sdlab("brokers", "routing", "produce", "info", "an info line", *common)
+        assert info.stdout == " [x] Sent info:an info line (no subscriber: dropped)\n"
+        error = sdlab("brokers", "routing", "produce", "error", "Run. Run.", *common)
+        assert error.stdout == " [x] Sent error:Run. Run.\n", error.stderr
+        await subscriber.expect(" [x] ")
+    assert subscriber.lines[1:] == [" [x] error:Run. Run."]
+
+
+async def test_topics_match_star_for_one_word(
+    rabbitmq_url: str, namespace: str, made: Made
+) -> None:
+    common = ["--exchange", made.exchange(f"{namespace}-topic_logs"), "--url", rabbitmq_url]
+    async with listening("topics", "consume", "kern.*", "*.critical", *common) as (subscriber,):
+        for key in ["cron.info", "kern.disk.critical"]:  # `*` is one word: neither matches
+            missed = sdlab("brokers", "topics", "produce", key, "missed", *common)
+            assert missed.stdout == f" [x] Sent {key}:missed (no subscriber: dropped)\n"
+        hit = sdlab("brokers", "topics", "produce", "kern.critical", "A critical error", *common)
+        assert hit.stdout == " [x] Sent kern.critical:A critical error\n", hit.stderr
+        await subscriber.expect(" [x] ")
+    assert subscriber.lines[1:] == [" [x] kern.critical:A critical error"]  # once, not twice
+
+
+def test_confirms_produce_then_consume(rabbitmq_url: str, namespace: str, made: Made) -> None:
+    common = ["--queue", made.queue(f"{namespace}.confirms"), "--url", rabbitmq_url]
+    sent = sdlab("brokers", "confirms", "produce", "-n", "20", "--window", "5", *common)
+    assert sent.returncode == 0, sent.stderr
+    assert sent.stdout.startswith(" [x] 20 confirmed in ")
+    got = sdlab("brokers", "confirms", "consume", "-n", "20", *common)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == " [x] Received 20\n"
+
+
+async def test_rpc_client_gets_the_servers_answers(
+    rabbit: Rabbit, rabbitmq_url: str, namespace: str, made: Made
+) -> None:
+    """The server says it awaits requests once its queue is there: a client that calls
+    at that line is not refused. (Its broker answers slowly here, through a proxy, so
+    that a line printed before the queue was declared would be caught.)"""
+    queue = made.queue(f"{namespace}.rpc_queue")
+    async with proxied(rabbitmq_url) as (proxy, slow_url):
+        proxy.delay = 0.2
+        serving = ["rpc", "consume", "--queue", queue, "--url", slow_url]
+        async with listening(*serving, ready="Awaiting RPC requests") as (server,):
+            channel = await rabbit.connection.channel()
+            await channel.declare_queue(queue, passive=True)  # raises if it is not there
+            await channel.close()
+            call = [
+                "brokers",
+                "rpc",
+                "produce",
+                "10",
+                "20",
+                "--queue",
+                queue,
+                "--url",
+                rabbitmq_url,
+            ]
+            called = await asyncio.to_thread(sdlab, *call)  # the proxy runs in this loop
+            assert called.returncode == 0, called.stderr
+            assert called.stdout.splitlines() == [
+                " [x] Requesting fib(10)",
+                " [x] Requesting fib(20)",
+                " [.] Got 55",
+                " [.] Got 6765",
+            ]
+            await server.expect(" [.] fib(20)")
+    assert sorted(server.lines[1:]) == [" [.] fib(10)", " [.] fib(20)"]
+
+
+@asynccontextmanager
+async def listening(
+    *command: str, ready: str = "Waiting for messages", copies: int = 1
+) -> AsyncIterator[list[Program]]:
+    """`copies` of `sdlab brokers COMMAND` running and ready (each printed `ready`),
+    killed at the end."""
+    programs: list[Program] = []
+    try:
+        for _ in range(copies):
+            programs.append(program := await Program.sdlab("brokers", *command))
+            await program.expect(ready)
+        yield programs
+    finally:
+        for program in programs:
+            await program.stop()
 
 
 def test_deadletter_demo_retries_then_parks(rabbitmq_url: str, namespace: str, made: Made) -> None:
@@ -102,6 +227,24 @@ def test_kafka_lag_of_an_unknown_topic_is_one_line(kafka_bootstrap: str, namespa
     assert done.returncode == 1
     assert len(done.stderr.strip().splitlines()) == 1
     assert "no topic" in done.stderr
+
+
+async def test_kafka_produce_with_another_partition_count_is_one_line_on_stderr(
+    kafka_bootstrap: str, namespace: str, made: Made
+) -> None:
+    topic = made.topic(f"{namespace}-counted")
+    await create_topic(kafka_bootstrap, topic, partitions=3)
+    url = f"kafka://{kafka_bootstrap}"
+    done = sdlab(
+        "brokers", "kafka", "produce", "x", "--partitions", "2", "--topic", topic, "--url", url
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"error: TopologyMismatch: topic '{topic}' exists with 3 partitions, not 2 "
+        "(delete it first to change the count)"
+    ]
+    kept = sdlab("brokers", "kafka", "produce", "y", "--topic", topic, "--url", url)
+    assert kept.returncode == 0, kept.stderr  # no count asked: the topic as it is
 
 
 @pytest.fixture

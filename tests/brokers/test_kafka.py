@@ -11,9 +11,45 @@ from collections.abc import Iterable
 
 import pytest
 from aiokafka import TopicPartition
+from aiokafka.errors import InvalidPartitionsError
 
-from sdlab.brokers import GroupConsumer, Producer, create_topic, group_lag, replay
+from sdlab.brokers import (
+    GroupConsumer,
+    Producer,
+    TopologyMismatch,
+    create_topic,
+    delete_topic,
+    group_lag,
+    replay,
+)
 from tests.brokers.conftest import Made
+
+
+async def test_creating_a_topic_again_keeps_it_and_another_count_is_an_error(
+    kafka_bootstrap: str, namespace: str, made: Made
+):
+    """The admin client does not raise what the broker refuses: it returns error codes,
+    which `create_topic` reads. An existing topic is fine as it is, unless it was asked
+    with another partition count."""
+    topic = made.topic(f"{namespace}-declared")
+    assert await create_topic(kafka_bootstrap, topic, partitions=2) == 2
+    assert await create_topic(kafka_bootstrap, topic, partitions=2) == 2
+    assert await create_topic(kafka_bootstrap, topic) == 2  # no count asked: as it is
+    with pytest.raises(TopologyMismatch, match="exists with 2 partitions, not 3"):
+        await create_topic(kafka_bootstrap, topic, partitions=3)
+    assert await create_topic(kafka_bootstrap, topic) == 2  # unchanged
+    await delete_topic(kafka_bootstrap, topic)
+    await delete_topic(kafka_bootstrap, topic)  # gone already: nothing happens
+    assert await create_topic(kafka_bootstrap, topic, partitions=3) == 3  # a new one
+
+
+async def test_a_topic_without_partitions_is_refused(
+    kafka_bootstrap: str, namespace: str, made: Made
+):
+    topic = made.topic(f"{namespace}-empty")
+    with pytest.raises(InvalidPartitionsError, match="0 partitions"):
+        await create_topic(kafka_bootstrap, topic, partitions=0)
+    assert await create_topic(kafka_bootstrap, topic, partitions=1) == 1  # none was made
 
 
 async def test_same_key_same_partition_and_order_kept_per_key(

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
+from aiormq.exceptions import ChannelLockedResource, ChannelNotFoundEntity
 
 from sdlab.brokers import (
     ConsumerStopped,
@@ -143,6 +145,37 @@ async def test_fanout_gives_every_subscriber_every_message(
         a = [text(m) for m in await take(first, 3)]
         b = [text(m) for m in await take(second, 3)]
     assert a == b == ["one", "two", "three"]
+
+
+async def test_a_subscription_is_a_server_named_exclusive_queue(
+    rabbitmq_url: str, rabbit: Rabbit, namespace: str, made: Made
+):
+    """As in the tutorial: the broker names each subscriber's queue (amq.gen-...), no
+    other connection may use it, and it is gone when the subscription ends."""
+    declared: list[str] = []
+
+    class Noting(Rabbit):  # a plain connection that notes the queue names it is given
+        async def declare_queue(self, name: str = "", **options: Any) -> str:
+            declared.append(await super().declare_queue(name, **options))
+            return declared[-1]
+
+    async def look_up(queue: str) -> None:  # from another connection than the subscriber's
+        channel = await rabbit.connection.channel()
+        try:
+            await channel.declare_queue(queue, passive=True)
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+
+    async with await Noting.connect(rabbitmq_url) as subscriber:
+        logs = Exchange(subscriber, made.exchange(f"{namespace}.logs"), "fanout")
+        async with logs.subscribe():
+            (queue,) = declared
+            assert queue.startswith("amq.gen-")
+            with pytest.raises(ChannelLockedResource, match="exclusive"):
+                await look_up(queue)
+        with pytest.raises(ChannelNotFoundEntity):
+            await look_up(queue)
 
 
 async def test_direct_routing_by_severity(rabbit: Rabbit, namespace: str, made: Made):

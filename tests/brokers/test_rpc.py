@@ -149,6 +149,25 @@ async def test_a_failing_handler_is_a_remote_error(rabbit: Rabbit, namespace: st
         assert await client.call("4") == "0.25"  # the server lives on
 
 
+async def test_an_answer_that_is_not_text_or_bytes_is_a_remote_error(
+    rabbit: Rabbit, namespace: str, made: Made
+):
+    """None or a float would stop the server as the reply is built; an int would be
+    sent as that many NUL bytes. Each is the handler's error, and the server goes on."""
+    queue = made.queue(f"{namespace}.rpc")
+    answers: dict[str, object] = {"none": None, "float": 0.5, "int": 3, "list": ["a"]}
+
+    async def sloppy(request: str) -> object:
+        return answers.get(request, request.encode())
+
+    async with RpcServer(rabbit, sloppy, queue), RpcClient(rabbit, queue, timeout=5) as client:
+        for request, answer in answers.items():
+            kind = type(answer).__name__
+            with pytest.raises(RemoteError, match=f"TypeError: the handler returned {kind} "):
+                await client.call(request)
+        assert await client.call("bytes") == "bytes"  # the server lives on, bytes as they are
+
+
 async def test_calling_a_queue_nobody_declared_is_unroutable(rabbit: Rabbit, namespace: str):
     async with RpcClient(rabbit, f"{namespace}.nobody") as client:
         with pytest.raises(Unroutable, match="is an RPC server running"):

@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -51,21 +51,36 @@ class Message:
     body: bytes
     key: str | None
     _ack: Callable[[], Awaitable[None] | None]
+    _acked: bool = field(default=False, init=False)
 
     @property
     def text(self) -> str:
         return self.body.decode()
 
     async def ack(self) -> None:
-        done = self._ack()  # Kafka's is a plain call: the commit comes later
-        if done is not None:
-            await done
+        """Tell the broker the message is processed. Idempotent on both brokers: an ack
+        of an acked message does nothing (aio-pika would raise on RabbitMQ). An ack that
+        fails (the connection dropped) leaves the message unacked, to be acked again."""
+        if self._acked:
+            return
+        self._acked = True  # before the await: a second ack meanwhile is a repeat too
+        try:
+            done = self._ack()  # Kafka's is a plain call: the commit comes later
+            if done is not None:
+                await done
+        except BaseException:
+            self._acked = False
+            raise
 
 
 class Broker(Protocol):
-    async def declare(self, topic: str, *, groups: Sequence[str] = (), partitions: int = 1) -> None:
-        """Make `topic` (with `partitions`, on Kafka) and its `groups` exist, so that
-        messages published from now on wait for them."""
+    async def declare(
+        self, topic: str, *, groups: Sequence[str] = (), partitions: int | None = None
+    ) -> None:
+        """Make `topic` and its `groups` exist, so that messages published from now on
+        wait for them. On Kafka a new topic gets `partitions` (None: 1), and an existing
+        one with another count than the one asked raises `TopologyMismatch`, as RabbitMQ
+        does for a queue declared otherwise (RabbitMQ has no partitions: it ignores them)."""
 
     async def publish(self, topic: str, body: Body, *, key: str | None = None) -> None:
         """Send a message; returns once the broker has stored it."""
@@ -106,7 +121,9 @@ class RabbitBroker:
         self._topics: set[str] = set()
         self._groups: set[tuple[str, str]] = set()
 
-    async def declare(self, topic: str, *, groups: Sequence[str] = (), partitions: int = 1) -> None:
+    async def declare(
+        self, topic: str, *, groups: Sequence[str] = (), partitions: int | None = None
+    ) -> None:
         if topic not in self._topics:
             await self.rabbit.declare_exchange(topic, ExchangeType.TOPIC, durable=True)
             self._topics.add(topic)
@@ -158,16 +175,18 @@ class KafkaBroker:
         self.session_timeout = session_timeout
         self.fetch_max_wait = fetch_max_wait
         self._producer = Producer(bootstrap)
-        self._topics: set[str] = set()
+        self._topics: dict[str, int] = {}  # their partition counts
 
     async def start(self) -> None:
         await self._producer.start()
 
-    async def declare(self, topic: str, *, groups: Sequence[str] = (), partitions: int = 1) -> None:
+    async def declare(
+        self, topic: str, *, groups: Sequence[str] = (), partitions: int | None = None
+    ) -> None:
         # Groups need nothing made: one with no commit yet reads from the beginning.
-        if topic not in self._topics:
-            await create_topic(self.bootstrap, topic, partitions=partitions)
-            self._topics.add(topic)
+        known = self._topics.get(topic)
+        if known is None or partitions not in (None, known):
+            self._topics[topic] = await create_topic(self.bootstrap, topic, partitions=partitions)
 
     async def publish(self, topic: str, body: Body, *, key: str | None = None) -> None:
         if topic not in self._topics:
@@ -192,14 +211,9 @@ class KafkaBroker:
         slots = asyncio.Semaphore(prefetch)
 
         def acker(record: Record) -> Callable[[], None]:
-            acked = False
-
-            def ack() -> None:
-                nonlocal acked
-                if not acked:
-                    acked = True
-                    consumer.ack(record)
-                    slots.release()
+            def ack() -> None:  # once per message: Message.ack() sees to it
+                consumer.ack(record)
+                slots.release()
 
             return ack
 
@@ -217,7 +231,7 @@ class KafkaBroker:
 
     async def delete(self, topic: str, *, groups: Sequence[str] = ()) -> None:
         await delete_topic(self.bootstrap, topic)
-        self._topics.discard(topic)
+        self._topics.pop(topic, None)
 
     async def close(self) -> None:
         await self._producer.stop()

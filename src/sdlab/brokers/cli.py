@@ -474,6 +474,7 @@ def rpc_consume(
                 return fib_text(request)
 
             server = RpcServer(rabbit, answer, queue, prefetch=prefetch)
+            await server.declare()  # first: a client that reads the next line may call
             say(" [x] Awaiting RPC requests")
             await server.serve()
 
@@ -650,7 +651,6 @@ kafka_app = _pattern(
     "  sdlab brokers kafka consume --topic orders --group billing -n 2\n\n"
     "  sdlab brokers kafka lag --topic orders --group billing",
 )
-PARTITIONS = 3  # for a topic the first command to use it creates
 KafkaUrl = Annotated[
     str | None, typer.Option("--url", help="Kafka URL, kafka://host:port (default: sdlab's).")
 ]
@@ -663,8 +663,13 @@ def kafka_produce(
     topic: Topic = "events",
     key: Annotated[str | None, typer.Option(help="Key of every record (its partition).")] = None,
     partitions: Annotated[
-        int, typer.Option(min=1, help="Partitions, if the topic is created now.")
-    ] = PARTITIONS,
+        int | None,
+        typer.Option(
+            min=1,
+            help="Partitions the topic must have: a new topic is created with them "
+            "(default 1), an existing one with another count is an error.",
+        ),
+    ] = None,
     url: KafkaUrl = None,
 ) -> None:
     """Send records, each acknowledged by the broker; print where each went.
@@ -709,7 +714,7 @@ def kafka_consume(
     bootstrap = _kafka_bootstrap(url)
 
     async def run() -> None:
-        await kafka.create_topic(bootstrap, topic, partitions=PARTITIONS)
+        await kafka.create_topic(bootstrap, topic)  # 1 partition if it is new
         consumer = kafka.GroupConsumer(bootstrap, topic, group, session_timeout=session_timeout)
         async with consumer:
             async for record in _take(aiter(consumer), count):

@@ -9,7 +9,8 @@ class BrokerError(Exception):
 
 class TopologyMismatch(BrokerError):
     """A queue or exchange already exists with other settings than the ones asked for
-    (RabbitMQ's 406 PRECONDITION_FAILED). The message quotes the broker's own words."""
+    (RabbitMQ's 406 PRECONDITION_FAILED; the message quotes the broker's own words), or
+    a Kafka topic with another partition count."""
 
 
 class Unroutable(BrokerError):

@@ -29,37 +29,78 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     CommitFailedError,
+    InvalidPartitionsError,
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
+    for_code,
 )
 
+from sdlab.brokers.errors import TopologyMismatch
 from sdlab.brokers.rabbit import Body, encode
 
 logger = logging.getLogger("sdlab.brokers")
 
 
-async def create_topic(bootstrap: str, topic: str, *, partitions: int = 1) -> None:
-    """Create `topic` with `partitions` partitions; nothing happens if it exists."""
+async def create_topic(bootstrap: str, topic: str, *, partitions: int | None = None) -> int:
+    """Create `topic` with `partitions` partitions (None: 1); returns how many it has.
+
+    A topic that exists is left as it is, records and all: with `partitions` None or its
+    own count that is no error (declaring is idempotent), with another count it raises
+    `TopologyMismatch`, as RabbitMQ does for a queue declared otherwise. The count is
+    never changed to match: Kafka cannot take partitions away, and adding some sends keys
+    to other partitions (per-key order breaks), which is an operator's decision.
+
+    Whatever else the broker refuses raises aiokafka's error for it (`InvalidTopicError`,
+    ...): the admin client returns per-topic error codes rather than raising them. A count
+    below 1 raises `InvalidPartitionsError` here, as Apache Kafka would (tansu creates a
+    topic with no partition)."""
+    if partitions is not None and partitions < 1:
+        raise InvalidPartitionsError(f"topic {topic!r}: {partitions} partitions (1 or more)")
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(topic, partitions, replication_factor=1)])
-    except TopicAlreadyExistsError:
-        pass
+        response = await admin.create_topics(
+            [NewTopic(topic, partitions or 1, replication_factor=1)]
+        )
+        ((_, code, *message),) = response.topic_errors  # v1+ add the broker's message
+        if code != TopicAlreadyExistsError.errno:
+            _raise_for(code, topic, *message)
+            return partitions or 1
+        existing = await _partition_count(admin, topic)
+        if partitions is not None and existing != partitions:
+            raise TopologyMismatch(
+                f"topic {topic!r} exists with {existing} partitions, not {partitions} "
+                "(delete it first to change the count)"
+            )
+        return existing
     finally:
         await admin.close()
 
 
 async def delete_topic(bootstrap: str, topic: str) -> None:
-    """Delete `topic` and its records; nothing happens if it does not exist."""
+    """Delete `topic` and its records; nothing happens if it does not exist. Whatever
+    else the broker refuses raises aiokafka's error for it."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.delete_topics([topic])
-    except UnknownTopicOrPartitionError:
-        pass
+        response = await admin.delete_topics([topic])
+        ((_, code, *message),) = response.topic_error_codes
+        if code != UnknownTopicOrPartitionError.errno:
+            _raise_for(code, topic, *message)
     finally:
         await admin.close()
+
+
+async def _partition_count(admin: AIOKafkaAdminClient, topic: str) -> int:
+    (described,) = await admin.describe_topics([topic])
+    _raise_for(described["error_code"], topic)
+    return len(described["partitions"])
+
+
+def _raise_for(code: int, topic: str, message: str | None = None) -> None:
+    """Raise aiokafka's named error for a per-topic error code of an admin response."""
+    if code != 0:
+        raise for_code(code)(f"topic {topic!r}: {message or 'refused by the broker'}")
 
 
 @dataclass(frozen=True, slots=True)

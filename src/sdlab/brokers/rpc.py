@@ -1,8 +1,10 @@
 """Request/reply over RabbitMQ, the tutorials' way: `rpc_queue`, `reply_to`, `correlation_id`.
 
-    async with RpcServer(rabbit, fib):                # answers in the background
+    from sdlab.brokers.cli import fib_text            # "30" -> "832040"
+
+    async with RpcServer(rabbit, fib_text):           # answers in the background
         async with RpcClient(rabbit) as client:
-            print(await client.call("30", timeout=5))   # "832040"
+            print(await client.call("30", timeout=5))   # 832040
 
 The client declares one exclusive, server-named reply queue and sends each request with
 `reply_to` set to it and a fresh `correlation_id`; the server publishes its answer to
@@ -145,8 +147,10 @@ class RpcClient:
 
 class RpcServer:
     """Answers requests on `queue` with `handler(text) -> answer` (a plain or async
-    function). `prefetch` requests are handled at once (the tutorial's 1 by default); a
-    handler that raises is answered with the error (the client raises `RemoteError`)."""
+    function; the answer is str, sent as UTF-8, or bytes). `prefetch` requests are handled
+    at once (the tutorial's 1 by default); a handler that raises, or returns anything
+    but str or bytes, is answered with the error (the client raises `RemoteError`) and
+    the server goes on."""
 
     def __init__(
         self, rabbit: Rabbit, handler: Handler, queue: str = RPC_QUEUE, *, prefetch: int = 1
@@ -160,10 +164,15 @@ class RpcServer:
         """Answers nobody was waiting for: the client's reply queue was gone."""
         self._task: asyncio.Task[None] | None = None
 
+    async def declare(self) -> None:
+        """Declare the request queue (serving does it too): requests sent from then on
+        wait in it for a server, rather than raise `Unroutable` at the client."""
+        await self.rabbit.declare_queue(self.queue, durable=True, arguments=QUORUM)
+
     async def serve(self) -> None:
         """Answer requests until cancelled; raises `ConsumerStopped` if the connection
         drops or the queue is deleted."""
-        await self.rabbit.declare_queue(self.queue, durable=True, arguments=QUORUM)
+        await self.declare()
         await self._answer_all()
 
     async def _answer_all(self) -> None:
@@ -186,13 +195,14 @@ class RpcServer:
             answer = self.handler(text(request))
             if inspect.isawaitable(answer):
                 answer = await answer
+            reply = _body(answer)
         except Exception as exc:
-            answer, headers = f"{type(exc).__name__}: {exc}", {ERROR_HEADER: True}
+            reply, headers = f"{type(exc).__name__}: {exc}", {ERROR_HEADER: True}
         if request.reply_to:
             routed = await self.rabbit.publish(
                 "",
                 request.reply_to,
-                answer,
+                reply,
                 correlation_id=request.correlation_id,
                 headers=headers,
             )
@@ -202,7 +212,7 @@ class RpcServer:
 
     async def __aenter__(self) -> Self:
         # Declared here, not in the task: a mismatch is raised to the caller at once.
-        await self.rabbit.declare_queue(self.queue, durable=True, arguments=QUORUM)
+        await self.declare()
         self._task = asyncio.create_task(self._answer_all(), name=f"rpc server {self.queue}")
         return self
 
@@ -210,6 +220,18 @@ class RpcServer:
         if self._task is not None:
             await _stop(self._task)
             self._task = None
+
+
+def _body(answer: object) -> Body:
+    """A handler's answer as a reply body: text (sent as UTF-8) or bytes; anything else
+    raises, answered as the handler's error. Checked inside the handler's protection:
+    aio-pika would raise on None or a float as it builds the reply, which stops the
+    server, and take an int for a size (`bytes(3)` is three NUL bytes)."""
+    if isinstance(answer, str | bytes):
+        return answer
+    raise TypeError(
+        f"the handler returned {type(answer).__name__} {answer!r}: an answer is str or bytes"
+    )
 
 
 async def _stop(task: asyncio.Task[None]) -> None:
