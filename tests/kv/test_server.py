@@ -206,6 +206,23 @@ async def test_a_pipeline_sees_its_own_writes_in_order(client: aioredis.Redis) -
         assert await pipe.execute() == [True, b"1", 2, b"2", True, b"x", 1, None, 1, 2, 1]
 
 
+async def test_sets_queued_at_once_keep_their_place_among_other_writes(
+    server: RespServer,
+) -> None:
+    """A SET goes into the batcher as it is read, an INCR in a task that queues its
+    write later: in one pipeline, each SET must still commit after the INCR before it."""
+    sent = [
+        ("INCRBY", "k", "5"), ("SET", "k", "1"), ("INCR", "k"), ("SET", "k", "10"),
+        ("SET", "k", "x", "EX", "0"), ("INCRBY", "k", "2"), ("SET", "k", "20"),
+        ("DEL", "k"), ("SET", "k", "30"), ("INCR", "k"), ("GET", "k"),
+    ]  # fmt: skip
+    got = await raw(server.port, b"".join(request(*args) for args in sent))
+    assert got == (
+        b":5\r\n+OK\r\n:2\r\n+OK\r\n-ERR invalid expire time in 'set' command\r\n"
+        b":12\r\n+OK\r\n:1\r\n+OK\r\n:31\r\n$2\r\n31\r\n"
+    )
+
+
 async def test_many_clients_at_once_group_their_writes(server: RespServer) -> None:
     clients = [aioredis.Redis(port=server.port) for _ in range(20)]
     try:

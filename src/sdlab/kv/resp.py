@@ -77,6 +77,8 @@ class Parser:
 
     def _number(self, start: int, end: int, what: str) -> int:
         digits = bytes(self._buf[start:end])
+        if digits.isdigit() and len(digits) <= 18:  # the usual case, without the regex
+            return int(digits)
         if not _INTEGER.fullmatch(digits):
             raise ProtocolError(f"invalid {what}")
         return int(digits)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fnmatch
 import itertools
 import logging
@@ -60,6 +61,11 @@ class CommandError(Exception):
     """A request the store cannot take: its text is the error reply (`ERR ...`)."""
 
 
+# A write command's request turned into its write and how to answer with the result,
+# without awaiting anything (see Command.prepare).
+Prepared = tuple[ops.Write, Callable[[Any], Reply]]
+
+
 @dataclass(frozen=True)
 class Command:
     name: str
@@ -68,6 +74,9 @@ class Command:
     kind: str  # "read", "write", "none" (touches no data), "session" (see Ordering)
     flags: tuple[str, ...] = ()
     keys: tuple[int, int, int] = (0, 0, 0)  # first key, last key, step (COMMAND INFO)
+    # For a write that is one ops.Write: the request as that write and its answer, so
+    # that with group commit the connection queues it at once, with no task of its own.
+    prepare: Callable[[Session, list[bytes]], Prepared] | None = None
 
     def info(self) -> list[Any]:
         """COMMAND INFO's ten fields, as Redis 7 gives them: name, arity, flags, first key,
@@ -93,6 +102,26 @@ def command(
             key_spec = keys
         COMMANDS[name] = Command(name, handler, arity, kind, flag_set, key_spec)
         return handler
+
+    return add
+
+
+def write_command(
+    arity: int, *, keys: tuple[int, int, int] = (1, 1, 1)
+) -> Callable[[Callable[[Session, list[bytes]], Prepared]], Any]:
+    """A write command given as its `prepare` function; its handler (for the store
+    without group commit) applies the write and answers as `prepare` says."""
+
+    def add(prepare: Callable[[Session, list[bytes]], Prepared]) -> Any:
+        async def handler(session: Session, args: list[bytes]) -> Reply:
+            write, answer = prepare(session, args)
+            return answer(await session.store.apply(write))
+
+        handler.__name__ = prepare.__name__
+        command(arity, "write", keys=keys)(handler)
+        name = handler.__name__.strip("_")
+        COMMANDS[name] = dataclasses.replace(COMMANDS[name], prepare=prepare)
+        return prepare
 
     return add
 
@@ -167,17 +196,30 @@ class Ordering:
         self.kind: str | None = None
         self.running: list[asyncio.Future[Any]] = []
         self.gate: asyncio.Future[Any] | None = None
+        self.last_task: asyncio.Future[Any] | None = None  # the run's last command in a task
 
     def admit(self, kind: str, serial: bool) -> asyncio.Future[Any] | None:
         if kind != self.kind or serial:
             earlier = [task for task in self.running if not task.done()]
             self.gate = asyncio.gather(*earlier, return_exceptions=True) if earlier else None
             self.running = []
+            self.last_task = None
             self.kind = kind
         return self.gate
 
-    def track(self, task: asyncio.Future[Any]) -> None:
+    def track(self, task: asyncio.Future[Any], *, queued: bool = False) -> None:
+        """`queued`: a write already in the batcher, rather than a task yet to run."""
         self.running.append(task)
+        if not queued:
+            self.last_task = task
+
+    def may_queue_now(self) -> bool:
+        """Whether a write admitted now may go into the batcher at once, and so keep its
+        place: nothing of the other kind to wait for, and no write before it in this run
+        still in a task that may not have queued its own write yet."""
+        return (self.gate is None or self.gate.done()) and (
+            self.last_task is None or self.last_task.done()
+        )
 
 
 class Connection:
@@ -270,11 +312,39 @@ class Connection:
             naive = found.kind == "write" and not self.server.store.group_commit
             serial = naive or found.kind == "session"
             gate = self.ordering.admit(found.kind, serial)
-        task = asyncio.get_running_loop().create_task(self._run(found, args[1:], gate))
+        queued = found.prepare is not None and not naive and self.ordering.may_queue_now()
+        if queued:
+            reply = self._queue_write(found, args[1:])
+        else:
+            reply = asyncio.get_running_loop().create_task(self._run(found, args[1:], gate))
         if found.kind != "none":
-            self.ordering.track(task)
-        self.replies.append(task)
+            self.ordering.track(reply, queued=queued)
+        self.replies.append(reply)
         self._more.set()
+
+    def _queue_write(self, found: Command, args: list[bytes]) -> asyncio.Future[bytes]:
+        """The hot path, a write with group commit: into the batcher now, and its reply
+        encoded when its batch commits, by a callback. A task per write (`_run`) would
+        cost several times as much, for nothing to wait on but that commit."""
+        reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        assert found.prepare is not None
+        try:
+            write, answer = found.prepare(self.session, args)
+            committed = self.server.store.submit(write)
+        except Exception as exc:  # refused before it was queued (a bad request, a closed store)
+            reply.set_result(encode(_error(found.name, exc), self.session.resp3))
+            return reply
+
+        def committed_now(committed: asyncio.Future[Any]) -> None:
+            result: Reply
+            try:
+                result = answer(committed.result())
+            except Exception as exc:
+                result = _error(found.name, self.server.store.failure(exc))
+            reply.set_result(encode(result, self.session.resp3))
+
+        committed.add_done_callback(committed_now)
+        return reply
 
     async def _run(
         self, found: Command, args: list[bytes], gate: asyncio.Future[Any] | None
@@ -284,13 +354,8 @@ class Connection:
         reply: Reply
         try:
             reply = await found.handler(self.session, args)
-        except CommandError as exc:
-            reply = Error(str(exc))
-        except KVError as exc:  # the database failing is BackendUnavailable: keep going
-            reply = Error(f"ERR {exc}")
-        except Exception as exc:  # a bug: say so, keep the connection
-            logger.exception("%s failed", found.name)
-            reply = Error(f"ERR internal error: {type(exc).__name__}: {exc}")
+        except Exception as exc:
+            reply = _error(found.name, exc)
         return encode(reply, self.session.resp3)
 
     async def _send(self) -> None:
@@ -305,7 +370,10 @@ class Connection:
                 while self.replies and self.replies[0].done() and len(out) < 512:
                     out.append(self.replies.popleft().result())
                 self.writer.write(b"".join(out))
-                await self.writer.drain()
+                if self.writer.transport.get_write_buffer_size():
+                    # The socket did not take it all: wait if that is above the limit.
+                    # (Skipped otherwise, as it is nearly always: drain() is a coroutine.)
+                    await self.writer.drain()
                 if len(self.replies) <= MAX_PENDING // 2:
                     self._room.set()
         except (ConnectionError, OSError):
@@ -329,6 +397,16 @@ class Session:
 
 
 # Helpers for the handlers.
+
+
+def _error(name: str, exc: Exception) -> Error:
+    """The error reply for a command that raised `exc`."""
+    if isinstance(exc, CommandError):
+        return Error(str(exc))
+    if isinstance(exc, KVError):  # the database failing is BackendUnavailable: keep going
+        return Error(f"ERR {exc}")
+    logger.error("%s failed", name, exc_info=exc)  # a bug: say so, keep the connection
+    return Error(f"ERR internal error: {type(exc).__name__}: {exc}")
 
 
 def _unknown(args: list[bytes]) -> Error:
@@ -555,8 +633,8 @@ async def type_(session: Session, args: list[bytes]) -> Reply:
     return Simple("string" if found else "none")
 
 
-@command(-3, "write")
-async def set_(session: Session, args: list[bytes]) -> Reply:
+@write_command(-3)
+def set_(session: Session, args: list[bytes]) -> Prepared:
     """SET key value [NX|XX] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL]"""
     key, value = _key(args[0]), _value(session, args[1])
     nx = xx = keep_ttl = False
@@ -581,7 +659,10 @@ async def set_(session: Session, args: list[bytes]) -> Reply:
         write: ops.Write = ops.SetIf(key, value, expires_at, nx=nx, xx=xx, keep_ttl=keep_ttl)
     else:
         write = ops.Put(((key, value, expires_at),))
-    stored = await session.store.apply(write)
+    return write, _ok_if_stored
+
+
+def _ok_if_stored(stored: bool) -> Reply:
     return OK if stored else None
 
 

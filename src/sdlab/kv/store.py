@@ -139,6 +139,20 @@ class Store:
         except Exception as exc:
             raise self._failed(exc) from exc
 
+    def submit(self, write: ops.Write) -> asyncio.Future[Any]:
+        """Queue a write for group commit now, without a coroutine: `apply` for a caller
+        that runs thousands of writes a second and can take a future (the RESP server).
+        The future resolves once the write's batch commits; if it fails, pass its
+        exception through `failure` to get what `apply` would raise."""
+        if self._batcher is None:
+            raise RuntimeError("submit() needs group commit: use apply()")
+        return self._batcher.submit(write)
+
+    def failure(self, exc: Exception) -> Exception:
+        """A failed write's exception as `apply` raises it: a KVError as it is, anything
+        else (the driver's, the pool's) as BackendUnavailable."""
+        return exc if isinstance(exc, KVError) else self._failed(exc)
+
     async def set(
         self,
         key: Key,
