@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 import shutil
+import socket
+import struct
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -221,6 +224,64 @@ async def test_sets_queued_at_once_keep_their_place_among_other_writes(
         b":5\r\n+OK\r\n:2\r\n+OK\r\n-ERR invalid expire time in 'set' command\r\n"
         b":12\r\n+OK\r\n:1\r\n+OK\r\n:31\r\n$2\r\n31\r\n"
     )
+
+
+async def test_a_run_of_writes_after_a_read_reaches_the_batcher_in_order() -> None:
+    """`GET x` then `SET k 0` ... `SET k 39`: the SETs wait for the read, then must go
+    into the batcher in the order sent. Sent in random chunks while reads take a random
+    few milliseconds, tasks waiting on one gate did not wake in the order they were made,
+    and the last GET read an earlier SET's value in about one pipeline in seven."""
+    sent = [("GET", "x"), *(("SET", "k", str(i)) for i in range(40)), ("GET", "k")]
+    data = b"".join(request(*args) for args in sent)
+    chance = random.Random(7)
+    async with Store("sqlite://", sweep_interval=0) as kv:
+        read = kv.backend.read
+
+        async def slow_read(*args: Any, **kwargs: Any) -> Any:
+            await asyncio.sleep(chance.random() * 0.004)
+            return await read(*args, **kwargs)
+
+        kv.backend.read = slow_read  # type: ignore[method-assign]
+        server = RespServer(kv, port=0)
+        await server.start()
+        try:
+            last = []
+            for _ in range(150):
+                reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+                for start in range(0, len(data), size := chance.randint(1, 400)):
+                    writer.write(data[start : start + size])
+                    await writer.drain()
+                    if chance.random() < 0.3:
+                        await asyncio.sleep(chance.random() * 0.003)
+                writer.write(request("QUIT"))
+                got = await asyncio.wait_for(reader.read(-1), 10)
+                writer.close()
+                last.append(got.split(b"\r\n")[-3])  # the GET's value, before QUIT's +OK
+        finally:
+            await server.close()
+    assert set(last) == {b"39"}
+
+
+async def test_a_client_reset_mid_pipeline_stops_its_replies(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A client that pipelines 3,000 commands and resets the connection: the server stops
+    writing to it (asyncio logs every write to a lost socket after the fifth) and drops
+    the connection."""
+    data = b"".join(request("SET", f"k{i}", "v") + request("GET", f"k{i}") for i in range(1500))
+    async with Store("sqlite://", sweep_interval=0) as kv:
+        server = RespServer(kv, port=0)
+        await server.start()
+        try:
+            with socket.create_connection(("127.0.0.1", server.port)) as client:
+                client.sendall(data)
+                await asyncio.sleep(0.005)
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            await asyncio.sleep(0.5)  # for the replies it has read to be answered
+            assert not server.connections
+        finally:
+            await server.close()
+    assert not [r for r in caplog.records if "socket.send() raised" in r.getMessage()]
 
 
 async def test_many_clients_at_once_group_their_writes(server: RespServer) -> None:

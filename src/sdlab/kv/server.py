@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import dataclasses
 import fnmatch
+import functools
 import itertools
 import logging
 import os
@@ -113,11 +114,11 @@ def write_command(
     without group commit) applies the write and answers as `prepare` says."""
 
     def add(prepare: Callable[[Session, list[bytes]], Prepared]) -> Any:
+        @functools.wraps(prepare)
         async def handler(session: Session, args: list[bytes]) -> Reply:
             write, answer = prepare(session, args)
             return answer(await session.store.apply(write))
 
-        handler.__name__ = prepare.__name__
         command(arity, "write", keys=keys)(handler)
         name = handler.__name__.strip("_")
         COMMANDS[name] = dataclasses.replace(COMMANDS[name], prepare=prepare)
@@ -187,39 +188,42 @@ class RespServer:
 class Ordering:
     """What a new command of a connection must wait for, so that it sees the effect of
     the commands sent before it: a read waits for earlier writes, a write for earlier
-    reads; a run of the same kind goes at once (a run of batched writes keeps its order
-    in the batcher). `serial` commands wait for everything before them: writes without
-    group commit, and "session" commands (HELLO), which change how the replies after
-    them are encoded, and so wait for those before them to be encoded first."""
+    reads; a run of the same kind goes without waiting for each other's results.
+    `serial` commands wait for everything before them: writes without group commit, and
+    "session" commands (HELLO), which change how the replies after them are encoded, and
+    so wait for those before them to be encoded first.
+
+    Within a run, commands also *start* in order: each waits for the one before it to
+    have started (for a write: to be in the batcher), not only for the run's gate. Tasks
+    waiting on one gate do not wake in the order they were made (a task whose first
+    step comes after the gate is done does not wait at all), so a gate alone let a
+    pipeline's `SET k 39` reach the batcher before its `SET k 4`."""
 
     def __init__(self) -> None:
         self.kind: str | None = None
-        self.running: list[asyncio.Future[Any]] = []
-        self.gate: asyncio.Future[Any] | None = None
-        self.last_task: asyncio.Future[Any] | None = None  # the run's last command in a task
+        self.running: list[asyncio.Future[Any]] = []  # this run's replies not yet known
+        self.gate: asyncio.Future[Any] | None = None  # the earlier run's end
+        self.last: asyncio.Future[None] | None = None  # the run's last command has started
 
     def admit(self, kind: str, serial: bool) -> asyncio.Future[Any] | None:
+        """A new command of `kind`: what it must wait for before it starts (None: no
+        wait). Call `started()` or `track()` for it next."""
         if kind != self.kind or serial:
             earlier = [task for task in self.running if not task.done()]
             self.gate = asyncio.gather(*earlier, return_exceptions=True) if earlier else None
             self.running = []
-            self.last_task = None
+            self.last = None
             self.kind = kind
-        return self.gate
+        waits = self.last if self.last is not None else self.gate
+        return None if waits is None or waits.done() else waits
 
-    def track(self, task: asyncio.Future[Any], *, queued: bool = False) -> None:
-        """`queued`: a write already in the batcher, rather than a task yet to run."""
-        self.running.append(task)
-        if not queued:
-            self.last_task = task
-
-    def may_queue_now(self) -> bool:
-        """Whether a write admitted now may go into the batcher at once, and so keep its
-        place: nothing of the other kind to wait for, and no write before it in this run
-        still in a task that may not have queued its own write yet."""
-        return (self.gate is None or self.gate.done()) and (
-            self.last_task is None or self.last_task.done()
-        )
+    def track(self, reply: asyncio.Future[Any], started: asyncio.Future[None] | None) -> None:
+        """The admitted command's reply, and the future it sets once it has started
+        (None: it started already, as a write put straight into the batcher does)."""
+        if len(self.running) >= 64:  # a long run of one kind: forget what has finished
+            self.running = [task for task in self.running if not task.done()]
+        self.running.append(reply)
+        self.last = started
 
 
 class Connection:
@@ -306,19 +310,20 @@ class Connection:
             return
         if found.name == "quit":  # nothing after it is read, let alone run
             self.closing = True
-        if found.kind == "none":
-            gate = None
-        else:
-            naive = found.kind == "write" and not self.server.store.group_commit
-            serial = naive or found.kind == "session"
-            gate = self.ordering.admit(found.kind, serial)
-        queued = found.prepare is not None and not naive and self.ordering.may_queue_now()
-        if queued:
-            reply = self._queue_write(found, args[1:])
-        else:
-            reply = asyncio.get_running_loop().create_task(self._run(found, args[1:], gate))
+        naive = found.kind == "write" and not self.server.store.group_commit
+        gate = None
         if found.kind != "none":
-            self.ordering.track(reply, queued=queued)
+            gate = self.ordering.admit(found.kind, serial=naive or found.kind == "session")
+        started: asyncio.Future[None] | None = None
+        if found.prepare is not None and not naive and gate is None:
+            reply = self._queue_write(found, args[1:])  # in the batcher now: in its place
+        else:
+            started = asyncio.get_running_loop().create_future()
+            reply = asyncio.get_running_loop().create_task(
+                self._run(found, args[1:], gate, started)
+            )
+        if found.kind != "none":
+            self.ordering.track(reply, started)
         self.replies.append(reply)
         self._more.set()
 
@@ -341,16 +346,28 @@ class Connection:
                 result = answer(committed.result())
             except Exception as exc:
                 result = _error(found.name, self.server.store.failure(exc))
-            reply.set_result(encode(result, self.session.resp3))
+            try:
+                reply.set_result(encode(result, self.session.resp3))
+            except Exception as exc:  # a bug: an answer left unset would stall the replies
+                reply.set_result(encode(_error(found.name, exc), self.session.resp3))
 
         committed.add_done_callback(committed_now)
         return reply
 
     async def _run(
-        self, found: Command, args: list[bytes], gate: asyncio.Future[Any] | None
+        self,
+        found: Command,
+        args: list[bytes],
+        gate: asyncio.Future[Any] | None,
+        started: asyncio.Future[None],
     ) -> bytes:
-        if gate is not None:
-            await gate
+        try:
+            if gate is not None:
+                await gate
+        finally:  # (set even if cancelled: the commands after it must not wait forever)
+            # The next command of the run may start once this step yields: by then this
+            # one's write (if it is one) is in the batcher, as handlers queue it first.
+            started.set_result(None)
         reply: Reply
         try:
             reply = await found.handler(self.session, args)
@@ -370,9 +387,12 @@ class Connection:
                 while self.replies and self.replies[0].done() and len(out) < 512:
                     out.append(self.replies.popleft().result())
                 self.writer.write(b"".join(out))
+                if self.writer.transport.is_closing():  # the client left (or was reset)
+                    raise ConnectionResetError("the connection is closed")
                 if self.writer.transport.get_write_buffer_size():
                     # The socket did not take it all: wait if that is above the limit.
-                    # (Skipped otherwise, as it is nearly always: drain() is a coroutine.)
+                    # (Skipped otherwise, as it is nearly always: drain() is a coroutine,
+                    # so a lost connection is noticed by the check above instead.)
                     await self.writer.drain()
                 if len(self.replies) <= MAX_PENDING // 2:
                     self._room.set()
