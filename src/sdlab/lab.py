@@ -16,6 +16,7 @@ import asyncio
 import os
 import platform
 import shlex
+import sys
 import traceback
 from datetime import UTC, datetime
 from pathlib import Path
@@ -212,6 +213,20 @@ def run_and_exit(
     if failed:
         stderr.print(f"[red]failed:[/] {', '.join(failed)}")
         raise typer.Exit(1)
+
+
+# The options of every system's own experiment command (`sdlab pool experiment`, ...).
+Quick = Annotated[bool, typer.Option("--quick", help="Small sizes: finishes in under a minute.")]
+ReportDir = Annotated[
+    Path | None,
+    typer.Option("--out", help="Report folder (default: <SDLAB_REPORTS_DIR>/latest, merged)."),
+]
+
+
+def run_as_command(selected: list[Experiment], *, quick: bool, out: Path | None) -> None:
+    """`run_and_exit` for a system's own experiment command: the report says to repeat
+    the run with that command, as it was typed."""
+    run_and_exit(selected, quick=quick, out=out, command=shlex.join(["sdlab", *sys.argv[1:]]))
 
 
 @app.command("list")

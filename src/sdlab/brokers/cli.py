@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shlex
-import sys
 from collections.abc import AsyncIterator, Coroutine
-from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -777,13 +774,8 @@ def kafka_replay(
 
 @app.command()
 def bench(
-    quick: Annotated[
-        bool, typer.Option("--quick", help="Small sizes: finishes in under a minute.")
-    ] = False,
-    out: Annotated[
-        Path | None,
-        typer.Option(help="Report folder (default: <SDLAB_REPORTS_DIR>/latest, merged)."),
-    ] = None,
+    quick: lab.Quick = False,
+    out: lab.ReportDir = None,
 ) -> None:
     """Messages per second, publish -> consume with confirms and acks: sdlab.brokers
     beside a bare aio-pika loop (RabbitMQ) and a bare aiokafka loop (Kafka).
@@ -797,4 +789,4 @@ def bench(
     from sdlab.brokers.experiment import BrokerThroughput
 
     chosen = BrokerThroughput.quick() if quick else BrokerThroughput()
-    lab.run_and_exit([chosen], quick=quick, out=out, command=shlex.join(["sdlab", *sys.argv[1:]]))
+    lab.run_as_command([chosen], quick=quick, out=out)

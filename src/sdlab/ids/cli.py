@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shlex
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -176,7 +175,7 @@ def serve(
 
 @app.command()
 def bench(
-    quick: Annotated[bool, typer.Option("--quick", help="Small sizes: under a minute.")] = False,
+    quick: lab.Quick = False,
     seed_sizes: Annotated[
         bool,
         typer.Option(
@@ -185,7 +184,7 @@ def bench(
             "inserts a round up to 5 M rows, 50 connections (an hour or more).",
         ),
     ] = False,
-    out: Annotated[Path | None, typer.Option(help="Report folder.")] = None,
+    out: lab.ReportDir = None,
 ) -> None:
     """Ids per second of each generator beside snowflake-id, python-ulid and uuid6, and
     the seed's storage experiments (each with a chart, beside the seed's numbers).
@@ -202,4 +201,4 @@ def bench(
         chosen = experiment.seed_sizes()
     else:
         chosen = [cls.quick() if quick else cls() for cls in experiment.ALL]
-    lab.run_and_exit(chosen, quick=quick, out=out, command=shlex.join(["sdlab", *sys.argv[1:]]))
+    lab.run_as_command(chosen, quick=quick, out=out)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shlex
-import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -127,8 +124,8 @@ def serve(
 
 @app.command()
 def bench(
-    quick: Annotated[bool, typer.Option("--quick", help="Small sizes: under a minute.")] = False,
-    out: Annotated[Path | None, typer.Option(help="Report folder.")] = None,
+    quick: lab.Quick = False,
+    out: lab.ReportDir = None,
 ) -> None:
     """redis-benchmark -t set,get at 50 clients against our server on SQLite, MariaDB
     and PostgreSQL, with group commit and without (one transaction per write), and
@@ -143,4 +140,4 @@ def bench(
     from sdlab.kv.experiment import Throughput
 
     chosen = Throughput.quick() if quick else Throughput()
-    lab.run_and_exit([chosen], quick=quick, out=out, command=shlex.join(["sdlab", *sys.argv[1:]]))
+    lab.run_as_command([chosen], quick=quick, out=out)

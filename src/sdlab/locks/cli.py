@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import shlex
-import sys
 from contextlib import ExitStack
 from enum import Enum
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -77,13 +74,8 @@ def demo(
 
 @app.command()
 def bench(
-    quick: Annotated[
-        bool, typer.Option("--quick", help="Small sizes: finishes in under a minute.")
-    ] = False,
-    out: Annotated[
-        Path | None,
-        typer.Option(help="Report folder (default: <SDLAB_REPORTS_DIR>/latest, merged)."),
-    ] = None,
+    quick: lab.Quick = False,
+    out: lab.ReportDir = None,
 ) -> None:
     """Acquire + release latency and contended throughput, ours beside redis-py's Lock,
     python-redis-lock and pottery's Redlock.
@@ -95,4 +87,4 @@ def bench(
       sdlab locks bench --out /tmp/locks-report
     """
     chosen = LockCost.quick() if quick else LockCost()
-    lab.run_and_exit([chosen], quick=quick, out=out, command=shlex.join(["sdlab", *sys.argv[1:]]))
+    lab.run_as_command([chosen], quick=quick, out=out)

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import shlex
-import sys
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from enum import StrEnum
-from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
@@ -208,11 +205,8 @@ def watch(
 
 @app.command()
 def experiment(
-    quick: Annotated[bool, typer.Option("--quick", help="Small sizes: under a minute.")] = False,
-    out: Annotated[
-        Path | None,
-        typer.Option(help="Report folder (default: <SDLAB_REPORTS_DIR>/latest, merged)."),
-    ] = None,
+    quick: lab.Quick = False,
+    out: lab.ReportDir = None,
 ) -> None:
     """Short polling against long polling: requests, detection delay, server CPU.
 
@@ -230,7 +224,7 @@ def experiment(
     from sdlab.polling.experiment import ALL
 
     chosen = [cls.quick() if quick else cls() for cls in ALL]
-    lab.run_and_exit(chosen, quick=quick, out=out, command=shlex.join(["sdlab", *sys.argv[1:]]))
+    lab.run_as_command(chosen, quick=quick, out=out)
 
 
 def _run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
-import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -18,16 +15,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-Quick = Annotated[bool, typer.Option("--quick", help="Small sizes: finishes in under a minute.")]
-Out = Annotated[
-    Path | None,
-    typer.Option(help="Report folder (default: <SDLAB_REPORTS_DIR>/latest, merged)."),
-]
 Size = Annotated[int, typer.Option(min=1, max=1000, help="Connections in each pool.")]
-
-
-def _command() -> str:
-    return shlex.join(["sdlab", *sys.argv[1:]])
 
 
 @app.command()
@@ -52,8 +40,8 @@ def experiment(
             "psycopg_pool (experiment pool-peers).",
         ),
     ] = True,
-    quick: Quick = False,
-    out: Out = None,
+    quick: lab.Quick = False,
+    out: lab.ReportDir = None,
 ) -> None:
     """The seed's experiment: pool vs a new connection per task, on MariaDB.
 
@@ -75,9 +63,7 @@ def experiment(
         chosen.size = size
         if tasks:
             chosen.tasks = tuple(tasks)
-    lab.run_and_exit(
-        [versus, side] if peers else [versus], quick=quick, out=out, command=_command()
-    )
+    lab.run_as_command([versus, side] if peers else [versus], quick=quick, out=out)
 
 
 @app.command()
@@ -92,8 +78,8 @@ def bench(
         int, typer.Option(min=2, max=10_000, help="Tasks sharing the pool in the second case.")
     ] = AcquireRelease.tasks,
     size: Size = AcquireRelease.size,
-    quick: Quick = False,
-    out: Out = None,
+    quick: lab.Quick = False,
+    out: lab.ReportDir = None,
 ) -> None:
     """What a pool costs by itself: acquire + release with no query.
 
@@ -112,4 +98,4 @@ def bench(
         if quick
         else AcquireRelease(ops=ops, rounds=rounds, tasks=tasks, size=size)
     )
-    lab.run_and_exit([chosen], quick=quick, out=out, command=_command())
+    lab.run_as_command([chosen], quick=quick, out=out)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import gc
-import shlex
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -118,8 +116,8 @@ def serve(
 
 @app.command()
 def bench(
-    quick: Annotated[bool, typer.Option("--quick", help="Small sizes: under a minute.")] = False,
-    out: Annotated[Path | None, typer.Option(help="Report folder.")] = None,
+    quick: lab.Quick = False,
+    out: lab.ReportDir = None,
 ) -> None:
     """Fresh-line latency with 100 to 1,000 clients on one deployment, and with clients
     waiting on a quiet deployment: this service beside the seed's design, each in a
@@ -134,4 +132,4 @@ def bench(
     from sdlab.streamlogs import experiment
 
     chosen = [cls.quick() if quick else cls() for cls in experiment.ALL]
-    lab.run_and_exit(chosen, quick=quick, out=out, command=shlex.join(["sdlab", *sys.argv[1:]]))
+    lab.run_as_command(chosen, quick=quick, out=out)
