@@ -502,9 +502,18 @@ async def test_replies_match_real_redis(
     differ = [
         f"{' '.join(args)}: ours {a!r}, Redis {b!r}"
         for args, a, b in zip(commands, ours, theirs, strict=True)
-        if a != b
+        if a != b and not same_ttl(args, a, b)
     ]
     assert not differ, "\n".join(differ)
+
+
+def same_ttl(args: list[str], ours: bytes, theirs: bytes) -> bool:
+    """A TTL counts down from the moment it is asked: the two servers are asked a few
+    milliseconds apart, so a second may have passed in between."""
+    if args[0].upper() != "TTL" or not (ours[:1] == theirs[:1] == b":"):
+        return False
+    a, b = int(ours[1:]), int(theirs[1:])
+    return a >= 0 and b >= 0 and abs(a - b) <= 1  # -1 and -2 are states, not times
 
 
 GLOB_KEYS = ["a*b", "axb", "a\\xb", "a?", "ab", "a^", "ac", "a]", "a-", "a[", "a\\", "h\\llo"]
