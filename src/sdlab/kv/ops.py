@@ -186,10 +186,8 @@ def put(d: Dialect, rows: Sequence[Row]) -> Script[None]:
 
 
 def get(d: Dialect, now: int, key: bytes) -> Script[bytes | None]:
-    rows = (yield d.select(key)).rows
-    if rows and alive(rows[0][1], now):
-        return bytes(rows[0][0])
-    return None
+    found = yield from get_with_pttl(d, now, key)
+    return None if found is None else found[0]
 
 
 def get_with_pttl(d: Dialect, now: int, key: bytes) -> Script[tuple[bytes, int] | None]:
