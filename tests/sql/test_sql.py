@@ -105,10 +105,13 @@ async def test_other_errors_are_sql_errors_with_the_server_code(db: sql.Database
 
 
 async def test_a_failed_block_rolls_back_and_its_error_goes_on(db: sql.Database) -> None:
-    with pytest.raises(RuntimeError, match="boom"):
+    async def book_then_fail() -> None:
         async with db.transaction() as tx:
             await tx.execute("UPDATE seats SET user_id = 1 WHERE id = 1")
             raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await book_then_fail()
     assert await db.fetchval("SELECT user_id FROM seats WHERE id = 1") is None
     assert db.pool.stats()["connections_lost"] == 0
 
