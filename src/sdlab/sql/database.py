@@ -75,17 +75,13 @@ class Session:
     async def run(self, sql: str, params: Params = ()) -> Result:
         """Run one statement: its rows (if it returns any), rowcount and lastrowid."""
         try:
-            if self._mariadb:
-                if self._cursor is None:
-                    self._cursor = self.raw.cursor()
-                cur = self._cursor
-                # No parameters: no %-formatting, so a literal % in the SQL stays as it is.
-                await cur.execute(sql, tuple(params) if params else None)
-                rows = list(await cur.fetchall()) if cur.description else []
-                return Result(rows, cur.rowcount, cur.lastrowid)
-            cur = await self.raw.execute(sql, params or None)
-            rows = await cur.fetchall() if cur.description else []
-            return Result(rows, cur.rowcount)
+            if self._cursor is None:  # one cursor for the session's life: fewer objects
+                self._cursor = self.raw.cursor()
+            cur = self._cursor
+            # No parameters: no %-formatting, so a literal % in the SQL stays as it is.
+            await cur.execute(sql, tuple(params) if params else None)
+            rows = list(await cur.fetchall()) if cur.description else []
+            return Result(rows, cur.rowcount, cur.lastrowid if self._mariadb else None)
         except Exception as exc:
             named = translate(exc)
             if named is None:

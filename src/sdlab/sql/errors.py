@@ -155,12 +155,7 @@ def translate(exc: BaseException, *, connecting: bool = False) -> SQLError | Non
         state = exc.sqlstate
         if state is None:  # libpq's own failure: the socket, not the server, spoke
             return lost(describe(exc))
-        kind = _POSTGRES.get(state)
-        if kind is None:
-            kind = ConstraintViolation if state.startswith("23") else SQLError
-            if state.startswith("08"):
-                kind = lost
-        return kind(_first_line(exc), code=state)
+        return _postgres_kind(state, lost)(_first_line(exc), code=state)
     if isinstance(exc, sqlite3.Error):
         code = getattr(exc, "sqlite_errorcode", None)
         if code in _SQLITE_UNIQUE:
@@ -175,6 +170,14 @@ def translate(exc: BaseException, *, connecting: bool = False) -> SQLError | Non
     if isinstance(exc, OSError):  # ConnectionResetError, a refused or timed-out connect
         return lost(describe(exc))
     return None
+
+
+def _postgres_kind(state: str, lost: type[SQLError]) -> type[SQLError]:
+    if state in _POSTGRES:
+        return _POSTGRES[state]
+    if state.startswith("08"):  # connection exceptions
+        return lost
+    return ConstraintViolation if state.startswith("23") else SQLError
 
 
 def _first_line(exc: BaseException) -> str:
