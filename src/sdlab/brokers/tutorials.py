@@ -40,6 +40,13 @@ async def take(messages: AsyncIterator[T], count: int | None, say: Say) -> Async
             return
 
 
+async def send_each(target: Queue | RetryQueue, bodies: list[str], say: Say) -> None:
+    """Send the bodies one by one, each confirmed before the next, saying each."""
+    for body in bodies:
+        await target.send(body)
+        say(f" [x] Sent {body}")
+
+
 # -- hello ----------------------------------------------------------------------------
 
 
@@ -64,10 +71,7 @@ async def receive(url: str, queue: str, *, count: int | None = None, say: Say = 
 async def new_task(url: str, queue: str, tasks: list[str], *, say: Say = print_line) -> None:
     """Queue tasks as persistent messages, each confirmed."""
     async with await Rabbit.connect(url) as rabbit:
-        task_queue = Queue(rabbit, queue, persistent=True)
-        for task in tasks:
-            await task_queue.send(task)
-            say(f" [x] Sent {task}")
+        await send_each(Queue(rabbit, queue, persistent=True), tasks, say)
 
 
 async def worker(
@@ -222,10 +226,7 @@ async def queue_jobs(
 ) -> None:
     """Queue jobs on a RetryQueue (persistent, confirmed)."""
     async with await Rabbit.connect(url) as rabbit:
-        target = RetryQueue(rabbit, queue, delays=delays)
-        for job in jobs:
-            await target.send(job)
-            say(f" [x] Sent {job}")
+        await send_each(RetryQueue(rabbit, queue, delays=delays), jobs, say)
 
 
 async def flaky_worker(
