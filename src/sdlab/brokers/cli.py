@@ -59,8 +59,9 @@ def _kafka_bootstrap(url: str | None) -> str:
 
 
 def _run(work: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine; what a user can meet is one line on stderr, exit 1.
-    (The clients' own logs would tell the same failure again, with tracebacks.)"""
+    """Run a command's program; what a user can meet is one line on stderr, exit 1.
+    (The clients' own logs would tell the same failure again, with tracebacks.) Ctrl-C
+    is left to `sdlab.cli.main`: exit 130, as for every command."""
     for library in ("aiormq", "aio_pika", "aiokafka"):
         logging.getLogger(library).setLevel(logging.CRITICAL)
     try:
