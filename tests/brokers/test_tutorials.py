@@ -14,7 +14,7 @@ import pytest_asyncio
 
 from sdlab import infra
 from sdlab.brokers import Exchange, Queue, Rabbit, RpcClient, RpcServer, text
-from sdlab.brokers.cli import fib_text
+from sdlab.brokers.tutorials import fib_text
 from tests.brokers.programs import Program
 
 pytestmark = pytest.mark.slow

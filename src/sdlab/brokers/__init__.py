@@ -9,7 +9,8 @@
 and exchanges (fanout, direct, topic); `rpc.py` request/reply; `retry.py` dead
 lettering with bounded retries and backoff; `kafka.py` topics, keyed production,
 consumer groups, replay and lag; `broker.py` the one small interface (publish, consume
-with ack) that runs a service on either broker by its URL.
+with ack) that runs a service on either broker by its URL. `tutorials.py` and
+`kafka_demo.py` are the programs `sdlab brokers` runs, as async functions.
 """
 
 from sdlab.brokers.broker import Broker, KafkaBroker, Message, RabbitBroker, connect

@@ -3,13 +3,15 @@
 Producers and consumers speak the official tutorials' conventions (queue and exchange
 names, flags, UTF-8 text), so `sdlab brokers work produce` feeds the tutorial's
 `worker.py` and the tutorial's `new_task.py` feeds `sdlab brokers work consume`.
+The programs themselves are `tutorials.py` and `kafka_demo.py`; each command here finds
+the broker, parses its options and runs one of them through `_run`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import Coroutine
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -17,11 +19,9 @@ from aiokafka.errors import KafkaError
 from aiormq.exceptions import AMQPError
 
 from sdlab import infra, lab
-from sdlab.brokers import kafka
+from sdlab.brokers import kafka, kafka_demo, tutorials
 from sdlab.brokers.errors import BrokerError
-from sdlab.brokers.rabbit import Exchange, Queue, Rabbit, text
-from sdlab.brokers.retry import RetryQueue
-from sdlab.brokers.rpc import RPC_QUEUE, RpcClient, RpcServer
+from sdlab.brokers.rpc import RPC_QUEUE
 from sdlab.console import console, stderr
 from sdlab.infra.services.kafka import bootstrap_servers
 
@@ -59,8 +59,9 @@ def _kafka_bootstrap(url: str | None) -> str:
 
 
 def _run(work: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine; what a user can meet is one line on stderr, exit 1.
-    (The clients' own logs would tell the same failure again, with tracebacks.)"""
+    """Run a command's program; what a user can meet is one line on stderr, exit 1.
+    (The clients' own logs would tell the same failure again, with tracebacks.) Ctrl-C
+    is left to `sdlab.cli.main`: exit 130, as for every command."""
     for library in ("aiormq", "aio_pika", "aiokafka"):
         logging.getLogger(library).setLevel(logging.CRITICAL)
     try:
@@ -68,22 +69,6 @@ def _run(work: Coroutine[Any, Any, T]) -> T:
     except (BrokerError, AMQPError, KafkaError, ConnectionError) as exc:
         stderr.print(f"[red]error:[/] {type(exc).__name__}: {exc}", highlight=False)
         raise typer.Exit(1) from None
-
-
-def say(line: str) -> None:
-    """One line on stdout, flushed at once (other programs read consumers' output)."""
-    print(line, flush=True)
-
-
-async def _take(messages: AsyncIterator[T], count: int | None) -> AsyncIterator[T]:
-    if count is None:
-        say(" [*] Waiting for messages. To exit press CTRL+C")
-    n = 0
-    async for message in messages:
-        yield message
-        n += 1
-        if count is not None and n >= count:
-            return
 
 
 def _pattern(name: str, summary: str) -> typer.Typer:
@@ -116,15 +101,7 @@ def hello_produce(
 
       sdlab brokers hello produce 'Hola!' --queue greetings
     """
-
-    address = _rabbit_url(url)
-
-    async def run() -> None:
-        async with await Rabbit.connect(address) as rabbit:
-            await Queue(rabbit, queue).send(message)
-            say(f" [x] Sent {message!r}")
-
-    _run(run())
+    _run(tutorials.send(_rabbit_url(url), queue, message))
 
 
 @hello.command("consume")
@@ -141,19 +118,7 @@ def hello_consume(
 
       sdlab brokers hello consume -n 1
     """
-
-    address = _rabbit_url(url)
-
-    async def run() -> None:
-        async with (
-            await Rabbit.connect(address) as rabbit,
-            Queue(rabbit, queue).consume() as messages,
-        ):
-            async for message in _take(messages, count):
-                say(f" [x] Received {text(message)}")
-                await message.ack()
-
-    _run(run())
+    _run(tutorials.receive(_rabbit_url(url), queue, count=count))
 
 
 # -- work queues ----------------------------------------------------------------------
@@ -183,17 +148,7 @@ def work_produce(
 
       sdlab brokers work produce one. two.. three...
     """
-
-    address = _rabbit_url(url)
-
-    async def run() -> None:
-        async with await Rabbit.connect(address) as rabbit:
-            task_queue = Queue(rabbit, queue, persistent=True)
-            for task in tasks or ["Hello World!"]:
-                await task_queue.send(task)
-                say(f" [x] Sent {task}")
-
-    _run(run())
+    _run(tutorials.new_task(_rabbit_url(url), queue, tasks or ["Hello World!"]))
 
 
 @work.command("consume")
@@ -216,23 +171,11 @@ def work_consume(
 
       sdlab brokers work consume --dot-seconds 0.1 -n 10
     """
-
-    address = _rabbit_url(url)
-
-    async def run() -> None:
-        async with (
-            await Rabbit.connect(address) as rabbit,
-            Queue(rabbit, queue, persistent=True).consume(prefetch=prefetch) as tasks,
-        ):
-            async for task in _take(tasks, count):
-                body = text(task)
-                again = " (redelivered)" if task.redelivered else ""
-                say(f" [x] Received {body}{again}")
-                await asyncio.sleep(body.count(".") * dot_seconds)
-                say(" [x] Done")
-                await task.ack()
-
-    _run(run())
+    _run(
+        tutorials.worker(
+            _rabbit_url(url), queue, prefetch=prefetch, dot_seconds=dot_seconds, count=count
+        )
+    )
 
 
 # -- publish/subscribe, routing, topics -------------------------------------------------
@@ -258,7 +201,7 @@ def pubsub_produce(
 
       sdlab brokers pubsub produce 'warning: disk 91% full'
     """
-    _publish(url, exchange, "fanout", "", message)
+    _run(tutorials.emit_log(_rabbit_url(url), exchange, "fanout", message))
 
 
 @pubsub.command("consume")
@@ -273,7 +216,7 @@ def pubsub_consume(
 
       sdlab brokers pubsub consume > logs_from_rabbit.log
     """
-    _subscribe(url, exchange, "fanout", [], count)
+    _run(tutorials.receive_logs(_rabbit_url(url), exchange, "fanout", [], count=count))
 
 
 routing = _pattern(
@@ -298,7 +241,7 @@ def routing_produce(
 
       sdlab brokers routing produce error 'disk failed'
     """
-    _publish(url, exchange, "direct", severity, message)
+    _run(tutorials.emit_log(_rabbit_url(url), exchange, "direct", message, key=severity))
 
 
 @routing.command("consume")
@@ -314,7 +257,7 @@ def routing_consume(
 
       sdlab brokers routing consume info warning error
     """
-    _subscribe(url, exchange, "direct", severities, count)
+    _run(tutorials.receive_logs(_rabbit_url(url), exchange, "direct", severities, count=count))
 
 
 topics = _pattern(
@@ -339,7 +282,7 @@ def topics_produce(
 
       sdlab brokers topics produce kern.critical 'A critical kernel error'
     """
-    _publish(url, exchange, "topic", routing_key, message)
+    _run(tutorials.emit_log(_rabbit_url(url), exchange, "topic", message, key=routing_key))
 
 
 @topics.command("consume")
@@ -357,37 +300,7 @@ def topics_consume(
 
       sdlab brokers topics consume 'kern.*' '*.critical'
     """
-    _subscribe(url, exchange, "topic", binding_keys, count)
-
-
-def _publish(url: str | None, exchange: str, kind: str, key: str, message: str) -> None:
-    address = _rabbit_url(url)
-
-    async def run() -> None:
-        async with await Rabbit.connect(address) as rabbit:
-            routed = await Exchange(rabbit, exchange, kind).publish(message, key=key)
-        shown = f"{key}:{message}" if key else message
-        say(f" [x] Sent {shown}" + ("" if routed else " (no subscriber: dropped)"))
-
-    _run(run())
-
-
-def _subscribe(
-    url: str | None, exchange: str, kind: str, keys: list[str], count: int | None
-) -> None:
-    address = _rabbit_url(url)
-
-    async def run() -> None:
-        async with (
-            await Rabbit.connect(address) as rabbit,
-            Exchange(rabbit, exchange, kind).subscribe(*keys) as messages,
-        ):
-            async for message in _take(messages, count):
-                key = f"{message.routing_key}:" if kind != "fanout" else ""
-                say(f" [x] {key}{text(message)}")
-                await message.ack()
-
-    _run(run())
+    _run(tutorials.receive_logs(_rabbit_url(url), exchange, "topic", binding_keys, count=count))
 
 
 # -- RPC ------------------------------------------------------------------------------
@@ -399,20 +312,6 @@ rpc = _pattern(
     "Fibonacci numbers. `produce` is the client, `consume` the server.\n\nExamples:\n\n"
     "  sdlab brokers rpc consume\n\n  sdlab brokers rpc produce 30",
 )
-
-
-def fib(n: int) -> int:
-    a, b = 0, 1
-    for _ in range(n):
-        a, b = b, a + b
-    return a
-
-
-def fib_text(request: str) -> str:
-    n = int(request)
-    if not 0 <= n <= 10_000:
-        raise ValueError(f"fib({n}): n must be from 0 to 10000")
-    return str(fib(n))
 
 
 @rpc.command("produce")
@@ -430,22 +329,7 @@ def rpc_produce(
 
       sdlab brokers rpc produce 1 2 3 10 --timeout 2
     """
-
-    address = _rabbit_url(url)
-
-    async def run() -> None:
-        wanted = numbers or [30]
-        async with (
-            await Rabbit.connect(address) as rabbit,
-            RpcClient(rabbit, queue, timeout=timeout) as client,
-        ):
-            for n in wanted:
-                say(f" [x] Requesting fib({n})")
-            answers = await asyncio.gather(*(client.call(str(n)) for n in wanted))
-            for answer in answers:
-                say(f" [.] Got {answer}")
-
-    _run(run())
+    _run(tutorials.rpc_client(_rabbit_url(url), queue, numbers or [30], timeout=timeout))
 
 
 @rpc.command("consume")
@@ -460,22 +344,7 @@ def rpc_consume(
 
       sdlab brokers rpc consume
     """
-
-    address = _rabbit_url(url)
-
-    async def run() -> None:
-        async with await Rabbit.connect(address) as rabbit:
-
-            def answer(request: str) -> str:
-                say(f" [.] fib({request})")
-                return fib_text(request)
-
-            server = RpcServer(rabbit, answer, queue, prefetch=prefetch)
-            await server.declare()  # first: a client that reads the next line may call
-            say(" [x] Awaiting RPC requests")
-            await server.serve()
-
-    _run(run())
+    _run(tutorials.rpc_server(_rabbit_url(url), queue, prefetch=prefetch))
 
 
 # -- publisher confirms ---------------------------------------------------------------
@@ -507,26 +376,7 @@ def confirms_produce(
 
       sdlab brokers confirms produce -n 1000 --window 1     (one at a time)
     """
-
-    address = _rabbit_url(url)
-
-    async def run() -> None:
-        loop = asyncio.get_running_loop()
-        async with await Rabbit.connect(address) as rabbit:
-            target = Queue(rabbit, queue, persistent=True)
-            await target.declare()
-            slots = asyncio.Semaphore(window)
-
-            async def one(i: int) -> None:
-                async with slots:
-                    await target.send(f"message {i}")
-
-            began = loop.time()
-            await asyncio.gather(*(one(i) for i in range(count)))
-            took = loop.time() - began
-        say(f" [x] {count} confirmed in {took:.2f} s: {count / took:,.0f} messages/s")
-
-    _run(run())
+    _run(tutorials.publish_confirmed(_rabbit_url(url), queue, count, window=window))
 
 
 @confirms.command("consume")
@@ -541,21 +391,7 @@ def confirms_consume(
 
       sdlab brokers confirms consume -n 1000
     """
-
-    address = _rabbit_url(url)
-
-    async def run() -> None:
-        received = 0
-        async with (
-            await Rabbit.connect(address) as rabbit,
-            Queue(rabbit, queue, persistent=True).consume(prefetch=100) as messages,
-        ):
-            async for message in _take(messages, count):
-                await message.ack()
-                received += 1
-        say(f" [x] Received {received}")
-
-    _run(run())
+    _run(tutorials.drain(_rabbit_url(url), queue, count=count))
 
 
 # -- dead lettering -------------------------------------------------------------------
@@ -589,17 +425,7 @@ def deadletter_produce(
 
       sdlab brokers deadletter produce 'flaky job' 'fail job'
     """
-
-    address = _rabbit_url(url)
-
-    async def run() -> None:
-        async with await Rabbit.connect(address) as rabbit:
-            target = RetryQueue(rabbit, queue, delays=delay or [1.0, 5.0])
-            for job in jobs or ["a job"]:
-                await target.send(job)
-                say(f" [x] Sent {job}")
-
-    _run(run())
+    _run(tutorials.queue_jobs(_rabbit_url(url), queue, delay or [1.0, 5.0], jobs or ["a job"]))
 
 
 @deadletter.command("consume")
@@ -618,23 +444,7 @@ def deadletter_consume(
 
       sdlab brokers deadletter consume --delay 0.5 --delay 2 -n 5
     """
-
-    address = _rabbit_url(url)
-
-    async def run() -> None:
-        async with await Rabbit.connect(address) as rabbit:
-            jobs = RetryQueue(rabbit, queue, delays=delay or [1.0, 5.0])
-            async with jobs.consume() as attempts:
-                async for job in _take(attempts, count):
-                    failing = "fail" in job.text or ("flaky" in job.text and job.retries == 0)
-                    if failing:
-                        went = await job.fail("the demo worker fails this job")
-                        say(f" [x] {job.text}: attempt {job.retries + 1} failed -> {went}")
-                    else:
-                        await job.ack()
-                        say(f" [x] {job.text}: attempt {job.retries + 1} done")
-
-    _run(run())
+    _run(tutorials.flaky_worker(_rabbit_url(url), queue, delay or [1.0, 5.0], count=count))
 
 
 # -- Kafka ----------------------------------------------------------------------------
@@ -675,17 +485,11 @@ def kafka_produce(
 
       sdlab brokers kafka produce --topic orders --key alice paid shipped delivered
     """
-
-    bootstrap = _kafka_bootstrap(url)
-
-    async def run() -> None:
-        await kafka.create_topic(bootstrap, topic, partitions=partitions)
-        async with kafka.Producer(bootstrap) as producer:
-            for value in values or ["Hello World!"]:
-                partition, offset = await producer.send(topic, value, key=key)
-                say(f" [x] Sent {value} -> partition {partition}, offset {offset}")
-
-    _run(run())
+    _run(
+        kafka_demo.produce(
+            _kafka_bootstrap(url), topic, values or ["Hello World!"], key=key, partitions=partitions
+        )
+    )
 
 
 @kafka_app.command("consume")
@@ -707,20 +511,11 @@ def kafka_consume(
 
       sdlab brokers kafka consume --topic orders --group audit -n 10
     """
-
-    bootstrap = _kafka_bootstrap(url)
-
-    async def run() -> None:
-        await kafka.create_topic(bootstrap, topic)  # 1 partition if it is new
-        consumer = kafka.GroupConsumer(bootstrap, topic, group, session_timeout=session_timeout)
-        async with consumer:
-            async for record in _take(aiter(consumer), count):
-                key = "" if record.key is None else f", key {record.key.decode()}"
-                where = f"partition {record.partition}, offset {record.offset}{key}"
-                say(f" [x] {record.text} ({where})")
-                consumer.ack(record)
-
-    _run(run())
+    _run(
+        kafka_demo.consume(
+            _kafka_bootstrap(url), topic, group, session_timeout=session_timeout, count=count
+        )
+    )
 
 
 @kafka_app.command("lag")
@@ -739,7 +534,7 @@ def kafka_lag(
 
     rows = _run(kafka.group_lag(_kafka_bootstrap(url), topic, group))
     console.print(rich_table([row.__dict__ for row in rows]))
-    say(f"total lag: {sum(row.lag for row in rows)}")
+    tutorials.print_line(f"total lag: {sum(row.lag for row in rows)}")
 
 
 @kafka_app.command("replay")
@@ -759,14 +554,7 @@ def kafka_replay(
 
       sdlab brokers kafka replay --topic orders --partition 1 --offset 5
     """
-
-    bootstrap = _kafka_bootstrap(url)
-
-    async def run() -> None:
-        async for record in kafka.replay(bootstrap, topic, offset=offset, partitions=partition):
-            say(f" [x] {record.text} (partition {record.partition}, offset {record.offset})")
-
-    _run(run())
+    _run(kafka_demo.replay(_kafka_bootstrap(url), topic, offset=offset, partitions=partition))
 
 
 # -- benchmark ------------------------------------------------------------------------

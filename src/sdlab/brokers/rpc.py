@@ -1,6 +1,6 @@
 """Request/reply over RabbitMQ, the tutorials' way: `rpc_queue`, `reply_to`, `correlation_id`.
 
-    from sdlab.brokers.cli import fib_text            # "30" -> "832040"
+    from sdlab.brokers.tutorials import fib_text      # "30" -> "832040"
 
     async with RpcServer(rabbit, fib_text):           # answers in the background
         async with RpcClient(rabbit) as client:
