@@ -293,7 +293,7 @@ class BrokerThroughput(Experiment):
             return timed  # the consumer returns at the end of the timed phase only
 
         async with how(url, name, self.prefetch) as pipe:
-            consumer = asyncio.create_task(pipe.consume(one))
+            consumer: asyncio.Future[None] = asyncio.ensure_future(pipe.consume(one))
             try:
                 # Warm-up: one message through, so the consumer is subscribed and its
                 # group has settled before the clock starts.

@@ -227,12 +227,12 @@ class Rabbit:
         connection drops or the broker cancels the consumer, the loop raises
         `ConsumerStopped`."""
         channel = await self.connection.channel(publisher_confirms=False)
-        closing: set[asyncio.Task[None]] = set()
+        closing: set[asyncio.Future[None]] = set()
 
         def cancelled_by_broker(frame: object) -> None:
             # aio-pika's iterator would wait for ever; closing the channel ends it. Not
             # awaited here: this runs in the channel's reader, which the close needs.
-            closing.add(asyncio.create_task(channel.close()))
+            closing.add(asyncio.ensure_future(channel.close()))
 
         try:
             await channel.set_qos(prefetch_count=prefetch)
@@ -251,7 +251,7 @@ class Rabbit:
         messages: Deliveries,
         queue: str,
         channel: aiormq.abc.AbstractChannel,
-        cancelled: set[asyncio.Task[None]],
+        cancelled: set[asyncio.Future[None]],
     ) -> Deliveries:
         """`messages`, then `ConsumerStopped`: aio-pika's iterator simply ends when its
         channel closes, which a consumer must not take for the end of the queue."""

@@ -37,6 +37,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
@@ -198,12 +199,14 @@ class RetryQueue:
         self._declared = False
 
 
-def _copy(message: AbstractIncomingMessage, headers: dict[str, object]) -> aio_pika.Message:
+def _copy(message: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
     """A persistent copy of `message` to publish anew, with its properties: its own
     headers (not the broker's dead-letter records) updated with `headers`. Not its
     `expiration` (a per-message TTL would run out in a retry queue) nor its `user_id`
     (the broker refuses one that is not the publishing connection's user)."""
-    kept = {k: v for k, v in (message.headers or {}).items() if k not in BROKER_HEADERS}
+    kept: dict[str, Any] = {
+        k: v for k, v in (message.headers or {}).items() if k not in BROKER_HEADERS
+    }
     return aio_pika.Message(
         message.body,
         headers={**kept, **headers},

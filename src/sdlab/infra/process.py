@@ -74,13 +74,24 @@ class ServerProcess:
         self._home = Path(tempfile.mkdtemp(prefix="sdlab-process-"))
         self.log = self._home / "output.log"
         self._out: IO[bytes] = self.log.open("wb")
-        options = {"timeout": timeout, "stdout": self._out, "stderr": self._out}
         self._executor: SimpleExecutor
         if ready_url is not None:
-            self._executor = HTTPExecutor(self.command, url=ready_url, method="GET", **options)
+            self._executor = HTTPExecutor(
+                self.command,
+                url=ready_url,
+                method="GET",
+                timeout=timeout,
+                stdout=self._out,
+                stderr=self._out,
+            )
         else:
             self._executor = TCPExecutor(
-                self.command, host="127.0.0.1", port=int(ready_port or 0), **options
+                self.command,
+                host="127.0.0.1",
+                port=int(ready_port or 0),
+                timeout=timeout,
+                stdout=self._out,
+                stderr=self._out,
             )
 
     def __repr__(self) -> str:

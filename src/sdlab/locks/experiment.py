@@ -166,7 +166,7 @@ class LockCost(Experiment):
         rows = []
         with infra.redis(5) as quorum_servers:
             async with AsyncExitStack() as stack:
-                conns = {
+                conns: dict[str, Any] = {
                     "redis": redis.connect(urls["redis"]),
                     "redis_url": urls["redis"],
                     "quorum": [redis.connect(s.url) for s in quorum_servers],

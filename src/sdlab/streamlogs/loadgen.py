@@ -26,6 +26,7 @@ import re
 import sys
 import time
 from collections import Counter
+from typing import cast
 
 from sdlab.bench import Latency
 
@@ -45,7 +46,8 @@ class Client(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        # uvloop's transport is a Transport in all but its class (not a subclass).
+        self.transport = cast(asyncio.Transport, transport)
         self.transport.write(self.request)
 
     def data_received(self, data: bytes) -> None:
