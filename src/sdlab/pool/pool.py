@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 from time import perf_counter_ns
 from typing import Any, Generic, Self, TypeVar
 
-from sdlab.bench.latency import Latency
-from sdlab.infra.service import describe
+from sdlab.failure import describe
+from sdlab.latency import Latency
 from sdlab.pool.connectors import Connector, Factory
 
 C = TypeVar("C")

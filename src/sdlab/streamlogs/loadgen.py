@@ -27,7 +27,7 @@ import sys
 import time
 from collections import Counter
 
-from sdlab.bench import Latency
+from sdlab.latency import Latency
 
 MARKER = re.compile(rb"data: bench (\d+) (\d+)")
 CONNECT_AT_ONCE = 100
