@@ -107,7 +107,7 @@ LOADED = f"""
 import sys
 import sdlab.pool
 heavy = {HEAVY!r}
-print(*sorted(m for m in sys.modules if any(m == h or m.startswith(h + ".") for h in heavy)))
+print(*sorted(set(h for m in sys.modules for h in heavy if m == h or m.startswith(h + "."))))
 """
 
 
