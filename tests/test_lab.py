@@ -39,3 +39,18 @@ def test_experiments_come_in_the_order_of_the_systems() -> None:
     ranks = [names.index(cls.system) for cls in lab.experiments().values() if cls.system in names]
     assert ranks == sorted(ranks)
     assert next(iter(lab.experiments())) == "roundtrip"
+
+
+def test_select_names_what_it_does_not_know() -> None:
+    from sdlab import lab
+
+    assert [cls.name for cls in lab.select(["roundtrip"])] == ["roundtrip"]
+    with pytest.raises(lab.UnknownExperiment, match="no experiment or system called nosuch; known"):
+        lab.select(["pool", "nosuch"])
+
+
+def test_an_unknown_only_is_a_usage_error() -> None:
+    done = sdlab("lab", "run", "--only", "nosuch")
+    assert done.returncode == 2
+    assert "Invalid value for --only: no experiment or system called nosuch" in done.stderr
+    assert "roundtrip" in done.stderr

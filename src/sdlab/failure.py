@@ -1,4 +1,5 @@
-"""One line that says why something failed, for errors a user reads (no traceback)."""
+"""The cause of a failure in one line, for error messages and logs: no traceback, no
+driver noise. Light on purpose (the standard library only), so libraries can use it."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import socket
 
 
 def describe(exc: BaseException) -> str:
-    """One line that says why a probe failed, without a traceback."""
+    """One line that says why a connection, probe or request failed."""
     if isinstance(exc, TimeoutError):
         return "no answer in time (timed out)"
     if isinstance(exc, ConnectionRefusedError):

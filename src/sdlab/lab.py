@@ -40,6 +40,10 @@ app = typer.Typer(
 )
 
 
+class UnknownExperiment(ValueError):
+    """`--only` named no experiment and no system."""
+
+
 def experiments() -> dict[str, type[Experiment]]:
     """Every registered experiment, by name (importing each system's experiment module),
     the foundation's first, then in the order of the systems' catalogue."""
@@ -53,16 +57,16 @@ def experiments() -> dict[str, type[Experiment]]:
 
 
 def select(only: list[str] | None) -> list[type[Experiment]]:
-    """The experiments named in `only` (by experiment or system name); all if empty."""
+    """The experiments named in `only` (by experiment or system name); all if empty.
+    Raises UnknownExperiment, listing the names known, if one matches nothing."""
     known = experiments()
     if not only:
         return list(known.values())
     unknown = [o for o in only if not any(o in (c.name, c.system) for c in known.values())]
     if unknown:
         names = ", ".join(sorted({*known, *(c.system for c in known.values())}))
-        raise typer.BadParameter(
-            f"no experiment or system called {', '.join(unknown)}; known: {names}",
-            param_hint="--only",
+        raise UnknownExperiment(
+            f"no experiment or system called {', '.join(unknown)}; known: {names}"
         )
     return [c for c in known.values() if c.name in only or c.system in only]
 
@@ -198,7 +202,11 @@ def run_command(
 
       sdlab lab run --only pool --out /tmp/pool-report
     """
-    selected = [cls.quick() if quick else cls() for cls in select(only)]
+    try:
+        chosen = select(only)
+    except UnknownExperiment as exc:
+        raise typer.BadParameter(str(exc), param_hint="--only") from None
+    selected = [cls.quick() if quick else cls() for cls in chosen]
     run_and_exit(selected, quick=quick, out=out)
 
 

@@ -225,6 +225,21 @@ async def test_resize(mysql_url: str) -> None:
             await pool.resize(3, 2)
 
 
+async def test_every_connection_closed_while_open_is_counted_with_its_reason(
+    mysql_url: str,
+) -> None:
+    async with Pool(MariaDB(mysql_url), min_size=3) as pool:
+        held = [await pool.getconn(), await pool.getconn()]  # the third stays idle
+        await pool.resize(1, 1)  # the idle one closes now, one held one when it comes back
+        for conn in held:
+            await pool.putconn(conn)
+        await asyncio.sleep(0)  # the closes run in the background: let them start
+        stats = pool.stats()
+        assert (stats["size"], stats["connections_shrunk"]) == (1, 2)
+        reasons = ("lost", "recycled", "idled_out", "shrunk")
+        assert stats["connections_closed"] == sum(stats[f"connections_{r}"] for r in reasons)
+
+
 async def test_close_drains_then_refuses(mysql_url: str) -> None:
     pool = Pool(MariaDB(mysql_url), min_size=1, timeout=5)
     await pool.open()

@@ -1,8 +1,8 @@
 """The experiment harness: timing, percentiles, experiments, the seed's figures, reports."""
 
 from sdlab.bench.experiment import REGISTRY, Bench, Chart, Experiment, Outcome, Row, register
-from sdlab.bench.latency import Latency, Stopwatch
 from sdlab.bench.seed import Published, published
+from sdlab.latency import Latency, Stopwatch
 
 __all__ = [
     "REGISTRY",

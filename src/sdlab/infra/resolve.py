@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sdlab.config import settings
+from sdlab.failure import describe
 from sdlab.infra import instance
 from sdlab.infra.errors import BinaryNotFound, InfraError, ServiceUnreachable
 from sdlab.infra.instance import Instance
-from sdlab.infra.service import Endpoint, Service, describe, run_sync
+from sdlab.infra.service import Endpoint, Service, run_sync
 from sdlab.infra.services import SERVICES, service
 
 Report = Callable[[str], None]

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 from urllib.parse import urlsplit
 
+from sdlab.failure import describe as describe  # re-exported: infra.service.describe
 from sdlab.infra.errors import BinaryNotFound, StartFailed
 
 T = TypeVar("T")
@@ -125,24 +126,6 @@ def _port_of(url: str) -> int:
     if parts.port is None:
         raise ValueError(f"{url!r} has no port")
     return parts.port
-
-
-def describe(exc: BaseException) -> str:
-    """One line that says why a probe failed, without a traceback."""
-    if isinstance(exc, TimeoutError):
-        return "no answer in time (timed out)"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused (nothing listens there)"
-    if isinstance(exc, socket.gaierror):
-        return f"host name does not resolve ({exc.strerror})"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else ""
-    # DB-API drivers put (code, message) in args; the message is what a user wants.
-    if len(exc.args) == 2 and isinstance(exc.args[0], int) and isinstance(exc.args[1], str):
-        first = exc.args[1]
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def run_sync(make: Callable[[], Awaitable[T]]) -> T:

@@ -16,10 +16,10 @@ import logging
 from collections import deque
 from typing import Any
 
-from sdlab.bench.latency import Latency
 from sdlab.kv import ops
 from sdlab.kv.backends import Backend
 from sdlab.kv.core import KVError, StoreClosed, now_ms
+from sdlab.latency import Latency
 
 logger = logging.getLogger("sdlab.kv")
 

@@ -20,7 +20,8 @@ from contextlib import asynccontextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sdlab.infra.services import redis
+import redis.asyncio as aioredis
+
 from sdlab.locks.lock import Lock
 from sdlab.locks.redis_lock import RedisLock
 from sdlab.locks.redlock import Redlock
@@ -51,13 +52,13 @@ async def make_lock(setup: Setup) -> AsyncIterator[Lock | None]:
     if setup.backend == "none":
         yield None
     elif setup.backend == "redis":
-        client = redis.connect(setup.redis_url)
+        client = aioredis.from_url(setup.redis_url)
         try:
             yield RedisLock(client, setup.name, ttl=10)
         finally:
             await client.aclose()
     elif setup.backend == "redlock":
-        clients = [redis.connect(url) for url in setup.redlock_urls]
+        clients = [aioredis.from_url(url) for url in setup.redlock_urls]
         try:
             yield Redlock(clients, setup.name, ttl=10)
         finally:
@@ -80,7 +81,7 @@ async def make_lock(setup: Setup) -> AsyncIterator[Lock | None]:
 async def increment(setup: Setup, times: int) -> None:
     """Add one to the counter `times` times, reading and writing it as two commands.
     Says "ready" on stdout once connected, and starts when a line arrives on stdin."""
-    counter = redis.connect(setup.redis_url)
+    counter = aioredis.from_url(setup.redis_url)
     try:
         async with make_lock(setup) as lock:
             await counter.ping()
@@ -164,7 +165,7 @@ def run(setup: Setup, processes: int = 8, increments: int = 500) -> Tally:
 
 
 async def _read(setup: Setup) -> int:
-    counter = redis.connect(setup.redis_url)
+    counter = aioredis.from_url(setup.redis_url)
     try:
         value = int(await counter.get(setup.counter) or 0)
         await counter.delete(setup.counter)

@@ -33,7 +33,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from sdlab.infra.service import describe
+from sdlab.failure import describe
 from sdlab.locks.lock import Lock, LockError, LockLost
 from sdlab.locks.redis_lock import Scripts, cleanup, keys, milliseconds
 

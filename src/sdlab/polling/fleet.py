@@ -33,7 +33,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sdlab.bench.latency import Latency
+from sdlab.latency import Latency
 from sdlab.polling.channel import Channel, PostgresChannel, RedisChannel
 from sdlab.polling.model import Delays, PollingError, Server, UnknownServer
 from sdlab.polling.store import DEFAULT_TABLE, PostgresStore, Store

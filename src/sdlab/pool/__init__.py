@@ -7,11 +7,13 @@
             async with conn.cursor() as cur:
                 await cur.execute("SELECT 1")
 
-See `pool.py` for how it works and `connectors.py` for the drivers it knows.
+See `pool.py` for how it works, `connectors.py` for the drivers it knows, `errors.py`
+for what it raises and `stats.py` for what it counts.
 """
 
 from sdlab.pool.connectors import Connector, Factory, MariaDB, PostgreSQL
-from sdlab.pool.pool import Pool, PoolClosed, PoolError, PoolTimeout, TooManyRequests
+from sdlab.pool.errors import PoolClosed, PoolError, PoolTimeout, TooManyRequests
+from sdlab.pool.pool import Pool
 
 __all__ = [
     "Connector",

@@ -10,12 +10,11 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import asyncmy
 import psycopg
 from psycopg.pq import TransactionStatus
-
-from sdlab.infra.services import mariadb, postgres
 
 C = TypeVar("C")
 
@@ -48,13 +47,28 @@ class Connector(Protocol[C]):
         ...
 
 
+def connect_args(url: str) -> dict[str, Any]:
+    """Keyword arguments for asyncmy (and aiomysql) from a `mysql://` URL."""
+    parts = urlsplit(url)
+    args: dict[str, Any] = {
+        "host": parts.hostname or "127.0.0.1",
+        "port": parts.port or 3306,
+        "user": unquote(parts.username or "root"),
+        "password": unquote(parts.password or ""),
+    }
+    database = parts.path.lstrip("/")
+    if database:
+        args["db"] = database
+    return args
+
+
 class MariaDB:
     """asyncmy connections to MariaDB or MySQL. Connections are opened with
     `autocommit=False` (the driver's default) unless `connect_kwargs` say otherwise."""
 
     def __init__(self, url: str, **connect_kwargs: Any) -> None:
         self.url = url
-        self._kwargs = {**mariadb.connect_args(url), **connect_kwargs}
+        self._kwargs = {**connect_args(url), **connect_kwargs}
 
     def __repr__(self) -> str:
         return f"MariaDB({self._kwargs['host']}:{self._kwargs['port']})"
@@ -97,7 +111,7 @@ class PostgreSQL:
         return f"PostgreSQL({self.url.rpartition('@')[2]})"
 
     async def connect(self) -> psycopg.AsyncConnection[Any]:
-        return await postgres.connect(self.url, **self._kwargs)
+        return await psycopg.AsyncConnection.connect(self.url, **self._kwargs)
 
     async def close(self, conn: psycopg.AsyncConnection[Any]) -> None:
         try:

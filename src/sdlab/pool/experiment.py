@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from sdlab.bench import Bench, Chart, Experiment, Latency, Outcome, register
 from sdlab.bench.seed import published
-from sdlab.infra.service import describe
+from sdlab.failure import describe
 from sdlab.infra.services import mariadb
 from sdlab.pool import MariaDB, Pool, PostgreSQL
 

@@ -19,7 +19,8 @@ How it works, in the order a request meets it:
   doing, and, when the server is down, why the last connection attempt failed.
 - `putconn` discards a broken connection, rolls back an open transaction (or discards
   the connection if it cannot), retires one past its `max_lifetime` (jittered, so
-  connections opened together do not all expire together), then hands it on.
+  connections opened together do not all expire together), then hands it on. Each
+  connection closed while the pool is open is counted under its reason (`Discard`).
 - Opening retries with jittered exponential backoff for up to `reconnect_timeout`
   seconds, so a pool rides out a database restart and refills to `min_size` by itself.
 - With `leak_threshold` set, a connection held longer than that is logged with the
@@ -36,13 +37,14 @@ import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from time import perf_counter_ns
 from typing import Any, Generic, Self, TypeVar
 
-from sdlab.bench.latency import Latency
-from sdlab.infra.service import describe
+from sdlab.failure import describe
 from sdlab.pool.connectors import Connector, Factory
+from sdlab.pool.errors import PoolClosed, PoolError, PoolTimeout, TooManyRequests
+from sdlab.pool.stats import Counters, Discard
 
 C = TypeVar("C")
 
@@ -51,22 +53,6 @@ logger = logging.getLogger("sdlab.pool")
 _BACKOFF_FIRST = 0.05  # seconds before the second connection attempt
 _BACKOFF_MAX = 5.0
 _LIFETIME_JITTER = 0.05  # each connection's lifetime is cut by up to 5%
-
-
-class PoolError(Exception):
-    """Base class for the pool's own errors."""
-
-
-class PoolTimeout(PoolError, TimeoutError):
-    """No connection became available within the timeout."""
-
-
-class PoolClosed(PoolError):
-    """The pool is closed (or was closed while the request waited)."""
-
-
-class TooManyRequests(PoolError):
-    """More requests are already waiting than `max_waiting` allows."""
 
 
 @dataclass(eq=False, slots=True)
@@ -81,26 +67,6 @@ class _Slot:
     stack: list[traceback.FrameSummary] | None = None
     leak_timer: asyncio.TimerHandle | None = None
     returning: bool = False
-
-
-@dataclass
-class _Counters:
-    requests: int = 0
-    requests_queued: int = 0
-    requests_timeouts: int = 0
-    connections_opened: int = 0
-    connections_closed: int = 0
-    connections_failed: int = 0
-    connections_lost: int = 0  # found broken, on return or on checkout
-    connections_recycled: int = 0  # past max_lifetime
-    connections_idled_out: int = 0  # idle for max_idle above min_size
-    returns_rolled_back: int = 0
-    leaks_suspected: int = 0
-    wait: Latency = field(default_factory=Latency)  # of requests that queued
-    served_at_once: int = 0  # requests that found an idle connection: no wait to record
-    usage_count: int = 0  # connections given back, and how long they were held
-    usage_ns_total: int = 0
-    usage_ns_max: int = 0
 
 
 class Pool(Generic[C]):
@@ -180,7 +146,7 @@ class Pool(Generic[C]):
         self._last_error: tuple[float, str] | None = None
         self._orphans: set[int] = set()  # lent connections that close() closed under their user
         self._close_done: asyncio.Event | None = None
-        self._counters = _Counters()
+        self._counters = Counters()
 
     # -- public API -------------------------------------------------------------------
 
@@ -262,20 +228,18 @@ class Pool(Generic[C]):
             slot.leak_timer.cancel()
         now = time.monotonic()
         used = int((now - slot.acquired) * 1e9)
-        self._counters.usage_count += 1
-        self._counters.usage_ns_total += used
-        self._counters.usage_ns_max = max(self._counters.usage_ns_max, used)
+        self._counters.given_back(used)
         try:
             reason = await self._reason_to_discard(slot, now)
         except BaseException:  # cancelled mid-rollback or mid-reset: state unknown
             if self._busy.pop(id(conn), None) is not None:
-                self._discard(slot, "connections_lost")
+                self._discard(slot, Discard.LOST)
             raise
         if self._busy.pop(id(conn), None) is None:
             self._orphans.discard(id(conn))  # close() timed out meanwhile and closed it
             return
         slot.returning, slot.stack, slot.leak_timer = False, None, None
-        if reason:
+        if reason is not None:
             self._discard(slot, reason)
         else:
             self._place(slot)
@@ -290,7 +254,7 @@ class Pool(Generic[C]):
         connections close at once, busy ones as they come back."""
         self.min_size, self.max_size = _sizes(min_size, max_size)
         while self._idle and self.size > self.max_size:
-            self._discard(self._idle.popleft(), None)
+            self._discard(self._idle.popleft(), Discard.SHRUNK)
         self._grow()
 
     async def check(self) -> None:
@@ -311,12 +275,11 @@ class Pool(Generic[C]):
                     if healthy:
                         self._place(slot, touched=False)  # a ping is not use: max_idle runs on
                     else:
-                        self._discard(slot, "connections_lost")
+                        self._discard(slot, Discard.LOST)
 
     def stats(self) -> dict[str, Any]:
         """The pool's state and counters since it was made, as a plain dict."""
-        c = self._counters
-        stats: dict[str, Any] = {
+        return {
             "name": self.name,
             "min_size": self.min_size,
             "max_size": self.max_size,
@@ -325,28 +288,8 @@ class Pool(Generic[C]):
             "in_use": len(self._busy),
             "waiting": self._waiting,
             "opening": self._opening,
+            **self._counters.summary(),
         }
-        stats.update(
-            (key, value)
-            for key, value in vars(c).items()
-            if isinstance(value, int) and not key.startswith("usage")
-        )
-        for p in (50, 99):
-            stats[f"wait_ms_p{p}"] = self._wait_percentile_ms(p)
-        stats["wait_ms_max"] = c.wait.max_ms if c.wait.count else 0.0
-        stats["usage_ms_mean"] = c.usage_ns_total / c.usage_count / 1e6 if c.usage_count else 0.0
-        stats["usage_ms_max"] = c.usage_ns_max / 1e6
-        return stats
-
-    def _wait_percentile_ms(self, percentile: float) -> float:
-        """A percentile of every request's wait: those served at once count as 0 (they
-        are counted, not recorded, to keep the fast path cheap)."""
-        c = self._counters
-        zeros, recorded = c.served_at_once, c.wait.count
-        rank = percentile / 100 * (zeros + recorded)
-        if recorded == 0 or rank <= zeros:
-            return 0.0
-        return c.wait.percentile_ms(min(100.0, (rank - zeros) / recorded * 100))
 
     async def close(self, timeout: float = 5.0) -> None:
         """Stop taking requests, wait up to `timeout` for lent connections to come back
@@ -466,23 +409,23 @@ class Pool(Generic[C]):
         must answer before the request's deadline."""
         now = time.monotonic()
         if self.connector.is_broken(slot.conn):
-            reason: str | None = "connections_lost"
+            reason: Discard | None = Discard.LOST
         elif now >= slot.expires:
-            reason = "connections_recycled"
+            reason = Discard.RECYCLED
         elif self.check_idle is not None and now - slot.used >= self.check_idle:
             try:
                 async with asyncio.timeout(max(0.0, deadline - now)):
                     await self.connector.check(slot.conn)
-                reason = "connections_lost" if self.connector.in_transaction(slot.conn) else None
+                reason = Discard.LOST if self.connector.in_transaction(slot.conn) else None
             except asyncio.CancelledError:
                 del self._busy[id(slot.conn)]
-                self._discard(slot, "connections_lost")
+                self._discard(slot, Discard.LOST)
                 raise
             except Exception:
-                reason = "connections_lost"
+                reason = Discard.LOST
         else:
             reason = None
-        if reason:
+        if reason is not None:
             del self._busy[id(slot.conn)]
             self._discard(slot, reason)
             return False
@@ -508,10 +451,10 @@ class Pool(Generic[C]):
 
     # -- giving back --------------------------------------------------------------------
 
-    async def _reason_to_discard(self, slot: _Slot, now: float) -> str | None:
+    async def _reason_to_discard(self, slot: _Slot, now: float) -> Discard | None:
         conn = slot.conn
         if self.connector.is_broken(conn):
-            return "connections_lost"
+            return Discard.LOST
         if self.connector.in_transaction(conn):
             try:
                 await self.connector.rollback(conn)
@@ -521,10 +464,10 @@ class Pool(Generic[C]):
                     self.name,
                     exc_info=True,
                 )
-                return "connections_lost"
+                return Discard.LOST
             self._counters.returns_rolled_back += 1
             if self.connector.is_broken(conn) or self.connector.in_transaction(conn):
-                return "connections_lost"
+                return Discard.LOST
         if self.reset is not None:
             try:
                 await self.reset(conn)
@@ -534,13 +477,13 @@ class Pool(Generic[C]):
                     self.name,
                     exc_info=True,
                 )
-                return "connections_lost"
+                return Discard.LOST
             if self.connector.is_broken(conn) or self.connector.in_transaction(conn):
-                return "connections_lost"
+                return Discard.LOST
         if now >= slot.expires:
-            return "connections_recycled"
+            return Discard.RECYCLED
         if self.size > self.max_size:
-            return "shrunk"
+            return Discard.SHRUNK
         return None
 
     def _place(self, slot: _Slot, *, touched: bool = True) -> None:
@@ -562,10 +505,9 @@ class Pool(Generic[C]):
         self._idle.append(slot)
         self._notify()
 
-    def _discard(self, slot: _Slot, reason: str | None) -> None:
+    def _discard(self, slot: _Slot, reason: Discard) -> None:
         """Count, close in the background, and replace if the pool needs one."""
-        if reason and hasattr(self._counters, reason):
-            setattr(self._counters, reason, getattr(self._counters, reason) + 1)
+        self._counters.discarded(reason)
         self._close_in_background(slot)
         self._notify()  # close() may be waiting for this slot to leave
         if not self._closed:
@@ -640,7 +582,8 @@ class Pool(Generic[C]):
                 self._reconnected.set()
                 self._reconnected.clear()
             if len(self._idle) + len(self._busy) >= self.max_size:
-                self._close_in_background(slot)  # resize() shrank the pool meanwhile
+                self._counters.discarded(Discard.SHRUNK)  # resize() shrank it meanwhile
+                self._close_in_background(slot)
             else:
                 self._place(slot)  # (closes it if the pool was closed meanwhile)
         finally:
@@ -678,12 +621,12 @@ class Pool(Generic[C]):
                 and self.size > self.min_size
                 and now - self._idle[0].used >= self.max_idle
             ):
-                self._discard(self._idle.popleft(), "connections_idled_out")
+                self._discard(self._idle.popleft(), Discard.IDLED_OUT)
             while self._idle and len(self._idle) + len(self._busy) > self.max_size:
-                self._discard(self._idle.popleft(), None)
+                self._discard(self._idle.popleft(), Discard.SHRUNK)
             for slot in [s for s in self._idle if now >= s.expires]:
                 self._idle.remove(slot)
-                self._discard(slot, "connections_recycled")
+                self._discard(slot, Discard.RECYCLED)
             self._grow()
 
     def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:

@@ -28,7 +28,7 @@ import time
 from collections import Counter
 from typing import cast
 
-from sdlab.bench import Latency
+from sdlab.latency import Latency
 
 MARKER = re.compile(rb"data: bench (\d+) (\d+)")
 CONNECT_AT_ONCE = 100

@@ -6,26 +6,11 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import asyncmy
 
 from sdlab.infra.service import Launch, Service, find_program, run_setup
-
-
-def connect_args(url: str) -> dict[str, Any]:
-    """Keyword arguments for asyncmy (and aiomysql) from a `mysql://` URL."""
-    parts = urlsplit(url)
-    args: dict[str, Any] = {
-        "host": parts.hostname or "127.0.0.1",
-        "port": parts.port or 3306,
-        "user": unquote(parts.username or "root"),
-        "password": unquote(parts.password or ""),
-    }
-    database = parts.path.lstrip("/")
-    if database:
-        args["db"] = database
-    return args
+from sdlab.pool.connectors import connect_args
 
 
 async def connect(url: str, **kwargs: Any) -> asyncmy.Connection:
