@@ -33,3 +33,36 @@ def test_help(path: tuple[str, ...]) -> None:
     assert result.exit_code == 0, result.output
     assert "Usage" in result.output
     assert len(result.output.strip().splitlines()) > 5
+
+
+SEED_EXPERIMENT = ["brokers", "kv", "locks", "streamlogs", "pool", "polling"]
+
+
+@pytest.mark.parametrize("system", SEED_EXPERIMENT)
+def test_the_seed_experiment_is_called_experiment(system: str) -> None:
+    assert (system, "experiment") in ALL
+
+
+@pytest.mark.parametrize("system", ["brokers", "kv", "locks", "streamlogs"])
+def test_the_old_name_still_works_hidden_with_a_warning(system: str) -> None:
+    group = typer.main.get_command(app).commands[system]  # type: ignore[attr-defined]
+    assert group.commands["bench"].hidden
+    listed = CliRunner().invoke(app, [system, "--help"]).output
+    assert " bench " not in listed
+    result = CliRunner().invoke(app, [system, "bench", "--no-such-flag"])
+    assert result.exit_code == 2  # parsed as the same command: its options, its errors
+    old = CliRunner().invoke(app, [system, "bench", "--help"])
+    assert old.exit_code == 0
+    assert "experiment" in old.output
+
+
+@pytest.mark.parametrize("system", ["brokers", "kv", "locks", "streamlogs"])
+def test_the_old_name_warns_once_on_stderr(system: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sdlab import lab
+
+    ran = []
+    monkeypatch.setattr(lab, "run_as_command", lambda selected, **kw: ran.append(kw))
+    result = CliRunner().invoke(app, [system, "bench", "--quick"])
+    assert result.exit_code == 0, result.output
+    assert ran == [{"quick": True, "out": None}]
+    assert f"`sdlab {system} bench` is now `sdlab {system} experiment`" in result.output

@@ -13,15 +13,17 @@ are kept from the previous report, so `--only` refreshes part of it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import platform
 import shlex
 import sys
 import traceback
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from time import perf_counter
-from typing import Annotated
+from typing import Annotated, Any
 
 import psutil
 import typer
@@ -231,10 +233,27 @@ ReportDir = Annotated[
 ]
 
 
-def run_as_command(selected: list[Experiment], *, quick: bool, out: Path | None) -> None:
+def run_as_command(selected: Sequence[Experiment], *, quick: bool, out: Path | None) -> None:
     """`run_and_exit` for a system's own experiment command: the report says to repeat
     the run with that command, as it was typed."""
-    run_and_exit(selected, quick=quick, out=out, command=shlex.join(["sdlab", *sys.argv[1:]]))
+    run_and_exit(list(selected), quick=quick, out=out, command=shlex.join(["sdlab", *sys.argv[1:]]))
+
+
+def renamed(app: typer.Typer, old: str, command: Callable[..., Any], *, system: str) -> None:
+    """Keep `sdlab <system> <old>` working, hidden, as `command` under its new name,
+    with a one-line warning on stderr, so that scripts written against the old name
+    do not break."""
+    new = command.__name__.replace("_", "-")
+
+    @functools.wraps(command)
+    def old_name(*args: Any, **kwargs: Any) -> Any:
+        stderr.print(
+            f"warning: `sdlab {system} {old}` is now `sdlab {system} {new}`; the old name will go",
+            highlight=False,
+        )
+        return command(*args, **kwargs)
+
+    app.command(old, hidden=True)(old_name)
 
 
 @app.command("list")

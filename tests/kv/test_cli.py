@@ -1,4 +1,4 @@
-"""`sdlab kv serve` as a user runs it, and `sdlab kv bench`."""
+"""`sdlab kv serve` as a user runs it, and `sdlab kv experiment`."""
 
 from __future__ import annotations
 

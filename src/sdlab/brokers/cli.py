@@ -561,7 +561,7 @@ def kafka_replay(
 
 
 @app.command()
-def bench(
+def experiment(
     quick: lab.Quick = False,
     out: lab.ReportDir = None,
 ) -> None:
@@ -570,11 +570,14 @@ def bench(
 
     Examples:
 
-      sdlab brokers bench --quick
+      sdlab brokers experiment --quick
 
-      sdlab brokers bench --out /tmp/brokers-report
+      sdlab brokers experiment --out /tmp/brokers-report
     """
     from sdlab.brokers.experiment import BrokerThroughput
 
     chosen = BrokerThroughput.quick() if quick else BrokerThroughput()
     lab.run_as_command([chosen], quick=quick, out=out)
+
+
+lab.renamed(app, "bench", experiment, system="brokers")

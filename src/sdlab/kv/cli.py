@@ -123,7 +123,7 @@ def serve(
 
 
 @app.command()
-def bench(
+def experiment(
     quick: lab.Quick = False,
     out: lab.ReportDir = None,
 ) -> None:
@@ -133,11 +133,14 @@ def bench(
 
     Examples:
 
-      sdlab kv bench --quick
+      sdlab kv experiment --quick
 
-      sdlab kv bench --out /tmp/kv-report
+      sdlab kv experiment --out /tmp/kv-report
     """
     from sdlab.kv.experiment import Throughput
 
     chosen = Throughput.quick() if quick else Throughput()
     lab.run_as_command([chosen], quick=quick, out=out)
+
+
+lab.renamed(app, "bench", experiment, system="kv")

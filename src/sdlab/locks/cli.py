@@ -73,7 +73,7 @@ def demo(
 
 
 @app.command()
-def bench(
+def experiment(
     quick: lab.Quick = False,
     out: lab.ReportDir = None,
 ) -> None:
@@ -82,9 +82,12 @@ def bench(
 
     Examples:
 
-      sdlab locks bench --quick
+      sdlab locks experiment --quick
 
-      sdlab locks bench --out /tmp/locks-report
+      sdlab locks experiment --out /tmp/locks-report
     """
     chosen = LockCost.quick() if quick else LockCost()
     lab.run_as_command([chosen], quick=quick, out=out)
+
+
+lab.renamed(app, "bench", experiment, system="locks")

@@ -115,7 +115,7 @@ def serve(
 
 
 @app.command()
-def bench(
+def experiment(
     quick: lab.Quick = False,
     out: lab.ReportDir = None,
 ) -> None:
@@ -125,11 +125,14 @@ def bench(
 
     Examples:
 
-      sdlab streamlogs bench --quick
+      sdlab streamlogs experiment --quick
 
-      sdlab streamlogs bench --out /tmp/report
+      sdlab streamlogs experiment --out /tmp/report
     """
     from sdlab.streamlogs import experiment
 
     chosen = [cls.quick() if quick else cls() for cls in experiment.ALL]
     lab.run_as_command(chosen, quick=quick, out=out)
+
+
+lab.renamed(app, "bench", experiment, system="streamlogs")
