@@ -25,6 +25,7 @@ import json
 import random
 import sys
 import time
+from collections.abc import Awaitable
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -117,7 +118,9 @@ async def watch(
             try:
                 if connection is None:
                     connection = await Connection.open(host, port)
-                answering = connection.get(f"GET {target} HTTP/1.1\r\n".encode() + head)
+                answering: Awaitable[tuple[int, bytes, float]] = connection.get(
+                    f"GET {target} HTTP/1.1\r\n".encode() + head
+                )
                 if first and interval is None:
                     # Long polls park without answering: count the client as ready once
                     # its request is on the wire (the driver then waits for the server's

@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from time import perf_counter_ns
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar, cast
 
 from sdlab.failure import describe
 from sdlab.pool.connectors import Connector, Factory
@@ -109,7 +109,9 @@ class Pool(Generic[C]):
             raises, the connection is discarded.
         """
         self.connector: Connector[C] = (
-            connector if hasattr(connector, "connect") else Factory(connector)  # type: ignore[arg-type]
+            cast(Connector[C], connector)
+            if hasattr(connector, "connect")
+            else Factory(cast(Callable[[], Awaitable[C]], connector))
         )
         self.name = name or f"pool-{id(self):x}"
         self.timeout = timeout
