@@ -38,9 +38,10 @@ down: $(INSTALLED)  ## stop the private instances sdlab started, remove their da
 test-fast: services  ## the tests not marked slow
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
-lint: $(INSTALLED)  ## ruff check and format check
+lint: $(INSTALLED)  ## ruff check, format check, and mypy on src/
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
 
 $(INSTALLED): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "sdlab needs Python >= 3.11; none found (set PYTHON=...)"; exit 1; }

@@ -168,7 +168,7 @@ class _Partition:
         return min(self.unacked) if self.unacked else self.next_offset
 
 
-class GroupConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
+class GroupConsumer(ConsumerRebalanceListener):
     """A member of consumer group `group` reading `topic`: the group shares the
     partitions out among its members, and each record is handled by one member.
 

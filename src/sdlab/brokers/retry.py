@@ -81,7 +81,7 @@ class Job:
     @property
     def retries(self) -> int:
         """How many times it failed before (0 on the first attempt)."""
-        return int((self.message.headers or {}).get(RETRIES_HEADER, 0))  # type: ignore[arg-type]
+        return int((self.message.headers or {}).get(RETRIES_HEADER, 0))  # type: ignore[arg-type]  # ours: an int
 
     async def ack(self) -> None:
         await self.message.ack()

@@ -23,7 +23,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-ServiceName = Enum("ServiceName", {name: name for name in SERVICES}, type=str)  # type: ignore[misc]
+ServiceName = Enum("ServiceName", {name: name for name in SERVICES}, type=str)  # type: ignore[misc]  # functional Enum
 Services = Annotated[
     list[ServiceName] | None,
     typer.Argument(help="Services to act on (default: all).", show_default=False),

@@ -10,7 +10,7 @@ import typer
 try:
     import uvloop
 except ImportError:  # pragma: no cover - optional speed-up
-    uvloop = None  # type: ignore[assignment]
+    uvloop = None  # type: ignore[assignment]  # optional: asyncio's loop then
 
 from sdlab import lab
 from sdlab.config import settings

@@ -21,7 +21,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-Backend = Enum("Backend", {name: name for name in counter_demo.BACKENDS}, type=str)  # type: ignore[misc]
+Backend = Enum("Backend", {name: name for name in counter_demo.BACKENDS}, type=str)  # type: ignore[misc]  # functional Enum
 
 
 @app.command()

@@ -86,10 +86,10 @@ class Scripts:
 
     def __init__(self, client: Redis) -> None:
         self.client = client
-        self.acquire: AsyncScript = client.register_script(ACQUIRE)  # type: ignore[assignment]
-        self.release: AsyncScript = client.register_script(RELEASE)  # type: ignore[assignment]
-        self.extend: AsyncScript = client.register_script(EXTEND)  # type: ignore[assignment]
-        self.raise_fence: AsyncScript = client.register_script(RAISE_FENCE)  # type: ignore[assignment]
+        self.acquire: AsyncScript = client.register_script(ACQUIRE)
+        self.release: AsyncScript = client.register_script(RELEASE)
+        self.extend: AsyncScript = client.register_script(EXTEND)
+        self.raise_fence: AsyncScript = client.register_script(RAISE_FENCE)
 
 
 class RedisLock(Lock):

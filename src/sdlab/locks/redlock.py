@@ -162,7 +162,7 @@ class Redlock(Lock):
     def _describe_release(self, answers: list[object]) -> str:
         return "; ".join(
             f"{_address(s.client)}: "
-            + ("released" if a == 1 else "not ours" if a == 0 else describe(a).rstrip("."))  # type: ignore[arg-type]
+            + ("released" if a == 1 else "not ours" if a == 0 else _failure(a))
             for s, a in zip(self._scripts, answers, strict=True)
         )
 
@@ -204,7 +204,7 @@ class Redlock(Lock):
             elif isinstance(answer, TimeoutError):
                 parts.append(f"{where}: no answer within {self.server_timeout:g} s")
             else:
-                parts.append(f"{where}: {describe(answer).rstrip('.')}")  # type: ignore[arg-type]
+                parts.append(f"{where}: {_failure(answer)}")
         granted = sum(1 for a in answers if isinstance(a, int))
         return f"{granted} of {len(answers)} granted (quorum {self.quorum}): " + "; ".join(parts)
 
@@ -218,3 +218,10 @@ class Redlock(Lock):
 def _address(client: Redis) -> str:
     kwargs = client.connection_pool.connection_kwargs
     return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
+
+
+def _failure(answer: object) -> str:
+    """A server's answer that was neither a grant nor a refusal: the error it raised."""
+    if isinstance(answer, BaseException):
+        return describe(answer).rstrip(".")
+    return f"unexpected answer {answer!r}"

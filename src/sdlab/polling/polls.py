@@ -183,7 +183,7 @@ def _check(adapter: TypeAdapter[T], value: Any, loc: list[str], errors: list[dic
             if "ctx" in error:  # the constraint, e.g. {"ge": 0}
                 found["ctx"] = error["ctx"]
             errors.append(found)
-        return None  # type: ignore[return-value]
+        return None  # type: ignore[return-value]  # unread: the caller raises on errors
 
 
 async def _unless_gone(receive: Receive, waiting: Awaitable[T]) -> T:

@@ -109,9 +109,7 @@ class Pool(Generic[C]):
             raises, the connection is discarded.
         """
         self.connector: Connector[C] = (
-            cast(Connector[C], connector)
-            if hasattr(connector, "connect")
-            else Factory(cast(Callable[[], Awaitable[C]], connector))
+            cast(Connector[C], connector) if hasattr(connector, "connect") else Factory(connector)
         )
         self.name = name or f"pool-{id(self):x}"
         self.timeout = timeout
@@ -212,7 +210,7 @@ class Pool(Generic[C]):
         else:  # the common case stays cheap: a histogram update costs ~2 us
             self._counters.served_at_once += 1
         self._lend(slot)
-        return slot.conn  # type: ignore[no-any-return]
+        return slot.conn
 
     async def putconn(self, conn: C) -> None:
         """Give a connection back. A broken one is discarded, an open transaction rolled

@@ -105,4 +105,4 @@ _BY_ENGINE = {d.engine: d for d in (MARIADB, POSTGRESQL, SQLITE)}
 def dialect_for(url_or_engine: str) -> Dialect:
     """The dialect of a database URL, or of an engine name."""
     engine = url_or_engine if url_or_engine in _BY_ENGINE else engine_of(url_or_engine)
-    return _BY_ENGINE[engine]  # type: ignore[index]  # checked just above
+    return _BY_ENGINE[engine]

@@ -175,5 +175,5 @@ if __name__ == "__main__":
     with contextlib.suppress(ImportError):
         import uvloop
 
-        runner = uvloop.run  # type: ignore[assignment]
+        runner = uvloop.run
     runner(main(args.host, args.port, args.path, args.clients, args.lines, args.timeout))

@@ -218,7 +218,7 @@ def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> J
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
-class StallGuard(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
+class StallGuard(AutoHTTPProtocol):  # type: ignore[misc,valid-type]  # chosen at import
     """uvicorn's HTTP protocol, cutting a client that has stopped reading.
 
     A stream only writes; a client that reads nothing more (a frozen tab, a suspended
