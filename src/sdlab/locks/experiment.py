@@ -101,7 +101,7 @@ async def _python_redis_lock(conns: dict[str, Any], name: str) -> AsyncIterator[
 class OneByOneRedlock(Redlock):
     """The strawman: Redlock asking its servers one after another instead of at once."""
 
-    async def _everywhere(self, call: Any) -> list[object]:
+    async def _until_decided(self, call: Any, decided: Any, **undo: Any) -> list[object]:
         answers: list[object] = []
         for scripts in self._scripts:
             try:

@@ -8,6 +8,11 @@ One attempt (antirez's algorithm, https://redis.io/docs/latest/develop/use/patte
 
 1. Send `SET key token NX PX ttl` to every server at once, each with a short timeout
    (`server_timeout`), so a dead or stalled server costs that timeout, not a TTL.
+   The attempt is decided as soon as its outcome is known: a majority granted, or too
+   few are left to grant. The requests still out (a server paused with SIGSTOP answers
+   nothing) run on in the background, bounded by `server_timeout`, and are undone there
+   if the attempt failed; so a frozen minority costs an acquisition nothing. Release
+   and extend decide the same way.
 2. The lock is ours if a majority said yes and time is left. Each key was set after the
    attempt started, so it lives until at least started + ttl; the lock is valid until
    started + ttl - drift (1% of ttl + 2 ms, for clocks running at different rates), and
@@ -28,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -38,6 +43,12 @@ from sdlab.locks.lock import Lock, LockError, LockLost
 from sdlab.locks.redis_lock import Scripts, cleanup, keys, milliseconds
 
 CLOCK_DRIFT_FACTOR = 0.01
+
+PENDING: Any = type("Pending", (), {"__repr__": lambda self: "PENDING"})()
+"""The answer of a server that had not answered yet when the outcome was decided."""
+
+Decided = Callable[[list[object]], bool]
+Late = tuple[str, "asyncio.Future[int | None]"]  # an acquisition's token, and its fence
 
 
 class Redlock(Lock):
@@ -86,8 +97,9 @@ class Redlock(Lock):
             raise LockError(f"lock {self.name!r} is not held by this object")
         ttl = self.ttl if ttl is None else ttl
         started = time.monotonic()
-        answers = await self._everywhere(
-            lambda s: s.extend(keys=self._keys[:1], args=[self.token, milliseconds(ttl)])
+        answers = await self._until_decided(
+            lambda s: s.extend(keys=self._keys[:1], args=[self.token, milliseconds(ttl)]),
+            self._settled(lambda a: a == 1),
         )
         extended = sum(1 for a in answers if a == 1)
         validity = ttl - (time.monotonic() - started) - self._drift(ttl)
@@ -110,9 +122,21 @@ class Redlock(Lock):
             raise
 
     async def _attempt(self, token: str) -> bool:
+        # What late answers need to know: the fence if the attempt was won, else None.
+        won: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        got = False
+        try:
+            got = await self._decide(token, won)
+        finally:
+            won.set_result(self.fence if got else None)
+        return got
+
+    async def _decide(self, token: str, won: asyncio.Future[int | None]) -> bool:
         started = time.monotonic()
-        answers = await self._everywhere(
-            lambda s: s.acquire(keys=self._keys, args=[token, milliseconds(self.ttl)])
+        answers = await self._until_decided(
+            lambda s: s.acquire(keys=self._keys, args=[token, milliseconds(self.ttl)]),
+            self._settled(lambda a: isinstance(a, int)),
+            late=(token, won),
         )
         granted = {i: int(a) for i, a in enumerate(answers) if isinstance(a, int)}
         # Every key was set after `started`, so each lives at least until started + ttl
@@ -127,8 +151,9 @@ class Redlock(Lock):
                 self.valid_until = valid_until
                 return True
         self._last_attempt = self._describe(answers)
-        # Undo where we may hold it: where granted, and where the answer was lost.
-        unsure = [i for i, a in enumerate(answers) if a is not None]
+        # Undo where we may hold it: where granted, and where the answer was lost (those
+        # still out are undone in the background once they answer or time out).
+        unsure = [i for i, a in enumerate(answers) if a is not None and a is not PENDING]
         await asyncio.gather(
             *(
                 self._bounded(self._scripts[i].release(keys=self._keys[:1], args=[token]))
@@ -139,8 +164,9 @@ class Redlock(Lock):
         return False
 
     async def _release(self) -> None:
-        answers = await self._everywhere(
-            lambda s: s.release(keys=self._keys[:1], args=[self.token])
+        answers = await self._until_decided(
+            lambda s: s.release(keys=self._keys[:1], args=[self.token]),
+            self._settled(lambda a: a == 1),
         )
         released = sum(1 for a in answers if a == 1)
         not_ours = sum(1 for a in answers if a == 0)
@@ -179,12 +205,60 @@ class Redlock(Lock):
         raised = granted - len(behind) + sum(1 for a in answers if a == 1)
         return raised >= self.quorum
 
-    async def _everywhere(self, call: Any) -> list[object]:
-        """`call(scripts)` on every server at once; an answer or an exception each."""
-        return await asyncio.gather(
-            *(self._bounded(call(scripts)) for scripts in self._scripts),
-            return_exceptions=True,
-        )
+    def _settled(self, yes: Callable[[object], bool]) -> Decided:
+        """Decided once a majority said yes, or once too few are left to say it."""
+        n = len(self._scripts)
+
+        def decided(answers: list[object]) -> bool:
+            said_yes = sum(1 for a in answers if a is not PENDING and yes(a))
+            said_no = sum(1 for a in answers if a is not PENDING and not yes(a))
+            return said_yes >= self.quorum or said_no > n - self.quorum
+
+        return decided
+
+    async def _until_decided(
+        self,
+        call: Callable[[Scripts], Awaitable[Any]],
+        decided: Decided,
+        *,
+        late: Late | None = None,
+    ) -> list[object]:
+        """`call(scripts)` on every server at once; the answers (or exceptions) as soon
+        as `decided(answers)` holds, PENDING for those not in yet. These run on in the
+        background; with `late = (token, won)` (an acquisition), each late answer is
+        settled once the attempt is: see `_late`."""
+        requests = [asyncio.ensure_future(self._bounded(call(s))) for s in self._scripts]
+        answers: list[object] = [PENDING] * len(requests)
+        waiting = set(requests)
+        try:
+            while waiting and not decided(answers):
+                done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                for request in done:
+                    answers[requests.index(request)] = _outcome(request)
+        except BaseException:
+            for request in waiting:
+                request.cancel()
+            raise
+        for request in waiting:
+            scripts = self._scripts[requests.index(request)]
+            cleanup(self._late(request, scripts, late))
+        return answers
+
+    async def _late(
+        self, request: asyncio.Future[Any], scripts: Scripts, late: Late | None
+    ) -> None:
+        """A server's answer to an acquisition that was decided without it. Lost: a
+        grant (or an unknown answer) is released. Won: a grant's counter is raised to
+        the fence like the majority's, so that more servers than the majority carry it."""
+        await asyncio.wait([request])
+        if late is None:
+            return
+        token, won = late
+        answer, fence = _outcome(request), await won
+        if fence is None and answer is not None:
+            await self._bounded(scripts.release(keys=self._keys[:1], args=[token]))
+        elif fence is not None and isinstance(answer, int) and answer < fence:
+            await self._bounded(scripts.raise_fence(keys=self._keys[1:], args=[fence]))
 
     async def _bounded(self, request: Awaitable[Any]) -> Any:
         async with asyncio.timeout(self.server_timeout):
@@ -201,6 +275,8 @@ class Redlock(Lock):
                 parts.append(f"{where}: granted")
             elif answer is None:
                 parts.append(f"{where}: held by another")
+            elif answer is PENDING:
+                parts.append(f"{where}: not answered when the attempt was decided")
             elif isinstance(answer, TimeoutError):
                 parts.append(f"{where}: no answer within {self.server_timeout:g} s")
             else:
@@ -225,3 +301,10 @@ def _failure(answer: object) -> str:
     if isinstance(answer, BaseException):
         return describe(answer).rstrip(".")
     return f"unexpected answer {answer!r}"
+
+
+def _outcome(request: asyncio.Future[Any]) -> object:
+    """A finished request's answer, or the exception it ended with."""
+    if request.cancelled():
+        return asyncio.CancelledError()
+    return request.exception() or request.result()
