@@ -25,6 +25,9 @@ The schedule of a creation is written when it starts: `next_at` (when the curren
 ends) and `done_at`. Any process may advance a due row, and the `AND next_at <= now`
 guard makes two processes racing for one transition produce one change, not two. Times
 are the database's own clock, so processes on machines with different clocks agree.
+
+The SQL goes through `sdlab.sql` (a pooled `Database`, its named errors); the little that
+differs between MariaDB and PostgreSQL is a few strings per engine in `_ENGINES`.
 """
 
 from __future__ import annotations
