@@ -176,21 +176,19 @@ async def row_held(db_url: str, server_id: str) -> AsyncIterator[Callable[[], Aw
     ends. Yields a probe: how many sessions of this database are inside an UPDATE."""
     updating = {
         "mariadb": "SELECT COUNT(*) FROM information_schema.processlist"
-        " WHERE db = DATABASE() AND command = 'Query' AND info LIKE 'UPDATE %%'",
+        " WHERE db = DATABASE() AND command = 'Query' AND info LIKE 'UPDATE %'",
         "postgresql": "SELECT count(*) FROM pg_stat_activity"
-        " WHERE datname = current_database() AND state = 'active' AND query LIKE 'UPDATE %%'",
+        " WHERE datname = current_database() AND state = 'active' AND query LIKE 'UPDATE %'",
     }
-    async with await Store.connect(db_url) as holder, holder.pool.connection() as conn:
+    async with await Store.connect(db_url) as holder, holder.db.transaction() as tx:
 
         async def in_an_update() -> int:
-            async with holder.pool.connection() as other:
-                ((count,),) = await holder._fetch(other, updating[holder.dialect], ())
-            return int(count)
+            return int(await holder.db.fetchval(updating[holder.dialect.engine]))
 
-        async with holder._transaction(conn):
-            sql = f"SELECT * FROM {holder.table} WHERE server_id = %s FOR UPDATE"
-            await holder._fetch(conn, sql, (server_id,))
-            yield in_an_update
+        await tx.fetch(
+            f"SELECT * FROM {holder.table} WHERE server_id = %s FOR UPDATE", (server_id,)
+        )
+        yield in_an_update
 
 
 async def test_a_fleet_closes_while_its_provisioner_waits_in_a_change(

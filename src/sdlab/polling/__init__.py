@@ -27,7 +27,8 @@ from sdlab.polling.model import (
     UnknownServer,
     seed_ids,
 )
-from sdlab.polling.store import DatabaseUnavailable, MariaDBStore, PostgresStore, Store
+from sdlab.polling.store import Store
+from sdlab.sql import DatabaseUnavailable
 
 __all__ = [
     "AlreadyCreated",
@@ -39,11 +40,9 @@ __all__ = [
     "Delays",
     "Fleet",
     "FleetClosed",
-    "MariaDBStore",
     "PollingClient",
     "PollingError",
     "PostgresChannel",
-    "PostgresStore",
     "RedisChannel",
     "Server",
     "Status",

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +32,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from sdlab import sql
 from sdlab.infra.services import postgres, redis
 from sdlab.polling.model import PollingError
 
@@ -43,7 +43,6 @@ OnResync = Callable[[], None]
 
 _BACKOFF_FIRST = 0.05
 _BACKOFF_MAX = 2.0
-_PG_CHANNEL = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
 class ChannelUnavailable(PollingError):
@@ -202,12 +201,11 @@ class PostgresChannel(Channel):
 
     def __init__(self, url: str, name: str) -> None:
         super().__init__()
-        if not _PG_CHANNEL.match(name):
-            raise ValueError(f"PostgreSQL channel name {name!r} must match {_PG_CHANNEL.pattern}")
-        self.url, self.name = url, name
+        self.url, self.name = url, sql.identifier(name)
 
     def __str__(self) -> str:
-        return f"PostgreSQL channel {self.name!r} at {self.url.rpartition('@')[2]}"
+        where = f"{sql.address_of(self.url)}/{sql.database_of(self.url)}"
+        return f"PostgreSQL channel {self.name!r} at {where}"
 
     def publish(self, version: int) -> None:
         """Nothing to do: the store's transaction sent NOTIFY with the change."""
@@ -217,6 +215,8 @@ class PostgresChannel(Channel):
 
 
 class _PostgresSubscription:
+    """A psycopg connection of its own that LISTENs (sdlab.sql has no notifications)."""
+
     def __init__(self, url: str, name: str) -> None:
         self.url, self.name = url, name
         self.conn: psycopg.AsyncConnection[Any] | None = None
@@ -233,7 +233,7 @@ class _PostgresSubscription:
             keepalives_interval=2,
             keepalives_count=3,
         )
-        await self.conn.execute(f"LISTEN {self.name}")
+        await self.conn.execute(f"LISTEN {sql.POSTGRESQL.quote(self.name)}")
         return self._payloads(self.conn)
 
     async def _payloads(self, conn: psycopg.AsyncConnection[Any]) -> Any:

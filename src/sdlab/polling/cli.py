@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from sdlab import infra, lab
+from sdlab import infra, lab, sql
 from sdlab.console import console, stderr
 from sdlab.polling.client import PollingClient
 from sdlab.polling.fleet import Fleet
@@ -132,10 +132,10 @@ def serve(
             timeout_keep_alive=65,  # longer than the longest poll, so connections are reused
         )
         server = _releasing_server(config, fleet)
-        where = db_url.rpartition("@")[2].partition("/")[0]
+        store = fleet.store
         console.print(
-            f"serving http://{host}:{port}: {fleet.store.dialect} at {where}, table "
-            f"{fleet.store.database}.{table}, channel {fleet.channel or 'none'}; Ctrl-C to stop",
+            f"serving http://{host}:{port}: {store.dialect.engine} at {sql.address_of(db_url)}, "
+            f"table {store.database}.{table}, channel {fleet.channel or 'none'}; Ctrl-C to stop",
             highlight=False,
         )
         await server.serve()
@@ -238,6 +238,6 @@ def _run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
             runner.run(main())
-    except (PollingError, PoolError, httpx.HTTPError, ValueError) as exc:
+    except (PollingError, sql.SQLError, PoolError, httpx.HTTPError, ValueError) as exc:
         stderr.print(f"[red]error:[/] {exc}", highlight=False)
         raise typer.Exit(1) from None

@@ -28,15 +28,14 @@ import asyncio
 import json
 import math
 import sys
-import uuid
 from dataclasses import dataclass
 from typing import Any, Self
 
 import httpx
 import psutil
 
+from sdlab import sql
 from sdlab.bench import Bench, Chart, Experiment, Latency, Outcome, register
-from sdlab.infra.services import mariadb
 from sdlab.polling.model import Delays
 from sdlab.polling.process import ServiceProcess
 
@@ -96,22 +95,13 @@ class ShortVsLong(Experiment):
 
     async def run(self, bench: Bench) -> Outcome:
         watches = self.watches()
-        database = f"sdlab_polling_exp_{uuid.uuid4().hex[:8]}"
         mysql_url = bench.endpoint("mysql").url
-        admin = await mariadb.connect(mysql_url, autocommit=True)
-        try:
-            async with admin.cursor() as cur:
-                await cur.execute(f"CREATE DATABASE {database}")
-            db_url = mysql_url.rstrip("/") + f"/{database}"
+        async with sql.scratch_database(mysql_url, prefix="sdlab_polling_exp") as db_url:
             rows = []
             with bench.progress("watching creations", total=len(watches)) as advance:
                 for number, watch in enumerate(watches, 1):
                     rows.append(await self._measure(watch, f"server-{number}", db_url, bench))
                     advance()
-        finally:
-            async with admin.cursor() as cur:
-                await cur.execute(f"DROP DATABASE IF EXISTS {database}")
-            await admin.ensure_closed()
         return Outcome(
             rows,
             chart=Chart(

@@ -36,7 +36,7 @@ from typing import Any
 from sdlab.latency import Latency
 from sdlab.polling.channel import Channel, PostgresChannel, RedisChannel
 from sdlab.polling.model import Delays, PollingError, Server, UnknownServer
-from sdlab.polling.store import DEFAULT_TABLE, PostgresStore, Store
+from sdlab.polling.store import DEFAULT_TABLE, Store
 
 logger = logging.getLogger("sdlab.polling")
 
@@ -75,7 +75,7 @@ class Fleet:
         provision: run this process's provisioner (make the scheduled transitions).
         """
         if channel is not None and channel.notify_in_transaction:
-            if not isinstance(store, PostgresStore):
+            if store.dialect.engine != "postgresql":
                 raise ValueError(f"{channel} needs the PostgreSQL store it announces from")
             store.notify_channel = channel.name
         if sweep is not None and sweep <= 0:
@@ -121,7 +121,7 @@ class Fleet:
         postgres for a PostgreSQL database, else redis."""
         store = await Store.connect(db_url, table, pool_size=pool_size)
         if channel == "auto":
-            channel = "postgres" if isinstance(store, PostgresStore) else "redis"
+            channel = "postgres" if store.dialect.engine == "postgresql" else "redis"
         announcer: Channel | None
         if channel == "redis":
             if not redis_url:

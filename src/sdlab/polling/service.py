@@ -25,8 +25,6 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from importlib.resources import files
 from typing import Annotated, Any
 
-import asyncmy.errors
-import psycopg
 from fastapi import FastAPI, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -34,7 +32,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sdlab.polling.fleet import Fleet, FleetClosed
 from sdlab.polling.model import SERVER_ID, Conflict, Server, UnknownServer
 from sdlab.polling.polls import Polls
-from sdlab.pool import PoolError
+from sdlab.polling.store import DATABASE_ERRORS
 
 PAGE = files("sdlab.polling").joinpath("page.html").read_text()
 NO_STORE = {"Cache-Control": "no-store"}
@@ -91,12 +89,11 @@ def create_app(fleet: Fleet, seed: Sequence[str] = ()) -> PollingApp:
     async def closing(request: Request, exc: FleetClosed) -> JSONResponse:
         return JSONResponse(status_code=503, content={"detail": str(exc)})
 
-    @app.exception_handler(PoolError)
-    @app.exception_handler(asyncmy.errors.OperationalError)
-    @app.exception_handler(psycopg.OperationalError)
-    @app.exception_handler(OSError)
     async def database_away(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse(status_code=503, content={"detail": f"database unavailable: {exc}"})
+
+    for error in DATABASE_ERRORS:
+        app.add_exception_handler(error, database_away)
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> HTMLResponse:
