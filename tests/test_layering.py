@@ -29,7 +29,6 @@ PENDING = {
     "sdlab.locks.sql_locks": "moving onto the SQL layer (mariadb/postgres.connect)",
     "sdlab.polling.channel": "postgres/redis.connect from infra; polling is being reworked",
     "sdlab.polling.process": "a test and experiment harness around infra.process.ServerProcess",
-    "sdlab.polling.store": "moving onto the SQL layer (mariadb/postgres.connect)",
     "sdlab.streamlogs.original": "the seed's FastAPI app, a front end under another name",
 }
 

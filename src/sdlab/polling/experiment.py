@@ -271,7 +271,7 @@ async def _results(process: asyncio.subprocess.Process) -> list[dict[str, Any]]:
     await process.wait()
     if process.returncode != 0 or not line:
         raise RuntimeError(f"a watcher process failed (exit {process.returncode})")
-    return json.loads(line)  # type: ignore[no-any-return]
+    return json.loads(line)
 
 
 async def _until_waiting(http: httpx.AsyncClient, url: str, count: int) -> None:

@@ -23,7 +23,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from importlib.resources import files
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import FastAPI, Request
 from fastapi import Path as PathParam
@@ -51,7 +51,8 @@ class PollingApp(Polls):
 
     def lifespan(self) -> AbstractAsyncContextManager[None]:
         """Start-up and shutdown, for running the app without a server (tests)."""
-        return self.api.router.lifespan_context(self.api)
+        # FastAPI's lifespan may yield a state mapping; ours yields nothing.
+        return cast(AbstractAsyncContextManager[None], self.api.router.lifespan_context(self.api))
 
 
 def create_app(fleet: Fleet, seed: Sequence[str] = ()) -> PollingApp:
@@ -73,7 +74,7 @@ def create_app(fleet: Fleet, seed: Sequence[str] = ()) -> PollingApp:
     app = FastAPI(title="sdlab polling: mock EC2 status", lifespan=lifespan)
 
     def fleet_of(request: Request) -> Fleet:
-        return request.app.state.fleet  # type: ignore[no-any-return]
+        return request.app.state.fleet
 
     @app.exception_handler(UnknownServer)
     async def unknown(request: Request, exc: UnknownServer) -> JSONResponse:
