@@ -312,7 +312,7 @@ def _listed(name: str, filter_by: list[bytes]) -> bool:
 async def info(session: Session, args: list[bytes]) -> Reply:
     server, store = session.server, session.store
     stats = store.stats()
-    sections = {
+    sections: dict[str, dict[str, Any]] = {
         "server": {
             "redis_version": REDIS_VERSION,
             "sdlab_version": __version__,

@@ -200,7 +200,7 @@ class Connection:
                 multi.queued.append(args)
             self._reply_now(refusal or QUEUED)
             return
-        if refusal is not None or found is None:
+        if refusal is not None:
             if multi is not None and found is not None and found.name == "exec":
                 # EXEC x: as Redis, the transaction is discarded, saying why.
                 session, why = self.session, refusal.text.removeprefix("ERR ")
@@ -209,8 +209,9 @@ class Connection:
                 return
             if multi is not None:  # DISCARD x, say: as Redis, that spoils the transaction
                 multi.refused = True
-            self._reply_now(refusal or unknown(args))
+            self._reply_now(refusal)
             return
+        assert found is not None  # (an unknown command has its refusal)
         if found.name in ("multi", "exec", "discard", "watch"):
             self._transaction(found, args, multi)
             return
@@ -276,7 +277,7 @@ class Connection:
         reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         try:
             write, answer = prepare(self.session, args)
-            committed = self.server.store.submit(write)  # type: ignore[arg-type]
+            committed = self.server.store.submit(write)
         except Exception as exc:  # refused before it was queued (a bad request, a closed store)
             reply.set_result(encode(error_reply(name, exc), self.session.resp3))
             return reply
