@@ -174,10 +174,10 @@ class Connection:
             pass
         finally:
             self.closing = True
-            self.session.unwatch()
             self._more.set()
             with contextlib.suppress(Exception):
                 await sender
+            self.session.unwatch()  # after every reply: a WATCH may have been running
             self.writer.close()
             with contextlib.suppress(Exception):
                 await self.writer.wait_closed()
