@@ -200,13 +200,7 @@ class Transaction:
         for key, seen in sorted(self.watched):  # sorted: locks taken in one order
             if state((yield d.select(key, lock=True)).rows, now) != seen:
                 return None
-        results: list[Any] = []
-        for step in self.steps:
-            try:
-                results.append((yield from step.script(d, now)))
-            except KVError as exc:
-                results.append(exc)
-        return results
+        return (yield from batch(d, self.steps, now))  # as a batch: runs of SETs merge
 
     def written(self) -> Iterable[bytes]:
         return [key for step in self.steps for key in step.written()]
@@ -230,9 +224,10 @@ def states(d: Dialect, now: int, keys: Sequence[bytes]) -> Script[dict[bytes, St
     return found
 
 
-def batch(d: Dialect, writes: Sequence[Write], now: int) -> Script[list[Any]]:
-    """Every write of a batch, in order, in the caller's one transaction. Each gets its
-    result, or the KVError it raised (a script raises before it writes anything)."""
+def batch(d: Dialect, writes: Sequence[Write | Read], now: int) -> Script[list[Any]]:
+    """Every write of a batch (or step of a transaction), in order, in the caller's one
+    transaction. Each gets its result, or the KVError it raised (a script raises before
+    it writes anything)."""
     results: list[Any] = []
     puts: list[Row] = []  # a run of plain SETs, merged into multi-row upserts
     for write in writes:
