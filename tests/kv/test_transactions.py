@@ -98,6 +98,13 @@ async def test_watch_aborts_exec_after_another_client_writes(
             with pytest.raises(WatchError):
                 await pipe.execute()
         assert await client.mget("balance", "spent") == [b"10", None]
+        async with client.pipeline() as pipe:  # a write through the library (or HTTP)
+            await pipe.watch("balance")
+            await server.store.set("balance", 10)
+            pipe.multi()
+            pipe.set("balance", 5)
+            with pytest.raises(WatchError):
+                await pipe.execute()
         async with client.pipeline() as pipe:  # unwatched now: it goes through
             await pipe.watch("balance")
             pipe.multi()

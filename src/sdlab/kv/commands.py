@@ -562,13 +562,16 @@ def scan(session: Session, args: list[bytes]) -> Prepared:
 
 @command(1, "none", flags=("fast",))
 async def multi(session: Session, args: list[bytes]) -> Reply:
+    """MULTI. The connection opens the queue itself as it reads MULTI (the commands after
+    it must be queued, not started), so this runs only if called directly."""
     session.multi = Multi()
     return OK
 
 
 @command(1, "write", flags=("slow",), keys=(0, 0, 0))
 async def exec_(session: Session, args: list[bytes]) -> Reply:
-    """EXEC: run what MULTI queued (taken by the connection as it read EXEC)."""
+    """EXEC. The connection takes the queue as it reads EXEC and runs `execute` on it in
+    its turn; this entry gives COMMAND INFO its shape, and has no queue to run."""
     raise CommandError("ERR EXEC without MULTI")
 
 
