@@ -492,10 +492,100 @@ QUIT now
 """
 
 
+# The same for transactions: what MULTI queues and refuses, EXEC's array with the errors
+# of commands that failed inside it, EXECABORT, WATCH's null array after a write (this
+# connection's own), and MULTI, EXEC, DISCARD and WATCH out of place.
+SAME_AS_REDIS_IN_TRANSACTIONS = """
+DEL {k}a {k}b {k}c {k}n
+MULTI
+MULTI
+SET {k}a 1
+INCR {k}a
+GET {k}a
+PING
+ECHO e
+SELECT 0
+EXEC
+MULTI
+WATCH {k}a
+NOSUCH {k}a
+SET {k}a 2
+EXEC
+GET {k}a
+MULTI
+GET
+EXEC
+EXEC
+DISCARD
+UNWATCH
+WATCH
+SET {k}s x
+MULTI
+INCR {k}s
+SET {k}b 1 EX 0
+SET {k}c 1
+DEL {k}c {k}zz
+MGET {k}s {k}c
+TTL {k}s
+EXEC
+WATCH {k}a
+SET {k}a 3
+MULTI
+GET {k}a
+EXEC
+WATCH {k}a
+MULTI
+GET {k}a
+EXEC
+WATCH {k}a {k}b
+UNWATCH
+SET {k}a 4
+MULTI
+GET {k}a
+EXEC
+WATCH {k}a
+MULTI
+SET {k}a 5
+DISCARD
+MULTI
+GET {k}a
+EXEC
+MULTI
+EXEC
+MULTI
+UNWATCH
+DISCARD
+DISCARD
+MULTI
+EXEC x
+EXEC
+WATCH {k}n
+INCR {k}n
+MULTI
+INCR {k}n
+EXEC
+WATCH {k}a
+MULTI
+SET {k}a 1 BOGUS
+SET {k}b 2
+EXEC
+MGET {k}a {k}b
+MULTI
+DBSIZE x
+EXEC
+MULTI
+EXISTS {k}a
+EXEC
+"""
+
+
+@pytest.mark.parametrize(
+    "script", [SAME_AS_REDIS, SAME_AS_REDIS_IN_TRANSACTIONS], ids=["commands", "transactions"]
+)
 async def test_replies_match_real_redis(
-    server: RespServer, redis: Any, redis_url: str, namespace: str
+    server: RespServer, redis: Any, redis_url: str, namespace: str, script: str
 ) -> None:
-    commands = [line.format(k=f"{namespace}:").split() for line in SAME_AS_REDIS.splitlines()]
+    commands = [line.format(k=f"{namespace}:").split() for line in script.splitlines()]
     commands = [args for args in commands if args]
     ours = await replies(server.port, commands)
     theirs = await replies(urlsplit(redis_url).port or 6379, commands)

@@ -8,9 +8,10 @@
 
 `core.py` holds the rules, `sql.py` each database's statements, `ops.py` the operations
 as scripts of statements, `backends.py` the drivers, `batching.py` group commit,
-`sweeper.py` the removal of expired rows, `store.py` the API; `resp.py`, `server.py`
-and `match.py` (SCAN's patterns) the Redis protocol, `service.py` the HTTP API and both
-servers together.
+`sweeper.py` the removal of expired rows, `store.py` the API; the Redis protocol is
+`resp.py` (framing), `server.py` (connections), `ordering.py` (the order a connection's
+commands run in), `commands.py` (the command table), `transaction.py` (MULTI and WATCH)
+and `match.py` (SCAN's patterns); `service.py` the HTTP API and both servers together.
 """
 
 from sdlab.kv.backends import Backend, UnknownBackend, backend_for

@@ -14,12 +14,13 @@ That keeps SET NX, INCR and friends right when several servers share one databas
 only when one batcher serializes them.
 
 `batch()` runs many writes in one transaction (group commit), merging runs of plain SETs
-into multi-row upserts.
+into multi-row upserts. `Transaction` is MULTI ... EXEC: its commands, reads among them,
+run in order as one write, after a check that no watched key changed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -38,6 +39,10 @@ class Write(Protocol):
 
     def script(self, d: Dialect, now: int) -> Script[Any]: ...
 
+    def written(self) -> Iterable[bytes]:
+        """The keys it may write (for WATCH)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Put:
@@ -48,6 +53,9 @@ class Put:
     def script(self, d: Dialect, now: int) -> Script[bool]:
         yield from put(d, self.rows)
         return True
+
+    def written(self) -> Iterable[bytes]:
+        return (row[0] for row in self.rows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +86,9 @@ class SetIf:
                 return True
             # Another transaction created the key meanwhile: look again (and lock it).
 
+    def written(self) -> Iterable[bytes]:
+        return (self.key,)
+
 
 @dataclass(frozen=True, slots=True)
 class Incr:
@@ -99,6 +110,9 @@ class Incr:
             if (yield d.insert_if_absent((self.key, b"%d" % self.by, None))).rowcount:
                 return self.by
 
+    def written(self) -> Iterable[bytes]:
+        return (self.key,)
+
 
 @dataclass(frozen=True, slots=True)
 class Delete:
@@ -111,6 +125,9 @@ class Delete:
         for chunk in chunks(sorted(set(self.keys))):  # sorted: locks taken in one order
             deleted += (yield d.delete_alive(chunk, now, DELETED)).rowcount
         return deleted
+
+    def written(self) -> Iterable[bytes]:
+        return self.keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +145,9 @@ class Expire:
         yield d.update_expiry(self.key, expiry)
         return True
 
+    def written(self) -> Iterable[bytes]:
+        return (self.key,)
+
 
 @dataclass(frozen=True, slots=True)
 class Persist:
@@ -142,10 +162,72 @@ class Persist:
         yield d.update_expiry(self.key, None)
         return True
 
+    def written(self) -> Iterable[bytes]:
+        return (self.key,)
 
-def batch(d: Dialect, writes: Sequence[Write], now: int) -> Script[list[Any]]:
-    """Every write of a batch, in order, in the caller's one transaction. Each gets its
-    result, or the KVError it raised (a script raises before it writes anything)."""
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """A read as a step of a transaction: `run(d, now, *args)`, one of the read scripts
+    below, run inside the transaction so that it sees the writes before it."""
+
+    run: Callable[..., Script[Any]]
+    args: tuple[Any, ...] = ()
+
+    def script(self, d: Dialect, now: int) -> Script[Any]:
+        return self.run(d, now, *self.args)
+
+    def written(self) -> Iterable[bytes]:
+        return ()
+
+
+Step = Write | Read
+State = tuple[bytes, int | None] | None  # a key's value and expiry if it is alive, or None
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """MULTI ... EXEC: every step in order, in one SQL transaction, so nobody sees half
+    of it. First each watched key is read again, locked (`FOR UPDATE`), and compared with
+    what WATCH read: if any differs, nothing runs and the result is None (EXEC's null).
+    Otherwise a list with each step's result, or the KVError it raised: a step raises
+    before it writes anything, so the others apply, as Redis runs the rest of an EXEC."""
+
+    watched: tuple[tuple[bytes, State], ...] = ()
+    steps: tuple[Step, ...] = ()
+
+    def script(self, d: Dialect, now: int) -> Script[list[Any] | None]:
+        for key, seen in sorted(self.watched):  # sorted: locks taken in one order
+            if state((yield d.select(key, lock=True)).rows, now) != seen:
+                return None
+        return (yield from batch(d, self.steps, now))  # as a batch: runs of SETs merge
+
+    def written(self) -> Iterable[bytes]:
+        return [key for step in self.steps for key in step.written()]
+
+
+def state(rows: Sequence[tuple[Any, ...]], now: int) -> State:
+    """What WATCH remembers of a key, from `select(key)`'s rows: its value and expiry if
+    it is alive. A write, a delete or an expiry changes it (a write of the same value
+    and expiry does not: see docs/kv.md)."""
+    if not rows or not alive(rows[0][1], now):
+        return None
+    return bytes(rows[0][0]), rows[0][1]
+
+
+def states(d: Dialect, now: int, keys: Sequence[bytes]) -> Script[dict[bytes, State]]:
+    """WATCH's read: each key's state now."""
+    found: dict[bytes, State] = dict.fromkeys(keys)
+    for chunk in chunks(sorted(set(keys))):
+        for key, value, expires_at in (yield d.select_many(chunk)).rows:
+            found[bytes(key)] = state([(value, expires_at)], now)
+    return found
+
+
+def batch(d: Dialect, writes: Sequence[Write | Read], now: int) -> Script[list[Any]]:
+    """Every write of a batch (or step of a transaction), in order, in the caller's one
+    transaction. Each gets its result, or the KVError it raised (a script raises before
+    it writes anything)."""
     results: list[Any] = []
     puts: list[Row] = []  # a run of plain SETs, merged into multi-row upserts
     for write in writes:
@@ -231,6 +313,12 @@ def scan(
 def count(d: Dialect, now: int) -> Script[int]:
     rows = (yield d.count_alive(now)).rows
     return int(rows[0][0])
+
+
+def nothing(d: Dialect, now: int) -> Script[None]:
+    """A read with nothing to read (SCAN TYPE hash: there are only strings)."""
+    return
+    yield  # (a generator, as every script is)
 
 
 def sweep(d: Dialect, now: int, limit: int) -> Script[int]:

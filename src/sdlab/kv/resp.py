@@ -153,8 +153,14 @@ class Map:
     pairs: Sequence[tuple[Reply, Reply]]
 
 
+class NullArray:
+    """The null array, `*-1` (RESP3's null): what EXEC answers when a watched key changed."""
+
+
 OK = Simple("OK")
-Reply = Simple | Error | Map | int | bytes | str | None | Sequence["Reply"]
+QUEUED = Simple("QUEUED")
+NULL_ARRAY = NullArray()
+Reply = Simple | Error | Map | NullArray | int | bytes | str | None | Sequence["Reply"]
 
 
 def encode(reply: Reply, resp3: bool = False) -> bytes:
@@ -169,6 +175,8 @@ def encode(reply: Reply, resp3: bool = False) -> bytes:
         return b"-%b\r\n" % _one_line(reply.text)
     if reply is None:
         return b"_\r\n" if resp3 else b"$-1\r\n"
+    if isinstance(reply, NullArray):
+        return b"_\r\n" if resp3 else b"*-1\r\n"
     if isinstance(reply, bool | int):
         return b":%d\r\n" % reply
     if isinstance(reply, str):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, Self, TypeVar
 
 from sdlab.kv import ops
@@ -80,6 +80,8 @@ class Store:
         self._open = False
         self._closed: asyncio.Future[None] | None = None
         self.naive_writes = 0
+        # Called with each write as it is queued (the RESP server's WATCH listens here).
+        self.listeners: list[Callable[[ops.Write], None]] = []
 
     async def open(self) -> None:
         try:
@@ -128,6 +130,8 @@ class Store:
         """Run one write (an `ops` object); return once it is committed. The write is
         queued when this coroutine starts, so writes started in order commit in order."""
         try:
+            for listener in self.listeners:
+                listener(write)
             if self._batcher is not None:
                 return await self._batcher.submit(write)
             if not self._open:
@@ -146,6 +150,8 @@ class Store:
         exception through `failure` to get what `apply` would raise."""
         if self._batcher is None:
             raise RuntimeError("submit() needs group commit: use apply()")
+        for listener in self.listeners:
+            listener(write)
         return self._batcher.submit(write)
 
     def failure(self, exc: Exception) -> Exception:
@@ -238,7 +244,7 @@ class Store:
         if found is None:
             return None
         value, left = found
-        return value, _seconds(left)
+        return value, seconds_left(left)
 
     async def mget(self, keys: Iterable[Key]) -> list[bytes | None]:
         """The values of several keys, None for each missing one."""
@@ -254,7 +260,7 @@ class Store:
 
     async def ttl(self, key: Key) -> int:
         """Seconds before the key expires, rounded as Redis does; -1 never, -2 no key."""
-        return _seconds(await self.pttl(key))
+        return seconds_left(await self.pttl(key))
 
     async def scan(
         self, prefix: Key = b"", *, after: Key | None = None, count: int = 100
@@ -306,7 +312,7 @@ class Store:
         }
 
 
-def _seconds(left_ms: int) -> int:
+def seconds_left(left_ms: int) -> int:
     """A PTTL in seconds, rounded as Redis's TTL rounds it (-1 and -2 stay)."""
     return left_ms if left_ms < 0 else (left_ms + 500) // 1000
 

@@ -1,0 +1,710 @@
+"""The command table: each Redis command's name, arity, flags and key positions (what
+COMMAND INFO tells clients), and how it runs.
+
+A command that reads or writes keys is *prepared*: its request becomes one `ops` step
+(an `ops.Write`, or an `ops.Read`) and a function from the step's result to the reply,
+with nothing awaited. So a write goes into the group commit as soon as it is read off
+the socket, and inside MULTI ... EXEC every step runs in the one SQL transaction. The
+others (PING, CONFIG, INFO ...) are plain async handlers that touch no key.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import logging
+import os
+import platform
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sdlab import __version__
+from sdlab.kv import ops
+from sdlab.kv.core import (
+    InvalidKey,
+    InvalidTTL,
+    KVError,
+    NotAnInteger,
+    ValueTooLarge,
+    as_key,
+    as_value,
+    expiry_after,
+    now_ms,
+    parse_int,
+)
+from sdlab.kv.match import compile_pattern, literal_prefix
+from sdlab.kv.resp import NULL_ARRAY, OK, Error, Map, Reply, Simple
+from sdlab.kv.store import Store, seconds_left
+from sdlab.kv.transaction import Multi, Watch
+
+if TYPE_CHECKING:
+    from sdlab.kv.server import RespServer
+
+logger = logging.getLogger("sdlab.kv")
+
+REDIS_VERSION = "7.0.0"  # what INFO and HELLO claim, for clients that check
+CURSOR = re.compile(rb"[0-9]{1,20}")  # a SCAN cursor: digits only, 64 bits at most
+EXECABORT = "EXECABORT Transaction discarded because of previous errors."
+
+
+class CommandError(Exception):
+    """A request the store cannot take: its text is the error reply (`ERR ...`)."""
+
+
+# A data command's request as its one step and how to answer with the step's result,
+# without awaiting anything.
+Prepared = tuple[ops.Step, Callable[[Any], Reply]]
+Handler = Callable[["Session", list[bytes]], Awaitable[Reply]]
+Prepare = Callable[["Session", list[bytes]], Prepared]
+
+
+@dataclass
+class Session:
+    """What a command may use: the server, its store, and this connection's state."""
+
+    server: RespServer
+    number: int
+    name: bytes | None = None
+    resp3: bool = False
+    multi: Multi | None = None  # between MULTI and EXEC (or DISCARD)
+    watch: Watch = field(default_factory=Watch)
+
+    @property
+    def store(self) -> Store:
+        return self.server.store
+
+    def unwatch(self) -> None:
+        self.server.watches.remove(self.watch)
+        self.watch = Watch()
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    handler: Handler
+    arity: int  # Redis's convention: counts the name; negative means "at least"
+    kind: str  # "read", "write", "none" (touches no data), "session" (see Ordering)
+    flags: tuple[str, ...] = ()
+    keys: tuple[int, int, int] = (0, 0, 0)  # first key, last key, step (COMMAND INFO)
+    prepare: Prepare | None = None  # for a command that reads or writes keys (see above)
+
+    def refusal(self, args: list[bytes]) -> Error | None:
+        """The error for a request of the wrong length (checked before anything runs,
+        and while MULTI queues)."""
+        if (self.arity > 0 and len(args) != self.arity) or len(args) < -self.arity:
+            return Error(f"ERR wrong number of arguments for '{self.name}' command")
+        return None
+
+    def info(self) -> list[Any]:
+        """COMMAND INFO's ten fields, as Redis 7 gives them: name, arity, flags, first key,
+        last key, step; then ACL categories, tips, key specs and subcommands, empty here
+        (no ACLs, no subcommand table), but there: redis-py reads the seventh over RESP3."""
+        first, last, step = self.keys
+        flags = [f.encode() for f in self.flags]
+        return [self.name.encode(), self.arity, flags, first, last, step, [], [], [], []]
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(
+    arity: int,
+    kind: str,
+    *,
+    flags: tuple[str, ...] = (),
+    keys: tuple[int, int, int] | None = None,
+    aliases: tuple[str, ...] = (),
+    prepare: Prepare | None = None,
+) -> Callable[[Handler], Handler]:
+    """Add a command (and its aliases, the same command under other names) to COMMANDS,
+    named after its handler (`del_` is DEL)."""
+
+    def add(handler: Handler) -> Handler:
+        if kind in ("none", "session"):
+            flag_set, key_spec = flags or ("fast",), keys or (0, 0, 0)
+        else:
+            flag_set = flags or (("write",) if kind == "write" else ("readonly", "fast"))
+            key_spec = keys or (1, 1, 1)
+        for name in (handler.__name__.strip("_"), *aliases):
+            COMMANDS[name] = Command(name, handler, arity, kind, flag_set, key_spec, prepare)
+        return handler
+
+    return add
+
+
+def prepared(kind: str, arity: int, **options: Any) -> Callable[[Prepare], Prepare]:
+    """A command given as its `prepare` function; its handler (for a read, for a write
+    without group commit, and where it must wait its turn) runs the step and answers."""
+
+    def add(prepare: Prepare) -> Prepare:
+        @functools.wraps(prepare)
+        async def handler(session: Session, args: list[bytes]) -> Reply:
+            step, answer = prepare(session, args)
+            if isinstance(step, ops.Read):
+                store = session.store
+                return answer(await store.read(step.script(store.backend.dialect, now_ms())))
+            return answer(await session.store.apply(step))
+
+        command(arity, kind, prepare=prepare, **options)(handler)
+        return prepare
+
+    return add
+
+
+def read_command(arity: int, **options: Any) -> Callable[[Prepare], Prepare]:
+    return prepared("read", arity, **options)
+
+
+def write_command(arity: int, **options: Any) -> Callable[[Prepare], Prepare]:
+    return prepared("write", arity, **options)
+
+
+def error_reply(name: str, exc: Exception) -> Error:
+    """The error reply for a command that raised `exc`."""
+    if isinstance(exc, CommandError):
+        return Error(str(exc))
+    if isinstance(exc, KVError):  # the database failing is BackendUnavailable: keep going
+        return Error(f"ERR {exc}")
+    logger.error("%s failed", name, exc_info=exc)  # a bug: say so, keep the connection
+    return Error(f"ERR internal error: {type(exc).__name__}: {exc}")
+
+
+def unknown(args: list[bytes]) -> Error:
+    """Redis's words, which clients match on: the name as sent, then about 128
+    characters of arguments, each quoted and followed by a space."""
+    head = ""
+    for arg in args[1:]:
+        if len(head) >= 128:
+            break
+        head += f"'{arg.decode('utf-8', 'replace')[: 128 - len(head)]}' "
+    name = args[0].decode("utf-8", "replace")[:128]
+    return Error(f"ERR unknown command '{name}', with args beginning with: {head}")
+
+
+def lookup(args: list[bytes]) -> Command | None:
+    return COMMANDS.get(args[0].decode("utf-8", "replace").lower())
+
+
+# Connection and server commands.
+
+
+@command(-1, "none")
+async def ping(session: Session, args: list[bytes]) -> Reply:
+    if len(args) > 1:
+        raise CommandError("ERR wrong number of arguments for 'ping' command")
+    return args[0] if args else Simple("PONG")
+
+
+@command(2, "none")
+async def echo(session: Session, args: list[bytes]) -> Reply:
+    return args[0]
+
+
+@command(2, "none")
+async def select(session: Session, args: list[bytes]) -> Reply:
+    if _int(args[0]) != 0:
+        raise CommandError("ERR DB index is out of range (this server has database 0 only)")
+    return OK
+
+
+@command(-1, "none")
+async def quit_(session: Session, args: list[bytes]) -> Reply:
+    return OK  # the connection stops reading when it sees QUIT, and closes once replied
+
+
+@command(-1, "session")
+async def hello(session: Session, args: list[bytes]) -> Reply:
+    """HELLO [2|3]: redis-py 8 opens with HELLO 3. Either way the replies are the same
+    but for the null and maps."""
+    if args:
+        if args[0] not in (b"2", b"3"):
+            raise CommandError("NOPROTO unsupported protocol version")
+        if len(args) > 1:
+            raise CommandError("ERR this server has no AUTH or SETNAME in HELLO")
+        session.resp3 = args[0] == b"3"
+    return Map(
+        [
+            (b"server", b"sdlab-kv"),
+            (b"version", REDIS_VERSION.encode()),
+            (b"proto", 3 if session.resp3 else 2),
+            (b"id", session.number),
+            (b"mode", b"standalone"),
+            (b"role", b"master"),
+            (b"modules", []),
+        ]
+    )
+
+
+@command(-2, "none")
+async def client(session: Session, args: list[bytes]) -> Reply:
+    sub = args[0].lower()
+    if sub == b"setname" and len(args) == 2:
+        session.name = args[1] or None
+        return OK
+    if sub == b"getname":
+        return session.name
+    if sub == b"id":
+        return session.number
+    if sub == b"setinfo":  # redis-py names itself on connect
+        return OK
+    raise CommandError(f"ERR unknown subcommand '{args[0].decode(errors='replace')}' for CLIENT")
+
+
+@command(-2, "none")
+async def config(session: Session, args: list[bytes]) -> Reply:
+    """CONFIG GET, for tools that ask (redis-benchmark asks for save and appendonly)."""
+    if args[0].lower() != b"get" or len(args) != 2:
+        raise CommandError("ERR this server supports CONFIG GET only")
+    known = {
+        "save": "",
+        "appendonly": "no",
+        "databases": "1",
+        "proto-max-bulk-len": str(session.store.max_value),
+    }
+    pattern = args[1].decode(errors="replace").lower()
+    return Map(
+        [(k.encode(), v.encode()) for k, v in known.items() if fnmatch.fnmatchcase(k, pattern)]
+    )
+
+
+@command(-1, "none")
+async def command_(session: Session, args: list[bytes]) -> Reply:
+    """COMMAND, COMMAND COUNT, COMMAND INFO [name ...], COMMAND LIST [FILTERBY MODULE m |
+    ACLCAT c | PATTERN glob], COMMAND DOCS [name ...]: what clients ask a server about
+    its commands, in Redis 7's shapes. There are no modules, ACL categories or help
+    texts here, so filtering by the first two finds nothing, and DOCS is an empty map
+    (redis-cli then uses the help it carries)."""
+    if not args:
+        return [c.info() for c in COMMANDS.values()]
+    sub, rest = args[0].lower(), args[1:]
+    if sub == b"count":
+        if rest:
+            raise CommandError("ERR wrong number of arguments for 'command|count' command")
+        return len(COMMANDS)
+    if sub == b"info":  # no names: every command (Redis 7)
+        names = [a.decode(errors="replace").lower() for a in rest] or list(COMMANDS)
+        return [COMMANDS[n].info() if n in COMMANDS else None for n in names]
+    if sub == b"list":
+        return [name.encode() for name in COMMANDS if _listed(name, rest)]
+    if sub == b"docs":
+        return Map([])
+    raise CommandError(f"ERR unknown subcommand '{args[0].decode(errors='replace')}' for COMMAND")
+
+
+def _listed(name: str, filter_by: list[bytes]) -> bool:
+    """COMMAND LIST's filter: none, or FILTERBY MODULE/ACLCAT/PATTERN and one value."""
+    if not filter_by:
+        return True
+    if len(filter_by) != 3 or filter_by[0].upper() != b"FILTERBY":
+        raise CommandError("ERR syntax error")
+    kind, value = filter_by[1].upper(), filter_by[2]
+    if kind == b"PATTERN":
+        return compile_pattern(value.lower()).fullmatch(name.encode()) is not None
+    if kind in (b"MODULE", b"ACLCAT"):
+        return False
+    raise CommandError("ERR syntax error")
+
+
+@command(-1, "read", flags=("loading", "stale"), keys=(0, 0, 0))
+async def info(session: Session, args: list[bytes]) -> Reply:
+    server, store = session.server, session.store
+    stats = store.stats()
+    sections: dict[str, dict[str, Any]] = {
+        "server": {
+            "redis_version": REDIS_VERSION,
+            "sdlab_version": __version__,
+            "redis_mode": "standalone",
+            "os": f"{platform.system()} {platform.release()}",
+            "process_id": os.getpid(),
+            "tcp_port": server.port,
+            "uptime_in_seconds": int(time.time() - server.started),
+        },
+        "clients": {"connected_clients": len(server.connections)},
+        "stats": {"total_commands_processed": server.commands_served},
+        "kv": {
+            "backend": stats["backend"],
+            "group_commit": int(stats["group_commit"]),
+            "writes": stats["writes"],
+            "batches": stats["batches"],
+            "largest_batch": stats.get("largest_batch", 1),
+            "swept": stats["swept"],
+        },
+    }
+    wanted = args[0].decode(errors="replace").lower() if args else "all"
+    lines = []
+    for title, fields in sections.items():
+        if wanted in ("all", "default", "everything", title):
+            lines.append(f"# {title.capitalize()}")
+            lines += [f"{k}:{v}" for k, v in fields.items()]
+            lines.append("")
+    return "\r\n".join(lines).encode()
+
+
+@read_command(1, keys=(0, 0, 0))
+def dbsize(session: Session, args: list[bytes]) -> Prepared:
+    return ops.Read(ops.count), _same
+
+
+# Keys and values.
+
+
+@read_command(2)
+def get(session: Session, args: list[bytes]) -> Prepared:
+    return ops.Read(ops.get, (_key(args[0]),)), _same
+
+
+@read_command(-2, keys=(1, -1, 1))
+def mget(session: Session, args: list[bytes]) -> Prepared:
+    return ops.Read(ops.mget, ([_key(a) for a in args],)), _same
+
+
+@read_command(-2, keys=(1, -1, 1))
+def exists(session: Session, args: list[bytes]) -> Prepared:
+    return ops.Read(ops.exists, ([_key(a) for a in args],)), _same
+
+
+@read_command(2)
+def ttl(session: Session, args: list[bytes]) -> Prepared:
+    return ops.Read(ops.pttl, (_key(args[0]),)), seconds_left
+
+
+@read_command(2)
+def pttl(session: Session, args: list[bytes]) -> Prepared:
+    return ops.Read(ops.pttl, (_key(args[0]),)), _same
+
+
+@read_command(2)
+def type_(session: Session, args: list[bytes]) -> Prepared:
+    return ops.Read(ops.exists, ([_key(args[0])],)), _type_name
+
+
+def _type_name(found: int) -> Reply:
+    return Simple("string" if found else "none")
+
+
+@write_command(-3)
+def set_(session: Session, args: list[bytes]) -> Prepared:
+    """SET key value [NX|XX] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL]"""
+    key, value = _key(args[0]), _value(session, args[1])
+    nx = xx = keep_ttl = False
+    expires_at: int | None = None
+    options = iter(args[2:])
+    for raw in options:
+        option = raw.upper()
+        if option == b"NX" and not xx:
+            nx = True
+        elif option == b"XX" and not nx:
+            xx = True
+        elif option == b"KEEPTTL" and expires_at is None:
+            keep_ttl = True
+        elif option in (b"EX", b"PX", b"EXAT", b"PXAT") and expires_at is None and not keep_ttl:
+            amount = next(options, None)
+            if amount is None:
+                raise CommandError("ERR syntax error")
+            expires_at = _expiry(option, _int(amount), "set")
+        else:
+            raise CommandError("ERR syntax error")
+    if nx or xx or keep_ttl:
+        write: ops.Write = ops.SetIf(key, value, expires_at, nx=nx, xx=xx, keep_ttl=keep_ttl)
+    else:
+        write = ops.Put(((key, value, expires_at),))
+    return write, _ok_if_stored
+
+
+def _ok_if_stored(stored: bool) -> Reply:
+    return OK if stored else None
+
+
+@write_command(3)
+def setnx(session: Session, args: list[bytes]) -> Prepared:
+    return ops.SetIf(_key(args[0]), _value(session, args[1]), None, nx=True), _bool
+
+
+@write_command(4)
+def setex(session: Session, args: list[bytes]) -> Prepared:
+    expires_at = _expiry(b"EX", _int(args[1]), "setex")
+    return ops.Put(((_key(args[0]), _value(session, args[2]), expires_at),)), _ok
+
+
+@write_command(4)
+def psetex(session: Session, args: list[bytes]) -> Prepared:
+    expires_at = _expiry(b"PX", _int(args[1]), "psetex")
+    return ops.Put(((_key(args[0]), _value(session, args[2]), expires_at),)), _ok
+
+
+@write_command(-3, keys=(1, -1, 2))
+def mset(session: Session, args: list[bytes]) -> Prepared:
+    if len(args) % 2:
+        raise CommandError("ERR wrong number of arguments for 'mset' command")
+    rows = tuple(
+        (_key(args[i]), _value(session, args[i + 1]), None) for i in range(0, len(args), 2)
+    )
+    return ops.Put(rows), _ok
+
+
+@write_command(-2, keys=(1, -1, 1), aliases=("unlink",))
+def del_(session: Session, args: list[bytes]) -> Prepared:
+    return ops.Delete(tuple(_key(a) for a in args)), int
+
+
+@write_command(-3)
+def expire(session: Session, args: list[bytes]) -> Prepared:
+    return _expire(args, 1000, now_ms(), "expire")
+
+
+@write_command(-3)
+def pexpire(session: Session, args: list[bytes]) -> Prepared:
+    return _expire(args, 1, now_ms(), "pexpire")
+
+
+@write_command(-3)
+def expireat(session: Session, args: list[bytes]) -> Prepared:
+    return _expire(args, 1000, 0, "expireat")
+
+
+@write_command(-3)
+def pexpireat(session: Session, args: list[bytes]) -> Prepared:
+    return _expire(args, 1, 0, "pexpireat")
+
+
+def _expire(args: list[bytes], unit_ms: int, base: int, name: str) -> Prepared:
+    """key time [NX|XX|GT|LT]: the options (Redis 7) are refused by name, not run as a
+    plain EXPIRE, which would set an expiry the client asked to keep."""
+    for option in args[2:]:
+        if option.upper() not in (b"NX", b"XX", b"GT", b"LT"):
+            raise CommandError(f"ERR Unsupported option {option.decode(errors='replace')}")
+    if args[2:]:
+        raise CommandError(f"ERR {name.upper()} options NX/XX/GT/LT are not supported")
+    when = _when(_int(args[1]), unit_ms, base, name)
+    return ops.Expire(_key(args[0]), when), _bool
+
+
+@write_command(2)
+def persist(session: Session, args: list[bytes]) -> Prepared:
+    return ops.Persist(_key(args[0])), _bool
+
+
+@write_command(2)
+def incr(session: Session, args: list[bytes]) -> Prepared:
+    return ops.Incr(_key(args[0]), 1), int
+
+
+@write_command(2)
+def decr(session: Session, args: list[bytes]) -> Prepared:
+    return ops.Incr(_key(args[0]), -1), int
+
+
+@write_command(3)
+def incrby(session: Session, args: list[bytes]) -> Prepared:
+    return ops.Incr(_key(args[0]), _int(args[1])), int
+
+
+@write_command(3)
+def decrby(session: Session, args: list[bytes]) -> Prepared:
+    by = _int(args[1])
+    if by == -(2**63):
+        raise CommandError("ERR decrement would overflow")
+    return ops.Incr(_key(args[0]), -by), int
+
+
+@read_command(-2, keys=(0, 0, 0))
+def scan(session: Session, args: list[bytes]) -> Prepared:
+    """SCAN cursor [MATCH pattern] [COUNT n] [TYPE string]: keys in byte order.
+
+    A cursor is a number standing for the last key returned, remembered by this server
+    (the library's scan takes the key itself); 0 starts and ends a scan. As in Redis,
+    each call's MATCH filters that call's keys, whatever the calls before it asked: it
+    narrows the range to the pattern's literal prefix, then filters with Redis's glob.
+    Every key is a string, so a TYPE other than string ends the scan at once, once the
+    cursor and every option are found sound."""
+    if not CURSOR.fullmatch(args[0]):  # int() would take "1_0", " 5" and "+5"
+        raise CommandError("ERR invalid cursor")
+    cursor = int(args[0])
+    pattern: bytes | None = None
+    count = 10
+    strings = True
+    options = iter(args[1:])
+    for raw in options:
+        option, value = raw.upper(), next(options, None)
+        if value is None:
+            raise CommandError("ERR syntax error")
+        if option == b"MATCH":
+            pattern = value
+        elif option == b"COUNT":
+            count = _int(value)
+            if count < 1:
+                raise CommandError("ERR syntax error")
+        elif option == b"TYPE":
+            strings = value.lower() == b"string"
+        else:
+            raise CommandError("ERR syntax error")
+    after = None if cursor == 0 else session.server.recall_cursor(cursor)
+    if not strings:
+        return ops.Read(ops.nothing), lambda _: [b"0", []]
+    matches = None if pattern is None else compile_pattern(pattern).fullmatch
+
+    def answer(found: tuple[list[bytes], bytes | None]) -> Reply:
+        keys, last = found
+        if matches is not None:
+            keys = [k for k in keys if matches(k)]
+        following = 0 if last is None else session.server.remember_cursor(last)
+        return [str(following).encode(), keys]
+
+    return ops.Read(ops.scan, (literal_prefix(pattern or b""), after, count)), answer
+
+
+# Transactions: MULTI, the commands it queues, EXEC or DISCARD (the queueing itself, and
+# the errors MULTI and EXEC give out of place, are the connection's: see server.py).
+
+
+@command(1, "none", flags=("fast",))
+async def multi(session: Session, args: list[bytes]) -> Reply:
+    """MULTI. The connection opens the queue itself as it reads MULTI (the commands after
+    it must be queued, not started), so this runs only if called directly."""
+    session.multi = Multi()
+    return OK
+
+
+@command(1, "write", flags=("slow",), keys=(0, 0, 0))
+async def exec_(session: Session, args: list[bytes]) -> Reply:
+    """EXEC. The connection takes the queue as it reads EXEC and runs `execute` on it in
+    its turn; this entry gives COMMAND INFO its shape, and has no queue to run."""
+    raise CommandError("ERR EXEC without MULTI")
+
+
+async def execute(session: Session, queued: Multi) -> Reply:
+    """EXEC's reply: every queued command's, from one SQL transaction (`ops.Transaction`),
+    or the null array if a watched key changed; EXECABORT if one was refused while
+    queueing. Commands that touch no key (PING, ECHO ...) answer after it commits."""
+    watch = session.watch
+    session.unwatch()
+    if queued.refused:
+        raise CommandError(EXECABORT)
+    if watch.touched:  # written by this process since WATCH: no need to ask the database
+        return NULL_ARRAY
+    steps: list[ops.Step] = []
+    slots: list[tuple[Command, list[bytes], Callable[[Any], Reply] | Error | None]] = []
+    for args in queued.queued:
+        found = lookup(args)
+        assert found is not None  # unknown commands were refused while queueing
+        if found.prepare is None:
+            slots.append((found, args, None))
+            continue
+        try:
+            step, answer = found.prepare(session, args[1:])
+        except Exception as exc:  # a syntax error, say: its reply, and the others run
+            slots.append((found, args, error_reply(found.name, exc)))
+            continue
+        steps.append(step)
+        slots.append((found, args, answer))
+    results: list[Any] = []
+    if steps or watch:
+        done = await session.store.apply(ops.Transaction(watch.watched(), tuple(steps)))
+        if done is None:
+            return NULL_ARRAY
+        results = done
+    replies: list[Reply] = []
+    outcomes = iter(results)
+    for found, args, how in slots:
+        if isinstance(how, Error):
+            replies.append(how)
+            continue
+        try:
+            if how is None:
+                replies.append(await found.handler(session, args[1:]))
+                continue
+            outcome = next(outcomes)
+            if isinstance(outcome, Exception):
+                raise outcome
+            replies.append(how(outcome))
+        except Exception as exc:
+            replies.append(error_reply(found.name, exc))
+    return replies
+
+
+@command(1, "session", flags=("fast",))
+async def discard(session: Session, args: list[bytes]) -> Reply:
+    """DISCARD: the connection has dropped the queue as it read this; unwatch, in turn."""
+    session.unwatch()
+    return OK
+
+
+@command(-2, "session", flags=("fast",), keys=(1, -1, 1))
+async def watch(session: Session, args: list[bytes]) -> Reply:
+    """WATCH key ...: remember each key's state now; EXEC compares (transaction.py)."""
+    keys = [k for k in dict.fromkeys(_key(a) for a in args) if k not in session.watch.seen]
+    if not keys:
+        return OK
+    current = session.watch
+    session.server.watches.add(current, keys)  # first: a write from now on marks it
+    current.seen.update(dict.fromkeys(keys))
+    store = session.store
+    try:
+        seen = await store.read(ops.states(store.backend.dialect, now_ms(), keys))
+    except Exception:
+        current.touched = True  # unknown: EXEC must not trust it
+        raise
+    current.seen.update(seen)
+    return OK
+
+
+@command(1, "session", flags=("fast",))
+async def unwatch(session: Session, args: list[bytes]) -> Reply:
+    session.unwatch()
+    return OK
+
+
+# Helpers for the commands.
+
+
+def _same(result: Any) -> Reply:
+    return result  # type: ignore[no-any-return]
+
+
+def _ok(result: Any) -> Reply:
+    return OK
+
+
+def _int(raw: bytes) -> int:
+    try:
+        return parse_int(raw)
+    except NotAnInteger:
+        raise CommandError("ERR value is not an integer or out of range") from None
+
+
+def _key(raw: bytes) -> bytes:
+    try:
+        return as_key(raw)
+    except InvalidKey as exc:
+        raise CommandError(f"ERR {exc}") from None
+
+
+def _bool(value: Any) -> int:
+    return 1 if value else 0
+
+
+def _value(session: Session, raw: bytes) -> bytes:
+    try:
+        return as_value(raw, session.store.max_value)
+    except ValueTooLarge as exc:
+        raise CommandError(f"ERR {exc}") from None
+
+
+def _expiry(option: bytes, amount: int, name: str) -> int:
+    """An absolute expiry (ms since the epoch) from EX, PX, EXAT or PXAT."""
+    if amount <= 0:
+        raise CommandError(f"ERR invalid expire time in '{name}' command")
+    unit = 1000 if option in (b"EX", b"EXAT") else 1
+    return _when(amount, unit, now_ms() if option in (b"EX", b"PX") else 0, name)
+
+
+def _when(amount: int, unit_ms: int, base: int, name: str) -> int:
+    """`base` + `amount` units (ms since the epoch), refused as Redis refuses it when it
+    does not fit in 64 bits."""
+    try:
+        return expiry_after(amount * unit_ms, base)
+    except InvalidTTL:
+        raise CommandError(f"ERR invalid expire time in '{name}' command") from None
