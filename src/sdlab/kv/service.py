@@ -19,11 +19,12 @@ import asyncio
 import contextlib
 import signal
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 from urllib.parse import quote_from_bytes, unquote_to_bytes
 
+import uvicorn
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 
@@ -171,6 +172,15 @@ async def _body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+class _Embedded(uvicorn.Server):
+    """uvicorn inside our own server: SIGINT and SIGTERM stay ours (uvicorn would take
+    them over for as long as it serves, and raise them again when it stops)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 async def serve(
     store: Store,
     *,
@@ -182,7 +192,6 @@ async def serve(
     """Open `store`, serve it over HTTP and RESP (a port of None: not that one) until
     SIGINT or SIGTERM, then stop taking requests, answer those taken, commit what is
     queued, and close."""
-    import uvicorn
 
     await store.open()
     resp: RespServer | None = None
@@ -198,8 +207,7 @@ async def serve(
             config = uvicorn.Config(
                 create_app(store), host=host, port=http_port, log_level="warning", lifespan="on"
             )
-            http = uvicorn.Server(config)
-            http.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+            http = _Embedded(config)
             # Bound here, so that a port in use is an OSError now, and connections wait in
             # the backlog until uvicorn accepts them.
             listening = socket.create_server((host, http_port))
