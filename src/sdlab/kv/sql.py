@@ -129,6 +129,13 @@ class Dialect:
     def _index(self) -> str:
         return self.sql.quote(f"{self.table}_expires_at")
 
+    def _sweepers_index(self) -> str:
+        """The index on expires_at, of only the rows that expire (SQLite, PostgreSQL)."""
+        return (
+            f"CREATE INDEX IF NOT EXISTS {self._index()} ON {self.quoted} (expires_at) "
+            "WHERE expires_at IS NOT NULL"
+        )
+
 
 @dataclass(frozen=True)
 class SQLiteDialect(Dialect):
@@ -136,12 +143,10 @@ class SQLiteDialect(Dialect):
     for_update: ClassVar[str] = ""  # a write transaction (BEGIN IMMEDIATE) locks the file
 
     def create(self) -> list[str]:
-        t = self.quoted
         return [
-            f"CREATE TABLE IF NOT EXISTS {t} "
+            f"CREATE TABLE IF NOT EXISTS {self.quoted} "
             "(k BLOB PRIMARY KEY, v BLOB NOT NULL, expires_at INTEGER) WITHOUT ROWID",
-            f"CREATE INDEX IF NOT EXISTS {self._index()} ON {t} (expires_at) "
-            "WHERE expires_at IS NOT NULL",
+            self._sweepers_index(),
         ]
 
     def sweep(self, now: int, n: int) -> Stmt:
@@ -175,12 +180,10 @@ class PostgresDialect(Dialect):
     sql: ClassVar[Spelling] = POSTGRESQL
 
     def create(self) -> list[str]:
-        t = self.quoted
         return [
-            f"CREATE TABLE IF NOT EXISTS {t} "
+            f"CREATE TABLE IF NOT EXISTS {self.quoted} "
             "(k BYTEA PRIMARY KEY, v BYTEA NOT NULL, expires_at BIGINT)",
-            f"CREATE INDEX IF NOT EXISTS {self._index()} ON {t} (expires_at) "
-            "WHERE expires_at IS NOT NULL",
+            self._sweepers_index(),
         ]
 
     def sweep(self, now: int, n: int) -> Stmt:
