@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, ClassVar, NamedTuple
 
 from sdlab.kv.core import KVError
@@ -36,6 +37,15 @@ class Stmt(NamedTuple):
 
 Row = tuple[bytes, bytes, int | None]  # key, value, expires_at
 COLUMNS = ("k", "v", "expires_at")
+
+
+@lru_cache(maxsize=256)
+def _insert(spelling: Spelling, table: str, rows: int, overwrite: bool) -> str:
+    """An upsert (`overwrite`) or insert-if-absent of `rows` rows, built once per size:
+    batches repeat a few sizes, and the text costs more to build than to look up."""
+    if overwrite:
+        return spelling.upsert(table, COLUMNS, key=COLUMNS[:1], rows=rows)
+    return spelling.insert_ignore(table, COLUMNS, key=COLUMNS[:1], rows=rows)
 
 
 @dataclass(frozen=True)
@@ -71,12 +81,12 @@ class Dialect:
 
     def upsert(self, rows: Sequence[Row]) -> Stmt:
         """Insert or overwrite every row, in one statement (keys must be distinct)."""
-        sql = self.sql.upsert(self.table, COLUMNS, key=COLUMNS[:1], rows=len(rows))
+        sql = _insert(self.sql, self.table, len(rows), True)
         return Stmt(sql, [field for row in rows for field in row])
 
     def insert_if_absent(self, row: Row) -> Stmt:
         """Insert the row; rowcount 0 if the key is there (expired or not)."""
-        return Stmt(self.sql.insert_ignore(self.table, COLUMNS, key=COLUMNS[:1]), row)
+        return Stmt(_insert(self.sql, self.table, 1, False), row)
 
     def update(self, key: bytes, value: bytes, expires_at: int | None) -> Stmt:
         p = self.sql.placeholder
