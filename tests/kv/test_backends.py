@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from sdlab import sql
 from sdlab.kv import InvalidTable, Store, backend_for
+from sdlab.kv.backends import SQLiteBackend
 from sdlab.kv.ops import Script
 from sdlab.kv.sql import Stmt
 
@@ -24,6 +26,22 @@ def test_a_table_name_follows_the_one_naming_rule(table: str) -> None:
             backend_for(f"{url}?table={table}")
         assert isinstance(caught.value, sql.InvalidIdentifier)
     assert backend_for(f"sqlite://?table={'a' * 63}").dialect.table == "a" * 63
+
+
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("sqlite:////tmp/kv/kv.sqlite3", "/tmp/kv/kv.sqlite3"),
+        ("sqlite:////tmp/kv/kv.sqlite3?table=t", "/tmp/kv/kv.sqlite3"),
+        ("sqlite:///kv/kv.sqlite3?table=t", "kv/kv.sqlite3"),
+        ("sqlite://", None),
+        ("sqlite:///:memory:", None),
+    ],
+)
+def test_a_sqlite_url_names_its_file(url: str, path: str | None) -> None:
+    backend = backend_for(url)
+    assert isinstance(backend, SQLiteBackend)
+    assert backend.path == (None if path is None else Path(path))
 
 
 async def test_a_failed_write_is_a_named_error_and_leaves_nothing(backend_url: str) -> None:

@@ -111,10 +111,10 @@ def backend_for(url: str, *, pool_size: int = 10, timeout: float = 30.0) -> Back
     if rest and engine != "postgresql":  # libpq reads them there; elsewhere they mislead
         names = ", ".join(sorted({name for name, _ in rest}))
         raise UnknownBackend(f"backend {url!r}: only table= is understood here, not {names}")
-    url = urlunsplit(parts._replace(query=urlencode(rest)))
-    if engine == "sqlite":
+    if engine == "sqlite":  # (not through urlunsplit: it would read sqlite:////abs as a host)
         path = database_of(url)
         return SQLiteBackend(None if path in ("", ":memory:") else Path(path), table=table)
+    url = urlunsplit(parts._replace(query=urlencode(rest)))
     return SQLBackend(url, table=table, pool_size=pool_size, timeout=timeout)
 
 
