@@ -71,6 +71,16 @@ async def test_fetch_execute_and_a_literal_percent(db: sql.Database) -> None:
     assert await db.fetchone("SELECT id FROM seats WHERE id = 99") is None
 
 
+async def test_a_session_runs_statement_after_statement(db: sql.Database) -> None:
+    async with db.session() as s:
+        assert (await s.run("SELECT id FROM seats ORDER BY id")).rows == [(1,), (2,)]
+        updated = await s.run("UPDATE seats SET user_id = 3 WHERE id = 2")
+        assert (updated.rows, updated.rowcount) == ([], 1)  # not the SELECT's rows
+        with pytest.raises(sql.SQLError):
+            await s.run("SELEC 1")
+        assert await s.fetch("SELECT user_id FROM seats WHERE id = 2") == [(3,)]
+
+
 async def test_upsert_and_insert_ignore(db: sql.Database) -> None:
     d = db.dialect
     upsert = d.upsert("seats", ["id", "user_id"], key=["id"])
