@@ -45,6 +45,18 @@ def test_with_database_keeps_credentials_port_and_query() -> None:
     assert sql.redact(url) == "postgresql://app:***@db.example:6432/old?sslmode=require&x=1"
 
 
+@pytest.mark.parametrize(
+    ("url", "name", "expected"),
+    [
+        ("sqlite:///kv.sqlite3", "/tmp/x/other.db", "sqlite:////tmp/x/other.db"),
+        ("sqlite:////tmp/a.db?table=t", "b.db", "sqlite:///b.db?table=t"),
+    ],
+)
+def test_with_database_on_sqlite_names_a_file(url: str, name: str, expected: str) -> None:
+    assert sql.with_database(url, name) == expected
+    assert sql.database_of(expected) == name
+
+
 def test_an_unknown_scheme_is_a_named_error() -> None:
     with pytest.raises(sql.UnknownDatabase, match="mysql://"):
         sql.engine_of("oracle://scott@h/db")

@@ -125,7 +125,7 @@ async def drive(script: Script[T], run: Run) -> T:
         while True:
             statement = script.send(await run(*statement))
     except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]  # a generator's return is untyped
+        return done.value
 
 
 def drive_sync(script: Script[T], run: Callable[[str, Sequence[Any]], Result]) -> T:
@@ -134,7 +134,7 @@ def drive_sync(script: Script[T], run: Callable[[str, Sequence[Any]], Result]) -
         while True:
             statement = script.send(run(*statement))
     except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]  # a generator's return is untyped
+        return done.value
 
 
 class SQLBackend(Backend):
