@@ -206,7 +206,7 @@ DECODABLE = [name for name, kind in KINDS.items() if kind.decodable]
 
 # For Typer and FastAPI, which offer an Enum's members as the choices.
 KindName = StrEnum("KindName", [(k, k) for k in KINDS])  # type: ignore[misc]  # members come from KINDS; mypy wants literals
-DecodableName = StrEnum("DecodableName", [(k, k) for k in DECODABLE])  # type: ignore[misc]  # the same
+DecodableName = StrEnum("DecodableName", [(k, k) for k in DECODABLE])  # type: ignore[misc]  # members come from DECODABLE; mypy wants literals
 DECODE_DEFAULT = DecodableName("snowflake")
 
 
