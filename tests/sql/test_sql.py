@@ -277,3 +277,24 @@ async def test_a_url_without_a_database_gets_the_default(mysql_url: str) -> None
             assert await db.fetchval("SELECT DATABASE()") == "sdlab_sqltest"
     finally:
         await sql.drop_database(url)
+
+
+async def test_an_aborted_session_is_broken_and_its_locks_are_freed(db_url: str) -> None:
+    holder, other = await sql.connect(db_url), await sql.connect(db_url)
+    mariadb = holder.dialect.engine == "mariadb"
+    take = "SELECT GET_LOCK('t', 0)" if mariadb else "SELECT pg_try_advisory_lock(42)"
+    try:
+        assert not holder.broken
+        assert await holder.fetchval(take)
+        assert not await other.fetchval(take)
+        holder.abort()  # no goodbye: the server sees the socket close
+        assert holder.broken
+        for _ in range(50):  # the server notices within moments
+            if await other.fetchval(take):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("the aborted session's lock was not freed")
+    finally:
+        await holder.close()
+        await other.close()

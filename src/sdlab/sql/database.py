@@ -142,6 +142,23 @@ class Session:
             raise
         await self.commit()
 
+    @property
+    def broken(self) -> bool:
+        """True if the connection is known to be dead (closed, or its socket failed)."""
+        if self._mariadb:
+            return not self.raw.connected or bool(getattr(self.raw, "_stream_broken", False))
+        return bool(self.raw.closed or self.raw.broken)
+
+    def abort(self) -> None:
+        """Drop the connection at once, without a goodbye: the server ends the session
+        (and frees its locks) when it sees the socket close. For a session whose state is
+        unknown, such as one whose statement was cancelled mid-wait."""
+        with suppress(Exception):
+            if self._mariadb:
+                self.raw.close()
+            else:
+                self.raw.pgconn.finish()
+
     async def close(self) -> None:
         """Close the connection (a session from `connect()`; pooled ones go back instead)."""
         with suppress(Exception):
