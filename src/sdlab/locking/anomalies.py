@@ -606,6 +606,14 @@ class Cell:
             return hows[0]
         return "; ".join(f"{name}: {v.how}" for name, v in self.verdicts.items())
 
+    @property
+    def short(self) -> str:
+        """The mark and the ways it was prevented, for a table: `✓ blocked`."""
+        if self.mark == "—":
+            return self.mark
+        hows = [v.how for v in self.verdicts.values() if v.prevented]
+        return f"{self.mark} {', '.join(dict.fromkeys(hows))}"
+
     def as_dict(self) -> dict[str, object]:
         return {
             "engine": self.engine,

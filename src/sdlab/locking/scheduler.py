@@ -102,6 +102,25 @@ class Event:
     def seconds(self) -> float:
         return (self.ended if self.ended is not None else math.nan) - self.started
 
+    def summary(self) -> str:
+        """How it went, in words: `waited 812 ms for T1, then 1 row: (1, 11)`."""
+        if self.error:
+            end = f"{self.error}"
+        elif self.rows is not None:
+            shown = ", ".join(_row(r) for r in self.rows[:4]) + (
+                " ..." if len(self.rows) > 4 else ""
+            )
+            end = f"{self.outcome}: {shown}" if self.rows else "no rows"
+        elif self.rowcount is not None and self.rowcount >= 0 and not _is_control(self.sql):
+            end = f"{self.rowcount} row{'' if self.rowcount == 1 else 's'} changed"
+        else:
+            end = "ok"
+        if self.blocked:
+            return (
+                f"waited {self.seconds * 1000:.0f} ms for {', '.join(self.waited_for)}, then {end}"
+            )
+        return end
+
     @property
     def outcome(self) -> str:
         """`ok`, `N rows`, or the error's name."""
@@ -298,6 +317,14 @@ class _Runner:
             if task.done():
                 task.result()  # a bug in a step (not an SQL error) surfaces here
                 del self.pending[name]
+
+
+def _row(row: tuple[Any, ...]) -> str:
+    return "(" + ", ".join(str(v) for v in row) + ")"
+
+
+def _is_control(statement: str) -> bool:
+    return statement.split(None, 1)[0].upper() in {"BEGIN", "COMMIT", "ROLLBACK", "SET", "START"}
 
 
 def _returns_rows(statement: str) -> bool:
