@@ -41,6 +41,10 @@ LOCK_TIMEOUT: dict[Engine, float] = {"mariadb": 1.0, "postgresql": 2.0}
 default), or a deadlock would end as a lock timeout before the server looked for it."""
 
 
+UNKNOWN = "?"
+"""Whom a statement waits for when the server says it waits but not for whom."""
+
+
 class Stuck(RuntimeError):
     """A statement neither returned nor waited on a lock the server could see, long
     after its lock timeout: the script, not the database, is wrong."""
@@ -309,6 +313,10 @@ class _Runner:
                 continue
             seen.add(name)
             held_by = [self.names.get(b, f"session {b}") for b in sorted(blockers)]
+            if held_by and event.waited_for == (UNKNOWN,):
+                event.waited_for = ()
+            if not held_by and not event.waited_for:
+                held_by = [UNKNOWN]  # waiting, the holder not known (yet)
             event.waited_for += tuple(h for h in held_by if h not in event.waited_for)
         return seen
 

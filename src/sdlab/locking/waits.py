@@ -13,9 +13,13 @@ server knows which. Each engine keeps a view of its lock waits:
   A backend just granted its lock may still show `Lock` for a moment (it clears its own
   wait event when it wakes), so a wait counts only while someone blocks it.
 
-InnoDB's information_schema views are a cache, refreshed only when it has not been read
-for 100 ms (`trx_i_s_cache`, CACHE_MIN_IDLE_TIME_US): asked more often, it never
-changes. So MariaDB is asked at most every `_INNODB_IDLE` seconds.
+InnoDB's information_schema views are one cache for the whole server, refreshed only
+when no session has read it for 100 ms (`trx_i_s_cache`, CACHE_MIN_IDLE_TIME_NS): asked
+more often, it never changes. So this asks it at most every `_INNODB_IDLE` seconds; and
+since another client polling it faster would still keep it stale, whether a session
+waits is also read from `SHOW ENGINE INNODB STATUS`, which is made afresh on every call
+(its `LOCK WAIT` transactions), and a waiter the cache does not list yet is reported
+with no known holder.
 
 Row locks only: a DDL statement waiting on a metadata lock (MariaDB) does not show here.
 """
@@ -23,8 +27,10 @@ Row locks only: a DDL statement waiting on a metadata lock (MariaDB) does not sh
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Collection
+from typing import Any
 
 from sdlab.sql import Session
 
@@ -43,6 +49,9 @@ JOIN information_schema.INNODB_TRX b ON b.trx_id = w.BLOCKING_ENGINE_TRANSACTION
 """
 
 _INNODB_IDLE = 0.12
+_INNODB_TRIES = 3
+
+_WAITING_THREAD = re.compile(r"LOCK WAIT .*?\n(?:MariaDB|MySQL) thread id (\d+)", re.DOTALL)
 
 _POSTGRES = """
 SELECT pid, pg_blocking_pids(pid) FROM pg_stat_activity
@@ -72,18 +81,42 @@ class LockWaits:
 
     async def waiting(self, ids: Collection[int]) -> dict[int, set[int]]:
         """Each of the sessions `ids` that waits on a lock, with the ids of the sessions
-        it waits for."""
-        query = await self._which()
-        if query is not _POSTGRES:
-            idle = self._last + _INNODB_IDLE - time.monotonic()
-            if idle > 0:
-                await asyncio.sleep(idle)
-        rows = await self.monitor.fetch(query)
+        it waits for (empty if the server says it waits but the cache not yet for whom)."""
+        if await self._which() is _POSTGRES:
+            return _pairs(await self.monitor.fetch(_POSTGRES), ids)
+        for _ in range(_INNODB_TRIES):
+            found = _pairs(await self._innodb_view(), ids)
+            waiters = {w for w in await self._innodb_status_waiters() if w in ids}
+            if waiters <= set(found):
+                return found
+            # The cache was made before these waits began: read it again once it is
+            # old enough to be made afresh.
+        return found | {w: set() for w in waiters - set(found)}
+
+    async def _innodb_view(self) -> list[tuple[Any, ...]]:
+        idle = self._last + _INNODB_IDLE - time.monotonic()
+        if idle > 0:
+            await asyncio.sleep(idle)
+        rows = await self.monitor.fetch(await self._which())
         self._last = time.monotonic()
-        found: dict[int, set[int]] = {}
-        for waiter, blockers in rows:
-            if int(waiter) not in ids:
-                continue
+        return rows
+
+    async def _innodb_status_waiters(self) -> set[int]:
+        """The threads InnoDB's status report shows in LOCK WAIT, now."""
+        row = await self.monitor.fetchone("SHOW ENGINE INNODB STATUS")
+        report = str(row[2]) if row else ""
+        waiters = set()
+        for block in report.split("\n---TRANSACTION ")[1:]:
+            found = _WAITING_THREAD.search(block)
+            if found:
+                waiters.add(int(found.group(1)))
+        return waiters
+
+
+def _pairs(rows: list[tuple[Any, ...]], ids: Collection[int]) -> dict[int, set[int]]:
+    found: dict[int, set[int]] = {}
+    for waiter, blockers in rows:
+        if int(waiter) in ids:
             held = blockers if isinstance(blockers, list) else [blockers]
             found.setdefault(int(waiter), set()).update(int(b) for b in held)
-        return found
+    return found
