@@ -89,28 +89,32 @@ _TITLE = {"mariadb": "MariaDB", "postgresql": "PostgreSQL"}
 
 
 def notes(cells: Iterable[Cell]) -> list[str]:
-    """The comparison in words: each level Hermitage lacks, each cell that differs, and
-    how many match."""
+    """The comparison in words: how many cells match, each level Hermitage lacks, and
+    each cell that differs with why."""
     found: list[str] = []
-    same = compared = 0
+    same = {True: 0, False: 0}  # by: Hermitage has a row for this very level
+    compared = {True: 0, False: 0}
     levels: dict[tuple[str, str], None] = {}
     for cell in cells:
         levels[(cell.engine, cell.level)] = None
         comparison = compare(cell)
         if comparison.theirs is None:
             continue
-        compared += 1
-        if comparison.same:
-            same += 1
-        else:
+        direct = (cell.engine, cell.level) in PUBLISHED
+        compared[direct] += 1
+        same[direct] += comparison.same
+        if not comparison.same:
             found.append(
                 f"{_TITLE[cell.engine]} {cell.level}, {cell.anomaly}: ours {comparison.ours}, "
                 f"Hermitage's {comparison.theirs}. {comparison.why}"
             )
-    found = [LEVEL_NOTES[key] for key in levels if key in LEVEL_NOTES] + found
-    found.insert(
-        0,
-        f"{same} of {compared} cells match Hermitage's published marks (MariaDB's "
-        "against its MySQL/InnoDB rows).",
+    summary = (
+        f"{same[True]} of {compared[True]} cells match Hermitage's marks for the same "
+        "level (MariaDB's against its MySQL/InnoDB rows)"
     )
-    return found
+    if compared[False]:
+        summary += (
+            f"; {same[False]} of the {compared[False]} cells of levels it has no row for "
+            "match the row set beside them"
+        )
+    return [summary + ".", *(LEVEL_NOTES[k] for k in levels if k in LEVEL_NOTES), *found]
