@@ -166,6 +166,25 @@ def test_cell(
     assert cell.prevented == (mark == "✓")
 
 
+# Who Hermitage's MySQL SERIALIZABLE transcripts say is rolled back by the deadlock.
+VICTIMS = [
+    ("PMP", "write predicate", "T1"),
+    ("G-single", "write predicate", "T1"),
+    ("P4", "lost update", "T2"),
+    ("G2-item", "write skew", "T2"),
+    ("G2", "predicate write skew", "T2"),
+    ("G2", "two anti-dependency edges (Fekete et al.)", "T2"),
+]
+
+
+@pytest.mark.parametrize(("anomaly", "variant", "victim"), VICTIMS)
+def test_mariadb_rolls_back_whom_hermitage_saw_mysql_roll_back(
+    measured: dict[tuple[str, str, str], Cell], anomaly: str, variant: str, victim: str
+) -> None:
+    timeline = measured[("mariadb", "SERIALIZABLE", anomaly)].timelines[variant]
+    assert [e.session for e in timeline.events if e.error == "Deadlock"] == [victim]
+
+
 def test_the_table_covers_every_level_and_anomaly() -> None:
     assert set(EXPECTED) == {(e, level.name) for e, levels in LEVELS.items() for level in levels}
     assert all(list(row) == list(ANOMALIES) for row in EXPECTED.values())
