@@ -189,7 +189,7 @@ SKIP_LOCKED = Case(
     "(seat check-in, job queues) without waiting or failing.",
 )
 
-LOCK_TIMEOUT = Case(
+LOCK_WAIT_TIMEOUT = Case(
     "lock-timeout",
     "T2 waits for T1's row past its lock timeout; what is left of T2 differs by engine",
     (
@@ -308,7 +308,7 @@ CASES: dict[str, Case] = {
         DEADLOCK,
         NOWAIT,
         SKIP_LOCKED,
-        LOCK_TIMEOUT,
+        LOCK_WAIT_TIMEOUT,
         GAP_LOCK,
         GAP_LOCK_RC,
         SHARE,

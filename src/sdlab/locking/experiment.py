@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Self
 
@@ -121,11 +122,11 @@ class AnomalyTable(Experiment):
         )
         return Outcome(rows, published=_hermitage_table(), notes=notes)
 
-    async def _once(self, bench: Bench, done: object) -> list[Cell]:
+    async def _once(self, bench: Bench, done: Callable[[Cell], object]) -> list[Cell]:
         async def engine(service: str) -> list[Cell]:
             server = bench.endpoint(service).url
             async with sql.scratch_database(server, prefix="locking") as url:
-                return await table(url, done=done)  # type: ignore[arg-type]
+                return await table(url, done=done)
 
         found = await asyncio.gather(*(engine(service) for service in SERVICE.values()))
         return [cell for cells in found for cell in cells]
