@@ -38,6 +38,6 @@ async def test_the_anomaly_table_sits_beside_hermitage(sdlab_endpoints: Endpoint
     assert outcome.published is not None
     assert outcome.notes[0] == (
         "70 of 70 cells match Hermitage's marks for the same level (MariaDB's against "
-        "its MySQL/InnoDB rows); 20 of the 20 cells of levels it has no row for match the "
+        "its MySQL/InnoDB rows); 20 of 20 cells of levels it has no row for match the "
         "row set beside them."
     )

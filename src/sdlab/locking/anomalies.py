@@ -50,7 +50,7 @@ MARIADB_SNAPSHOT = Level(
     ("SET SESSION innodb_snapshot_isolation = ON",),
 )
 """MariaDB 10.6.18 and later: a locking read of a row changed since the snapshot fails
-(error 1020) instead of reading the newer version. OFF by default before 11.8."""
+(error 1020) instead of reading the newer version. ON by default from 11.6.2."""
 
 LEVELS: dict[Engine, tuple[Level, ...]] = {
     "mariadb": (*(Level(name, name) for name in sql.ISOLATION_LEVELS), MARIADB_SNAPSHOT),

@@ -169,7 +169,11 @@ def anomalies(
             for cell in cells:
                 for variant, timeline in cell.timelines.items():
                     verdict = cell.verdicts[variant]
-                    title = f"{cell.anomaly} ({variant}) at {cell.level}: {verdict.how}"
+                    shows = next(v for v in ANOMALIES[cell.anomaly].variants if v.name == variant)
+                    title = (
+                        f"{cell.anomaly} ({variant}) at {cell.level}: {verdict.how}. "
+                        f"The anomaly would show as: {shows.shows}."
+                    )
                     console.print(timeline_table(timeline, title))
         console.print()
 

@@ -115,11 +115,10 @@ class AnomalyTable(Experiment):
                         row[cell.anomaly] = cell.short
                 rows.append(row)
         notes = hermitage.notes(cells)
-        notes.append(
-            f"Every cell gave the same result in all {self.repeats} runs."
-            if not unstable
-            else "Cells that changed between runs: " + "; ".join(unstable)
-        )
+        if unstable:
+            notes.append("Cells that changed between runs: " + "; ".join(unstable))
+        elif self.repeats > 1:
+            notes.append(f"Every cell gave the same result in all {self.repeats} runs.")
         return Outcome(rows, published=_hermitage_table(), notes=notes)
 
     async def _once(self, bench: Bench, done: Callable[[Cell], object]) -> list[Cell]:

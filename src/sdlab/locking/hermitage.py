@@ -47,7 +47,7 @@ LEVEL_NOTES: dict[tuple[str, str], str] = {
         "beside Hermitage's READ COMMITTED row."
     ),
     ("mariadb", MARIADB_SNAPSHOT.name): (
-        "Not in Hermitage: MariaDB only (10.6.18 and later; ON by default from 11.8). "
+        "Not in Hermitage: MariaDB only (10.6.18 and later; ON by default from 11.6.2). "
         "With innodb_snapshot_isolation=ON a locking read or write of a row changed "
         "since the transaction's snapshot fails with error 1020 (SerializationFailure) "
         "instead of acting on the newer version, which turns REPEATABLE READ into "
@@ -108,13 +108,12 @@ def notes(cells: Iterable[Cell]) -> list[str]:
                 f"{_TITLE[cell.engine]} {cell.level}, {cell.anomaly}: ours {comparison.ours}, "
                 f"Hermitage's {comparison.theirs}. {comparison.why}"
             )
-    summary = (
-        f"{same[True]} of {compared[True]} cells match Hermitage's marks for the same "
-        "level (MariaDB's against its MySQL/InnoDB rows)"
-    )
+    summary = f"{same[True]} of {compared[True]} cells match Hermitage's marks for the same level"
+    if any(engine == "mariadb" for engine, _ in levels):
+        summary += " (MariaDB's against its MySQL/InnoDB rows)"
     if compared[False]:
         summary += (
-            f"; {same[False]} of the {compared[False]} cells of levels it has no row for "
+            f"; {same[False]} of {compared[False]} cells of levels it has no row for "
             "match the row set beside them"
         )
     return [summary + ".", *(LEVEL_NOTES[k] for k in levels if k in LEVEL_NOTES), *found]
