@@ -224,17 +224,33 @@ async def test_serialization_failure_on_postgres(postgres_db: str) -> None:
 async def test_a_killed_session_is_connection_lost(db: sql.Database, db_url: str) -> None:
     victim = await sql.connect(db_url)
     try:
+        pid = await victim.server_id()
         if victim.dialect.engine == "mariadb":
-            pid = await victim.fetchval("SELECT CONNECTION_ID()")
-            await db.execute(f"KILL {int(pid)}")
+            await db.execute(f"KILL {pid}")
         else:
-            pid = victim.raw.info.backend_pid
             await db.execute("SELECT pg_terminate_backend(%s)", (pid,))
         await asyncio.sleep(0.2)
         with pytest.raises(sql.ConnectionLost):
             await victim.fetch("SELECT 1")
     finally:
         await victim.close()
+
+
+async def test_server_id_names_the_session_in_the_servers_own_views(
+    db: sql.Database, db_url: str
+) -> None:
+    first, second = await sql.connect(db_url), await sql.connect(db_url)
+    try:
+        ids = [await first.server_id(), await second.server_id()]
+        assert ids[0] != ids[1]
+        if first.dialect.engine == "mariadb":
+            seen = "SELECT ID FROM information_schema.PROCESSLIST WHERE ID IN (%s, %s)"
+        else:
+            seen = "SELECT pid FROM pg_stat_activity WHERE pid IN (%s, %s)"
+        assert sorted(row[0] for row in await db.fetch(seen, ids)) == sorted(ids)
+    finally:
+        await first.close()
+        await second.close()
 
 
 @pytest.mark.parametrize("scheme", ["mysql://root", "postgresql://postgres"])

@@ -106,6 +106,13 @@ class Session:
         row = await self.fetchone(sql, params)
         return None if row is None else row[0]
 
+    async def server_id(self) -> int:
+        """The server's id for this session (MariaDB's CONNECTION_ID(), PostgreSQL's
+        backend pid): what lock-wait views, KILL and pg_terminate_backend call it."""
+        if self._mariadb:
+            return int(await self.fetchval("SELECT CONNECTION_ID()"))
+        return int(self.raw.info.backend_pid)
+
     @property
     def in_transaction(self) -> bool:
         if self._mariadb:
