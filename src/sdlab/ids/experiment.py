@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
-import snowflake as snowflake_id  # type: ignore[import-untyped]  # snowflake-id ships no type hints
+import snowflake as snowflake_id
 import ulid
 import uuid6
 
