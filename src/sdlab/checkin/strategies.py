@@ -58,6 +58,8 @@ class Passenger:
     user_id: int
     trip_id: int
     transaction: Transaction
+    arrives: float = 0.0
+    """Seconds after the start at which this passenger asks (0: at once, as the seed)."""
 
 
 @dataclass(frozen=True)
@@ -96,8 +98,14 @@ Strategy = Callable[[Sequence[Passenger], Counter[str], float], Awaitable[list[B
 async def _one(
     passenger: Passenger, work: Work[str | None], tally: Counter[str], start: float
 ) -> Booking:
+    await _arrival(passenger, start)
     seat = await attempt(passenger.transaction, work, tally=tally)
     return Booking(passenger.user_id, passenger.trip_id, seat, (perf_counter() - start) * 1000)
+
+
+async def _arrival(passenger: Passenger, start: float) -> None:
+    if passenger.arrives:
+        await asyncio.sleep(max(0.0, start + passenger.arrives - perf_counter()))
 
 
 async def sequential(
@@ -133,6 +141,7 @@ def window_pick_and_lock(layout: Layout = PLANE) -> Strategy:
     """Everyone wants a window: pick one from a plain read, lock it, take it if still free."""
 
     async def want_a_window(p: Passenger, tally: Counter[str], start: float) -> Booking:
+        await _arrival(p, start)
         while True:
             async with p.transaction() as tx:  # a plain read: which window looks free
                 seat = await tx.fetchval(
@@ -239,7 +248,7 @@ class NotEnoughSessions(CheckinError):
     def __init__(self, address: str, needed: int, limit: int, in_use: int) -> None:
         super().__init__(
             f"{address}: {needed} sessions are needed at once (one per passenger), but the "
-            f"server allows {limit} (max_connections) and {in_use} are in use. Use a server "
+            f"server allows {limit} (max_connections), {in_use} in use now. Use a server "
             "with a higher max_connections (sdlab's private PostgreSQL and MariaDB take "
             "200+), or fewer passengers"
         )
