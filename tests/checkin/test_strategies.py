@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 
 from sdlab import sql
-from sdlab.checkin import NotEnoughSessions, Passenger, Run, book, seatmap, sessions
+from sdlab.checkin import NotEnoughSessions, Passenger, Run, book, schema, seatmap, sessions
+from sdlab.checkin.booking import free_seat_query
 from sdlab.checkin.schema import free_all
-from sdlab.checkin.strategies import NAMES
-from tests.checkin.conftest import Plane
+from sdlab.checkin.strategies import NAMES, assigned, configure
+from tests.checkin.conftest import SMALL, Plane
 
 RUNS = 20
 CROWDS = (36, 24)  # more passengers than the 30 seats, and fewer
@@ -108,3 +109,36 @@ def test_every_strategy_has_a_short_name() -> None:
         "window-lock",
         "window-skip",
     }
+
+
+@pytest.mark.parametrize("strategy", ["for-update", "skip-locked"])
+async def test_many_trips_over_a_small_pool_fill_every_seat(db_url: str, strategy: str) -> None:
+    """Six trips at once, the passengers mixed, over four pooled sessions."""
+    look = await sql.connect(db_url)
+    try:
+        await schema.create(look)
+        await schema.add_users(look, 1, 30)
+        trips = await schema.add_trips(look, 6, layout=SMALL)
+        async with sql.Database(db_url, max_size=4, configure=configure) as db:
+            crowd = [Passenger(u, t, db.transaction) for u in range(1, 31) for t in trips]
+            run = await book(strategy, crowd)
+        assert run.told == await assigned(look, trips) == 6 * 30
+    finally:
+        await look.close()
+
+
+async def test_mariadb_reads_free_seats_through_the_primary_key(mysql_db: str) -> None:
+    """Through the (trip_id, user_id) index, SKIP LOCKED on MariaDB passes over free
+    seats on a busy index page (`booking.free_seat_query`); the plan must not use it."""
+    look = await sql.connect(mysql_db)
+    try:
+        await schema.create(look)
+        await schema.add_trips(look, 3, layout=SMALL)
+        for lock in ("skip locked", "for update", "none"):
+            plan = await look.fetch(
+                "EXPLAIN " + free_seat_query("mariadb", lock, "AF"),
+                (1, "A", "F"),  # type: ignore[arg-type]
+            )
+            assert [row[5] for row in plan] == ["PRIMARY"], plan  # the `key` column
+    finally:
+        await look.close()

@@ -103,6 +103,22 @@ async def attempt(
     raise AssertionError("unreachable")
 
 
+def free_seat_query(engine: str, lock: Lock, windows: str = "") -> str:
+    """The read of the first free seat of a trip (parameters: the trip, then the window
+    letters), locking as `lock` says.
+
+    MariaDB reads through the primary key (trip_id, id), where a row's lock is known
+    exactly. Through the secondary index (trip_id, user_id) InnoDB cannot tell whether a
+    row is locked and takes it for locked whenever a live transaction changed its index
+    page: SKIP LOCKED then passed over free seats for seconds (50 trips over a pool of
+    20: 573 of 600 seats in 11 s, against 600 in 0.5 s through the primary key)."""
+    index = " FORCE INDEX (PRIMARY)" if engine == "mariadb" else ""
+    where = "trip_id = %s AND user_id IS NULL"
+    if windows:
+        where += f" AND RIGHT(name, 1) IN ({', '.join(['%s'] * len(windows))})"
+    return f"SELECT id, name FROM seats{index} WHERE {where} ORDER BY id LIMIT 1{_LOCKING[lock]}"
+
+
 def first_free(
     lock: Lock,
     trip_id: int,
@@ -121,19 +137,16 @@ def first_free(
     a plain read then says whether free seats remain, and if so the read runs again
     (counted in `tally` as RESCAN) until one is found, none is free, or `patience`
     seconds pass."""
-    where = "trip_id = %s AND user_id IS NULL"
-    params: list[object] = [trip_id]
-    if windows:
-        where += f" AND RIGHT(name, 1) IN ({', '.join(['%s'] * len(windows))})"
-        params += list(windows)
-    select = f"SELECT id, name FROM seats WHERE {where} ORDER BY id LIMIT 1{_LOCKING[lock]}"
+    params = [trip_id, *windows]
 
     async def work(tx: Session) -> str | None:
+        select = free_seat_query(tx.dialect.engine, lock, windows)
+        anything_free = free_seat_query(tx.dialect.engine, NO_LOCK, windows)
         deadline = asyncio.get_running_loop().time() + patience
         while (row := await tx.fetchone(select, params)) is None:
             if lock != SKIP_LOCKED or asyncio.get_running_loop().time() > deadline:
                 return None
-            if not await tx.fetchone(f"SELECT 1 FROM seats WHERE {where} LIMIT 1", params):
+            if not await tx.fetchone(anything_free, params):
                 return None  # READ COMMITTED: this statement sees the latest commits
             if tally is not None:
                 tally[RESCAN] += 1
