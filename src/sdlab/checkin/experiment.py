@@ -148,8 +148,9 @@ class SeedTable(Experiment):
                                     taken = await seatmap.taken_seats(look, trip)
                                 rows.append(self._row(server, strategy, runs, seated, seed))
                                 maps.append(
-                                    f"{server.label}, {strategy} (last run, {seated[-1]} "
-                                    f"seats):\n\n```\n{seatmap.text(seatmap.render(taken))}\n```"
+                                    f"{server.label}, {strategy} (last run: {seated[-1]} of "
+                                    f"{self.users} seated):\n\n```\n"
+                                    f"{seatmap.text(seatmap.render(taken))}\n```"
                                 )
                                 advance()
                     finally:
@@ -373,4 +374,4 @@ class WindowSeat(Experiment):
         )
 
 
-ALL = [SeedTable, ManyTrips, WindowSeat]
+ALL: list[type[Experiment]] = [SeedTable, ManyTrips, WindowSeat]

@@ -29,6 +29,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 
+from sdlab.checkin import seatmap
 from sdlab.checkin.booking import AlreadyCheckedIn, Conflict, NotFound
 from sdlab.checkin.desk import Desk
 from sdlab.checkin.strategies import NAMES, Passenger, book
@@ -50,6 +51,10 @@ class CrowdRequest(BaseModel):
     strategy: str = Field(default="skip-locked", pattern="|".join(f"^{n}$" for n in NAMES))
     users: int = Field(default=120, ge=1, le=1000)
     spread: float = Field(default=2.0, ge=0, le=60, description="Seconds over which they arrive.")
+
+
+class CrowdRunning(Conflict):
+    """A crowd is already checking in on that trip (409)."""
 
 
 def create_app(url: str, *, seed: bool = True, pool: int = 20) -> FastAPI:
@@ -111,7 +116,7 @@ def create_app(url: str, *, seed: bool = True, pool: int = 20) -> FastAPI:
             "trip_id": trip_id,
             "seats": len(held),
             "free": len(held) - len(taken),
-            "map": await desk.seat_map(trip_id) if held else [],
+            "map": seatmap.render(taken, desk.layout),
             "taken": taken,
             "run": request.app.state.runs.get(trip_id),
         }
@@ -126,7 +131,7 @@ def create_app(url: str, *, seed: bool = True, pool: int = 20) -> FastAPI:
         desk = desk_of(request)
         runs: dict[int, dict[str, Any]] = request.app.state.runs
         if runs.get(trip_id, {}).get("state") == "running":
-            raise _Busy(f"a crowd is already checking in on trip {trip_id}")
+            raise CrowdRunning(f"a crowd is already checking in on trip {trip_id}")
         await desk.seats(trip_id)  # 404 for an unknown trip
         await desk.free_all(trip_id)
         run = {"strategy": NAMES[body.strategy], "users": body.users, "state": "running"}
@@ -137,10 +142,6 @@ def create_app(url: str, *, seed: bool = True, pool: int = 20) -> FastAPI:
         return {"trip_id": trip_id, **run}
 
     return app
-
-
-class _Busy(Conflict):
-    pass
 
 
 async def _crowd(desk: Desk, trip_id: int, body: CrowdRequest, run: dict[str, Any]) -> None:

@@ -40,12 +40,14 @@ from sdlab.checkin.booking import (
     SEAT_TAKEN,
     SKIP_LOCKED,
     CheckinError,
+    Lock,
     SeatTaken,
     Transaction,
     Work,
     attempt,
     chosen,
     first_free,
+    free_seat_query,
 )
 from sdlab.checkin.schema import PLANE, Layout
 from sdlab.sql import Session, address_of, connect, engine_of
@@ -116,14 +118,14 @@ async def sequential(
     ]
 
 
-def _parallel(lock: str) -> Strategy:
+def _parallel(lock: Lock) -> Strategy:
     async def strategy(
         passengers: Sequence[Passenger], tally: Counter[str], start: float
     ) -> list[Booking]:
         return list(
             await asyncio.gather(
                 *(
-                    _one(p, first_free(lock, p.trip_id, p.user_id, tally=tally), tally, start)  # type: ignore[arg-type]
+                    _one(p, first_free(lock, p.trip_id, p.user_id, tally=tally), tally, start)
                     for p in passengers
                 )
             )
@@ -144,18 +146,15 @@ def window_pick_and_lock(layout: Layout = PLANE) -> Strategy:
         await _arrival(p, start)
         while True:
             async with p.transaction() as tx:  # a plain read: which window looks free
-                seat = await tx.fetchval(
-                    "SELECT name FROM seats WHERE trip_id = %s AND user_id IS NULL "
-                    "AND RIGHT(name, 1) IN (%s, %s) ORDER BY id LIMIT 1",
-                    (p.trip_id, *layout.windows),
-                )
-            if seat is None:
+                looks_free = free_seat_query(tx.dialect.engine, NO_LOCK, layout.windows)
+                row = await tx.fetchone(looks_free, (p.trip_id, *layout.windows))
+            if row is None:
                 return await _one(
                     p, first_free(SKIP_LOCKED, p.trip_id, p.user_id, tally=tally), tally, start
                 )
             try:
                 taken = await attempt(
-                    p.transaction, chosen(p.trip_id, p.user_id, seat), tally=tally
+                    p.transaction, chosen(p.trip_id, p.user_id, row[1]), tally=tally
                 )
             except SeatTaken:
                 tally[SEAT_TAKEN] += 1
