@@ -80,7 +80,7 @@ def create_app(url: str, *, seed: bool = True, pool: int = 20) -> FastAPI:
     app = FastAPI(title="sdlab checkin: airline seat check-in", lifespan=lifespan)
 
     def desk_of(request: Request) -> Desk:
-        return request.app.state.desk  # type: ignore[no-any-return]
+        return request.app.state.desk
 
     @app.exception_handler(NotFound)
     async def not_found(request: Request, exc: NotFound) -> JSONResponse:
