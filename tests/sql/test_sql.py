@@ -138,6 +138,28 @@ async def test_a_failed_block_rolls_back_and_its_error_goes_on(db: sql.Database)
     assert db.pool.stats()["connections_lost"] == 0
 
 
+async def test_a_commit_after_a_failed_statement(db: sql.Database, db_url: str) -> None:
+    """PostgreSQL aborts the whole transaction at a failed statement, and answers the
+    COMMIT with ROLLBACK: that is an error here, not a quiet success. MariaDB undoes
+    only the failed statement and commits the rest."""
+    session = await sql.connect(db_url)
+    try:
+        await session.begin()
+        await session.execute("UPDATE seats SET user_id = 5 WHERE id = 2")
+        with pytest.raises(sql.DuplicateKey):
+            await session.execute("INSERT INTO seats (id) VALUES (1)")
+        if session.dialect.engine == "postgresql":
+            with pytest.raises(sql.TransactionRolledBack):
+                await session.commit()
+            assert await db.fetchval("SELECT user_id FROM seats WHERE id = 2") is None
+        else:
+            await session.commit()
+            assert await db.fetchval("SELECT user_id FROM seats WHERE id = 2") == 5
+        assert not session.in_transaction
+    finally:
+        await session.close()
+
+
 async def test_a_deadlock_is_named_and_run_again(db: sql.Database) -> None:
     """T1 locks 1 then 2, T2 locks 2 then 1: the server kills one, which runs again."""
     both_hold_one = asyncio.Barrier(2)

@@ -38,7 +38,13 @@ from typing import Any, Literal, NamedTuple, Self, TypeVar
 from sdlab.failure import describe
 from sdlab.pool import MariaDB, Pool, PoolError, PostgreSQL
 from sdlab.sql.dialect import Dialect, dialect_for
-from sdlab.sql.errors import DatabaseUnavailable, SQLError, UnknownDatabase, translate
+from sdlab.sql.errors import (
+    DatabaseUnavailable,
+    SQLError,
+    TransactionRolledBack,
+    UnknownDatabase,
+    translate,
+)
 from sdlab.sql.urls import address_of, engine_of, redact
 
 T = TypeVar("T")
@@ -132,7 +138,13 @@ class Session:
             await self.run(f"START TRANSACTION{level}")
 
     async def commit(self) -> None:
+        """COMMIT; `TransactionRolledBack` if the server rolled back instead."""
         await self.run("COMMIT")
+        if not self._mariadb and self._cursor.statusmessage == "ROLLBACK":
+            raise TransactionRolledBack(
+                "COMMIT rolled back: a statement of the transaction had failed, so "
+                "PostgreSQL kept none of it"
+            )
 
     async def rollback(self) -> None:
         await self.run("ROLLBACK")
