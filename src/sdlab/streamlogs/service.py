@@ -38,6 +38,8 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 from sdlab.streamlogs import sse
 from sdlab.streamlogs.mock import MockRunner, Plan
 from sdlab.streamlogs.store import (
+    Broken,
+    BrokenDeployment,
     Deployment,
     DeploymentStore,
     InvalidDeploymentId,
@@ -98,10 +100,13 @@ class StreamLogsApp(FastAPI):
         hub: Hub = self.state.hub
         try:
             deployment = store.get(deployment_id)
+            deployment.status(), deployment.size()  # whole, or broken
         except UnknownDeployment as exc:
             return _error(404, str(exc))
         except InvalidDeploymentId as exc:
             return _error(422, str(exc))
+        except BrokenDeployment as exc:
+            return _error(409, str(exc))
         cursor = _cursor(last_event_id, deployment)
         if cursor is None:
             return _error(
@@ -159,6 +164,10 @@ def create_app(
     async def invalid(request: Request, exc: InvalidDeploymentId) -> JSONResponse:
         return _error(422, str(exc))
 
+    @app.exception_handler(BrokenDeployment)
+    async def broken(request: Request, exc: BrokenDeployment) -> JSONResponse:
+        return _error(409, str(exc))
+
     @app.get("/", response_class=HTMLResponse)
     async def index(request: Request) -> HTMLResponse:
         return TEMPLATES.TemplateResponse(
@@ -180,7 +189,13 @@ def create_app(
 
     @app.get("/deployments/{deployment_id}", response_class=HTMLResponse)
     async def page(request: Request, deployment_id: str) -> HTMLResponse:
-        status = store.get(deployment_id).status()
+        deployment = store.get(deployment_id)
+        try:
+            status = deployment.status()
+            deployment.size()
+        except BrokenDeployment as exc:
+            broken = {"id": deployment.id, "problem": str(exc)}
+            return TEMPLATES.TemplateResponse(request, "broken.html", {"broken": broken})
         return TEMPLATES.TemplateResponse(request, "deployment.html", {"status": status})
 
     @app.get("/api/deployments")
@@ -190,7 +205,10 @@ def create_app(
     @app.get("/api/deployments/{deployment_id}")
     async def api_one(deployment_id: str) -> dict[str, Any]:
         deployment = store.get(deployment_id)
-        return {**deployment.status().as_dict(), "size": deployment.size()}
+        try:
+            return {**deployment.status().as_dict(), "size": deployment.size()}
+        except BrokenDeployment as exc:
+            return Broken(deployment.id, str(exc)).as_dict()
 
     @app.get("/api/stats")
     async def stats() -> dict[str, Any]:
@@ -200,7 +218,11 @@ def create_app(
 
 
 def _listing(store: DeploymentStore) -> list[dict[str, Any]]:
-    return [{**status.as_dict(), "size": store.get(status.id).size()} for status in store.list()]
+    """The deployments, newest first, then the broken folders (`{"id", "state":
+    "broken", "problem"}`)."""
+    found = store.scan()
+    whole = [{**status.as_dict(), "size": size} for status, size in found.deployments]
+    return whole + [broken.as_dict() for broken in found.broken]
 
 
 def _cursor(last_event_id: str | None, deployment: Deployment) -> int | None:

@@ -17,15 +17,18 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, NoReturn
 
 from ulid import ULID
+
+log = logging.getLogger(__name__)
 
 State = Literal["running", "finished", "failed"]
 ENDED: tuple[State, ...] = ("finished", "failed")
@@ -52,6 +55,11 @@ class InvalidDeploymentId(StreamLogsError, ValueError):
 
 class UnknownDeployment(StreamLogsError, LookupError):
     """A well-formed id that names no deployment."""
+
+
+class BrokenDeployment(StreamLogsError):
+    """A deployment's folder whose `status.json` is missing or malformed, or that has no
+    log: listed as broken, never streamed."""
 
 
 class Line(NamedTuple):
@@ -86,6 +94,24 @@ class Status:
         }
 
 
+class Broken(NamedTuple):
+    """A folder in the data directory that should be a deployment and is not a whole one."""
+
+    id: str
+    problem: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "state": "broken", "problem": self.problem}
+
+
+class Listing(NamedTuple):
+    """What the data directory holds: deployments (newest first) with their log's size,
+    and the broken folders (by id)."""
+
+    deployments: list[tuple[Status, int]]
+    broken: list[Broken]
+
+
 def check_id(deployment_id: str) -> str:
     """`deployment_id` if it is a valid id, else InvalidDeploymentId."""
     if not isinstance(deployment_id, str) or not _ID.fullmatch(deployment_id):
@@ -112,21 +138,48 @@ class Deployment:
         return f"Deployment({self.id!r})"
 
     def status(self) -> Status:
+        """What `status.json` says: BrokenDeployment if it is missing or malformed."""
         try:
-            data = json.loads(self.status_path.read_text())
+            data = json.loads(self.status_path.read_bytes())
         except FileNotFoundError:
-            raise UnknownDeployment(f"no deployment {self.id!r}") from None
-        return Status(
-            id=self.id,
-            state=data["state"],
-            created=data["created"],
-            ended=data.get("ended"),
-            plan=data.get("plan", {}),
-        )
+            self._missing("status.json")
+        except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError too
+            problem = f"deployment {self.id!r}: unreadable status.json: {exc}"
+            raise BrokenDeployment(problem) from None
+        try:
+            status = Status(
+                id=self.id,
+                state=data["state"],
+                created=data["created"],
+                ended=data.get("ended"),
+                plan=data.get("plan") or {},
+            )
+            valid = (
+                status.state in ("running", *ENDED)
+                and isinstance(status.created, str)
+                and isinstance(status.ended, str | None)
+                and isinstance(status.plan, dict)
+            )
+        except (KeyError, TypeError, AttributeError):
+            valid = False
+        if not valid:
+            raise BrokenDeployment(
+                f"deployment {self.id!r}: malformed status.json "
+                "(it needs a state of running, finished or failed and a created time)"
+            )
+        return status
 
     def size(self) -> int:
         """Bytes in the log now."""
-        return self.log_path.stat().st_size
+        try:
+            return self.log_path.stat().st_size
+        except FileNotFoundError:
+            self._missing("log")
+
+    def _missing(self, name: str) -> NoReturn:
+        if not self.path.is_dir():
+            raise UnknownDeployment(f"no deployment {self.id!r}")
+        raise BrokenDeployment(f"deployment {self.id!r}: its folder has no {name}")
 
     def append(self, *lines: str) -> int:
         """Append whole lines in one write (O_APPEND); return the log's new size. A
@@ -196,16 +249,19 @@ class DeploymentStore:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self._reported: set[Broken] = set()  # broken folders already logged
 
     def create(self, plan: Mapping[str, Any] | None = None) -> Deployment:
         """A new, running deployment with an empty log. Ids are ULIDs: unique, and
-        sorted by creation time."""
+        sorted by creation time. The folder is made under a name that is no id (a
+        leading '.') and renamed whole, so no one ever lists a half-made deployment."""
         deployment = Deployment(self.root, str(ULID()).lower())
-        deployment.path.mkdir()
-        deployment.log_path.touch()
-        deployment._write_status(
-            Status(id=deployment.id, state="running", created=now(), plan=dict(plan or {}))
-        )
+        staging = self.root / f".new-{deployment.id}"
+        staging.mkdir()
+        (staging / LOG).touch()
+        status = Status(id=deployment.id, state="running", created=now(), plan=dict(plan or {}))
+        (staging / STATUS).write_text(json.dumps(status.as_dict()))
+        os.rename(staging, deployment.path)
         return deployment
 
     def get(self, deployment_id: str) -> Deployment:
@@ -213,20 +269,36 @@ class DeploymentStore:
         an id, UnknownDeployment if there is none."""
         deployment = Deployment(self.root, deployment_id)
         # The id's characters keep it inside the root; a symlink planted in the data
-        # directory could still lead out, so the folder must really be here.
-        if deployment.path.resolve().parent != self.root or not deployment.status_path.is_file():
+        # directory could still lead out, so the folder must really be here. (A folder
+        # without its status or its log is a broken deployment: see `scan`.)
+        if deployment.path.resolve().parent != self.root or not deployment.path.is_dir():
             raise UnknownDeployment(f"no deployment {deployment_id!r}")
         return deployment
 
     def list(self) -> list[Status]:
-        """Every deployment's status, newest first."""
-        found = []
+        """Every whole deployment's status, newest first (broken ones left out)."""
+        return [status for status, _ in self.scan().deployments]
+
+    def scan(self) -> Listing:
+        """Every folder named like a deployment: whole ones with their log's size, and
+        broken ones, each logged once per process (one bad folder must not take the
+        listing down for everyone). Files and other names are not deployments."""
+        deployments, broken = [], []
         for path in self.root.iterdir():
             try:
-                found.append(self.get(path.name).status())
+                deployment = self.get(path.name)
+                status = deployment.status()
+                deployments.append((status, deployment.size()))
+            except BrokenDeployment as exc:
+                broken.append(Broken(path.name, str(exc)))
             except StreamLogsError:
-                continue  # a stray file or folder, not a deployment
-        return sorted(found, key=lambda s: s.created, reverse=True)
+                continue  # a stray file, a name that is no id, a folder just deleted
+        for fault in broken:
+            if fault not in self._reported:
+                self._reported.add(fault)
+                log.warning("%s: listed as broken", fault.problem)
+        deployments.sort(key=lambda found: found[0].created, reverse=True)
+        return Listing(deployments, sorted(broken))
 
 
 def split_lines(
