@@ -41,6 +41,8 @@ MAX_LINE = 64 * 1024
 """Longer lines are cut into events of this many bytes, so that memory stays bounded
 whatever a deployment prints."""
 
+NEWLINE = ord("\n")
+
 LOG = "log"
 STATUS = "status.json"
 
@@ -63,10 +65,13 @@ class BrokenDeployment(StreamLogsError):
 
 
 class Line(NamedTuple):
-    """One line of a log: the text, and the byte offset just past it (its event id)."""
+    """One line of a log: the text, and the byte offset just past it (its event id).
+    A line longer than MAX_LINE comes as several: all but the first `continue` the one
+    before (the stream sends them as `event: more`, for the client to append)."""
 
     end: int
     text: str
+    continues: bool = False
 
 
 @dataclass(frozen=True)
@@ -220,8 +225,8 @@ class Deployment:
     def is_event_id(self, offset: int) -> bool:
         """Whether a stream of this log can have sent `offset` as an event id: the start,
         the end of a line (the end of an ended log too: its last line may lack its
-        "\n"), or a cut inside a line too long to tell (see `split_lines`). Resuming
-        anywhere else would start mid-line."""
+        "\n"), or a place where `split_lines` cuts a line longer than MAX_LINE.
+        Resuming anywhere else would start mid-line."""
         if offset == 0:
             return True
         size = self.size()
@@ -230,10 +235,17 @@ class Deployment:
         if offset == size and self.status().done:
             return True
         with open(self.log_path, "rb") as log:
-            start = max(0, offset - MAX_LINE + 4)  # a cut backs off at most 3 bytes
-            log.seek(start)
-            before = log.read(offset - start)
-        return before.endswith(b"\n") or (b"\n" not in before and offset - start >= MAX_LINE - 4)
+            fd = log.fileno()
+            if os.pread(fd, 1, offset - 1) == b"\n":
+                return True
+            position = _line_start(fd, offset)
+            # Walk the long line's cuts from its start, as split_lines makes them.
+            while position < offset:
+                piece = os.pread(fd, MAX_LINE, position)
+                if len(piece) < MAX_LINE or b"\n" in piece:
+                    return False  # the line ends (or the log stops) before any cut
+                position += _cut(piece, 0, MAX_LINE)
+            return position == offset
 
     def _write_status(self, status: Status, **changes: Any) -> Status:
         updated = Status(**{**status.as_dict(), **changes})
@@ -302,11 +314,18 @@ class DeploymentStore:
 
 
 def split_lines(
-    data: bytes, base: int, *, final: bool, max_line: int = MAX_LINE, most: int | None = None
+    data: bytes,
+    base: int,
+    *,
+    final: bool,
+    max_line: int = MAX_LINE,
+    most: int | None = None,
+    continues: bool = False,
 ) -> list[Line]:
     """Cut `data` (read from byte `base` of a log) into lines, `most` of them at most.
 
-    A line ends at "\\n", or after `max_line` bytes (at a UTF-8 character boundary); an
+    A line ends at "\\n", or after `max_line` bytes (at a UTF-8 character boundary), and
+    then the next one `continues` it; `continues` says whether `base` is such a cut. An
     unfinished last line is left for the next read, unless `final`. Text is decoded as
     UTF-8 with bad bytes replaced, and loses its "\\n" (or "\\r\\n")."""
     lines: list[Line] = []
@@ -324,9 +343,22 @@ def split_lines(
         text = data[position:end].decode("utf-8", "replace")
         if text.endswith("\n"):
             text = text[:-2] if text.endswith("\r\n") else text[:-1]
-        lines.append(Line(base + end, text))
+        lines.append(Line(base + end, text, continues))
+        continues = data[end - 1] != NEWLINE
         position = end
     return lines
+
+
+def _line_start(fd: int, offset: int) -> int:
+    """The offset just past the last "\\n" before `offset` in the file (0 if none)."""
+    end = offset
+    while end > 0:
+        start = max(0, end - 256 * 1024)
+        newline = os.pread(fd, end - start, start).rfind(b"\n")
+        if newline >= 0:
+            return start + newline + 1
+        end = start
+    return 0
 
 
 def _cut(data: bytes, start: int, end: int) -> int:
