@@ -1,7 +1,7 @@
 """Deployments on disk: one folder each, holding the log and a status file.
 
     <data dir>/<deployment id>/log           lines appended as the deployment runs
-    <data dir>/<deployment id>/status.json   {"id", "state", "created", "ended", "plan"}
+    <data dir>/<deployment id>/status.json   {"id", "state", "created", "ended", "plan", "reason"}
 
 The log is the truth: servers come and go, the files stay. A line's position in the
 stream is its byte offset: the event id of a line is the offset just past it, so a
@@ -20,7 +20,9 @@ import json
 import logging
 import os
 import re
+import shutil
 from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,6 +66,14 @@ class BrokenDeployment(StreamLogsError):
     log: listed as broken, never streamed."""
 
 
+class LogFull(StreamLogsError):
+    """An append that would take a log past its size limit (nothing was written)."""
+
+
+class DeploymentRunning(StreamLogsError):
+    """A running deployment cannot be deleted: its writer still appends to it."""
+
+
 class Line(NamedTuple):
     """One line of a log: the text, and the byte offset just past it (its event id).
     A line longer than MAX_LINE comes as several: all but the first `continue` the one
@@ -84,6 +94,8 @@ class Status:
     ended: str | None = None
     plan: Mapping[str, Any] = field(default_factory=dict)
     """How the deployment was asked for (the mock runner's lines and interval)."""
+    reason: str | None = None
+    """Why it ended as it did, when there is more to say (a log that hit its limit)."""
 
     @property
     def done(self) -> bool:
@@ -96,6 +108,7 @@ class Status:
             "created": self.created,
             "ended": self.ended,
             "plan": dict(self.plan),
+            "reason": self.reason,
         }
 
 
@@ -158,12 +171,14 @@ class Deployment:
                 created=data["created"],
                 ended=data.get("ended"),
                 plan=data.get("plan") or {},
+                reason=data.get("reason"),
             )
             valid = (
                 status.state in ("running", *ENDED)
                 and isinstance(status.created, str)
                 and isinstance(status.ended, str | None)
                 and isinstance(status.plan, dict)
+                and isinstance(status.reason, str | None)
             )
         except (KeyError, TypeError, AttributeError):
             valid = False
@@ -186,12 +201,18 @@ class Deployment:
             raise UnknownDeployment(f"no deployment {self.id!r}")
         raise BrokenDeployment(f"deployment {self.id!r}: its folder has no {name}")
 
-    def append(self, *lines: str) -> int:
+    def append(self, *lines: str, max_size: int | None = None) -> int:
         """Append whole lines in one write (O_APPEND); return the log's new size. A
-        "\n" inside a line starts another line."""
+        "\n" inside a line starts another line. LogFull, and nothing written, if the log
+        would grow past `max_size` bytes (the check and the write are one step for the
+        deployment's one writer, not between writers)."""
         data = "".join(f"{line}\n" for line in lines).encode()
         fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND)
         try:
+            if max_size is not None and os.fstat(fd).st_size + len(data) > max_size:
+                raise LogFull(
+                    f"deployment {self.id!r}: its log reached its limit of {max_size:,} bytes"
+                )
             os.write(fd, data)
             return os.fstat(fd).st_size
         finally:
@@ -209,11 +230,12 @@ class Deployment:
             return None
         return fd
 
-    def finish(self, state: State = "finished") -> Status:
-        """Mark the deployment ended. Call after its last line is appended."""
+    def finish(self, state: State = "finished", reason: str | None = None) -> Status:
+        """Mark the deployment ended (and why, if `reason`). Call after its last line
+        is appended."""
         if state not in ENDED:
             raise ValueError(f"a deployment ends as one of {ENDED}, not {state!r}")
-        return self._write_status(self.status(), state=state, ended=now())
+        return self._write_status(self.status(), state=state, ended=now(), reason=reason)
 
     def read(self, start: int, end: int, *, final: bool = False) -> list[Line]:
         """The lines in bytes [start, end) of the log. `final`: `end` is the end of the
@@ -286,6 +308,31 @@ class DeploymentStore:
         if deployment.path.resolve().parent != self.root or not deployment.path.is_dir():
             raise UnknownDeployment(f"no deployment {deployment_id!r}")
         return deployment
+
+    def delete(self, deployment_id: str) -> None:
+        """Remove a deployment's folder, log and all; DeploymentRunning if it is running
+        (a broken one can be deleted). The folder is renamed out of sight first, so no
+        one lists or opens it half-removed; its followers' streams end (inotify)."""
+        deployment = self.get(deployment_id)
+        with suppress(BrokenDeployment):
+            if deployment.status().state == "running":
+                raise DeploymentRunning(
+                    f"deployment {deployment.id!r} is running: delete it once it has ended"
+                )
+        doomed = self.root / f".deleted-{deployment.id}-{ULID()}"
+        os.rename(deployment.path, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+
+    def prune(self, keep: int) -> list[str]:
+        """The retention rule: delete the ended deployments beyond the newest `keep`
+        (by creation); return their ids. Running and broken ones are left alone."""
+        ended = [status.id for status in self.list() if status.done]
+        gone = []
+        for deployment_id in ended[keep:]:
+            with suppress(StreamLogsError, FileNotFoundError):  # someone else was quicker
+                self.delete(deployment_id)
+                gone.append(deployment_id)
+        return gone
 
     def list(self) -> list[Status]:
         """Every whole deployment's status, newest first (broken ones left out)."""

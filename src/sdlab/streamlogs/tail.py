@@ -214,7 +214,10 @@ class Tail:
     def end_frame(self) -> bytes:
         """The `end` event: the deployment ended; its id is the log's final offset."""
         assert self.ended is not None
-        data = json.dumps({"state": self.ended.state, "ended": self.ended.ended})
+        end = {"state": self.ended.state, "ended": self.ended.ended}
+        if self.ended.reason is not None:
+            end["reason"] = self.ended.reason
+        data = json.dumps(end)
         return sse.event(data, id=self.position, event="end")
 
     def stats(self) -> dict[str, Any]:
