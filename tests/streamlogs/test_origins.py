@@ -46,6 +46,11 @@ async def test_writes_from_our_own_pages_and_from_curl_are_accepted(service: Ser
             await http.post("/deployments", params={"lines": 1}, headers=ours)
         ).status_code == 201
         assert (await http.post("/deployments", params={"lines": 1})).status_code == 201
+        # Behind a TLS proxy the page's origin is https:// while we see http://; the
+        # browser's own Sec-Fetch-Site says whether it is the same origin.
+        proxied = {"origin": "https://deploy.example", "sec-fetch-site": "same-origin"}
+        made = await http.post("/deployments", params={"lines": 1}, headers=proxied)
+        assert made.status_code == 201
 
 
 async def test_a_page_elsewhere_cannot_start_a_deployment(service: Service, page: Any) -> None:

@@ -142,7 +142,8 @@ class StreamLogsApp(FastAPI):
             return _error(
                 400,
                 f"Last-Event-ID {last_event_id!r:.40} is not the id of an event of this log "
-                f"(ids are the byte offsets where lines end, up to {deployment.size()})",
+                "(ids are the byte offsets where lines, or the 64 KiB pieces of longer "
+                f"lines, end, up to {deployment.size()})",
             )
         if last_event_id is not None and deployment.status().done and cursor == deployment.size():
             # A reconnect after the `end` event (EventSource reconnects whenever a
@@ -294,10 +295,14 @@ def _prune(store: DeploymentStore, keep: int) -> None:
 def _cross_origin(scope: Scope, headers: Headers) -> str | None:
     """Why a write (POST, DELETE) must be refused, if it comes from a page of another
     origin; None if it comes from one of ours, or from no browser (curl sends neither
-    header). Browsers send Sec-Fetch-Site, and Origin on every cross-origin write."""
+    header). A browser's Sec-Fetch-Site is the answer when there is one (no page can
+    forge it, and it holds behind a TLS proxy, where our scheme is not the page's);
+    older browsers send only Origin, compared with this server's own."""
     method = scope["method"]
     site = headers.get("sec-fetch-site")
-    if site is not None and site not in ("same-origin", "none"):
+    if site in ("same-origin", "none"):
+        return None
+    if site is not None:
         return (
             f"cross-origin {method} refused (Sec-Fetch-Site: {site!r:.40}): "
             "only this server's own pages may write"
