@@ -23,7 +23,7 @@ async def test_past_max_running_a_new_deployment_is_429(start_service: StartServ
             assert made.status_code == 201
         refused = await http.post("/deployments", params={"lines": 2, "interval": 60})
         assert refused.status_code == 429
-        assert "2 deployments are running" in refused.json()["detail"]
+        assert "deployments running: 2, the most" in refused.json()["detail"]
         assert len(service.store.list()) == 2  # nothing made for the refused one
         await service.runner.stop()  # they end (as far as this server runs them)
         again = await http.post("/deployments", params={"lines": 1, "interval": 0})

@@ -81,7 +81,9 @@ class StreamLogsApp(FastAPI):
     per connection) lasted as long, and every event to every client went through three
     of them: at 1,000 clients, a fifth of the CPU of a line's fan-out, and longer full
     collections (docs/streamlogs.md, "What the benchmark shows"). So the stream is a
-    plain ASGI response, chosen here, and is not in the OpenAPI schema."""
+    plain ASGI response, chosen here, and is not in the OpenAPI schema. The origin
+    checks are here too, for every request: cross-origin writes refused (CSRF), CORS
+    headers for the `allow_origins` (only their requests pay for the wrapped `send`)."""
 
     def __init__(
         self, *, retry_ms: int, allow_origins: Collection[str] = (), **options: Any
@@ -99,7 +101,7 @@ class StreamLogsApp(FastAPI):
             return await _error(403, refused)(scope, receive, send)
         origin = headers.get("origin")
         if origin is not None and origin in self.allow_origins:
-            if scope["method"] == "OPTIONS":  # a CORS preflight (Last-Event-ID asks one)
+            if scope["method"] == "OPTIONS":  # a preflight: a fetch() setting Last-Event-ID
                 return await _preflight(origin)(scope, receive, send)
             send = _allowing(origin, send)
         if found := LOGS.fullmatch(scope["path"]):
@@ -232,8 +234,8 @@ def create_app(
         if len(runner.running) >= max_running:
             return _error(
                 429,
-                f"{len(runner.running)} deployments are running, the most this server runs "
-                "at once (--max-running): start this one when one has ended",
+                f"deployments running: {len(runner.running)}, the most this server runs "
+                "at once (--max-running); start this one when one has ended",
             )
         await asyncio.to_thread(_prune, store, keep)
         deployment = runner.start(Plan(lines, interval))
