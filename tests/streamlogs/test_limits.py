@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import time
 from pathlib import Path
 
 import httpx
@@ -65,6 +67,23 @@ async def test_only_the_newest_ended_deployments_are_kept(start_service: StartSe
         assert listed == [made["id"], ended[2], ended[1], running.id]
         assert (await http.get(f"/logs/{ended[0]}")).status_code == 404
     assert not (store.root / ended[0]).exists()
+
+
+async def test_what_a_crashed_process_left_half_done_is_swept(
+    start_service: StartService,
+) -> None:
+    """A folder renamed for deletion and not removed, or made for a new deployment and
+    never renamed into place, goes with the next retention pass."""
+    service = await start_service()
+    root = service.store.root
+    for name in (".deleted-01abc-01def", ".new-01old", ".new-01fresh"):
+        (root / name).mkdir()
+        (root / name / "log").write_text("left behind\n")
+    os.utime(root / ".new-01old", (time.time() - 3600,) * 2)
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        assert (await http.post("/deployments", params={"lines": 1})).status_code == 201
+    left = sorted(path.name for path in root.iterdir() if path.name.startswith("."))
+    assert left == [".new-01fresh"]  # it may be another server's, being made now
 
 
 @pytest.mark.slow

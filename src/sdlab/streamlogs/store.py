@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import shutil
+import time
 from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -326,6 +327,7 @@ class DeploymentStore:
     def prune(self, keep: int) -> list[str]:
         """The retention rule: delete the ended deployments beyond the newest `keep`
         (by creation); return their ids. Running and broken ones are left alone."""
+        self._sweep()
         ended = [status.id for status in self.list() if status.done]
         gone = []
         for deployment_id in ended[keep:]:
@@ -333,6 +335,18 @@ class DeploymentStore:
                 self.delete(deployment_id)
                 gone.append(deployment_id)
         return gone
+
+    def _sweep(self, *, after: float = 60.0) -> None:
+        """Remove what a crashed process left half-done: a folder renamed for deletion
+        and not removed, or one made for a new deployment and not renamed into place
+        within `after` seconds."""
+        for path in self.root.iterdir():
+            with suppress(OSError):  # renamed or removed meanwhile, by its owner
+                stale = path.name.startswith(".deleted-") or (
+                    path.name.startswith(".new-") and time.time() - path.stat().st_mtime > after
+                )
+                if stale and path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
 
     def list(self) -> list[Status]:
         """Every whole deployment's status, newest first (broken ones left out)."""
