@@ -45,10 +45,10 @@ class Service:
 
 
 @asynccontextmanager
-async def serving(app: FastAPI, **options: Any) -> AsyncIterator[Service]:
-    """`app` under a real uvicorn on a free port of this event loop (`options` for
-    `sdlab.streamlogs.server`)."""
-    server = serve(app, port=0, timeout_graceful_shutdown=3, **options)
+async def serving(app: FastAPI, port: int = 0, **options: Any) -> AsyncIterator[Service]:
+    """`app` under a real uvicorn on `port` (0: a free one) of this event loop (`options`
+    for `sdlab.streamlogs.server`)."""
+    server = serve(app, port=port, timeout_graceful_shutdown=3, **options)
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
@@ -68,13 +68,14 @@ StartService = Callable[..., Awaitable[Service]]
 @pytest.fixture
 async def start_service(tmp_path: Path) -> AsyncIterator[StartService]:
     """`await start_service(**create_app options)`: a service over tmp_path/data
-    (`send_timeout` goes to the server)."""
+    (`send_timeout` and `port` go to the server)."""
     async with AsyncExitStack() as stack:
 
-        async def start(*, send_timeout: float = 30.0, **options: Any) -> Service:
+        async def start(*, send_timeout: float = 30.0, port: int = 0, **options: Any) -> Service:
             options.setdefault("retry_ms", 200)
+            app = create_app(tmp_path / "data", **options)
             return await stack.enter_async_context(
-                serving(create_app(tmp_path / "data", **options), send_timeout=send_timeout)
+                serving(app, port=port, send_timeout=send_timeout)
             )
 
         yield start
@@ -156,15 +157,16 @@ class ServerProcess:
     """`sdlab streamlogs serve` in a process of its own, to kill and start again. The
     waits run in a thread, so that the test's own clients go on meanwhile."""
 
-    def __init__(self, data_dir: Path, port: int, *, original: bool = False) -> None:
-        """original: serve the seed's design (`--original`), which has no /api/stats."""
+    def __init__(self, data_dir: Path, port: int, *options: str, original: bool = False) -> None:
+        """`options` for `serve`; original: serve the seed's design (`--original`), which
+        has no /api/stats."""
         self.data_dir = data_dir
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.process = process.ServerProcess(
             process.sdlab_command(
                 "streamlogs", "serve", "--port", str(port), "--data-dir", str(data_dir),
-                "--retry-ms", "300", *(["--original"] if original else []),
+                "--retry-ms", "300", *options, *(["--original"] if original else []),
             ),
             ready_url=f"{self.url}/openapi.json" if original else f"{self.url}/api/stats",
             name="streamlogs server",

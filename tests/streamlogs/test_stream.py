@@ -166,10 +166,11 @@ async def test_lines_written_by_another_writer_arrive_as_they_are_written(
     _write_bytes(deployment.log_path, b"no newline at the end")
     deployment.finish()
     events = await reading
-    data = [e.data for e in events if e.event == "message"]
+    data = [e.data for e in events if e.event in ("message", "more")]
     assert data[:4] == ["plain", "10%\n100%", "", "tab\there"]
     assert data[4] == "raw \ufffd\ufffd"
     assert data[5] + data[6] == "y" * (MAX_LINE + 10)  # cut in two events
+    assert [e.event for e in events[5:8]] == ["message", "more", "message"]
     assert data[7] == "no newline at the end"  # the deployment ended: the line is whole
     assert events[-1].event == "end"
     # Its id is an id like any other: a client that saw it resumes after it.

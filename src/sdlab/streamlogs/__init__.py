@@ -13,6 +13,8 @@ client's response, `sse.py` the wire format, `mock.py` the mock deployments,
 from sdlab.streamlogs.mock import MockRunner, Plan
 from sdlab.streamlogs.service import create_app, server
 from sdlab.streamlogs.store import (
+    Broken,
+    BrokenDeployment,
     Deployment,
     DeploymentStore,
     InvalidDeploymentId,
@@ -26,6 +28,8 @@ from sdlab.streamlogs.stream import EventStream
 from sdlab.streamlogs.tail import Hub, Tail
 
 __all__ = [
+    "Broken",
+    "BrokenDeployment",
     "Deployment",
     "DeploymentStore",
     "EventStream",

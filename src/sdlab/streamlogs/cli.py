@@ -50,6 +50,35 @@ def serve(
             "(it resumes by reconnecting with its Last-Event-ID).",
         ),
     ] = 30.0,
+    max_running: Annotated[
+        int,
+        typer.Option(min=1, help="Mock deployments running at once, at most; past it POST is 429."),
+    ] = 100,
+    max_log_size: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Bytes a mock deployment's log may hold: the line that would pass it is "
+            "not written, and the deployment ends failed, saying why.",
+        ),
+    ] = 64 * 1024 * 1024,
+    keep: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Ended deployments kept (the newest); older ones are deleted when a "
+            "deployment starts and when the server starts.",
+        ),
+    ] = 1000,
+    allow_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="An origin (e.g. https://ops.example.com) whose pages may read the logs "
+            "and the API (CORS), for an EventSource on another site; repeat for more. "
+            "Writes stay same-origin.",
+            show_default="none: same origin only",
+        ),
+    ] = None,
     original: Annotated[
         bool,
         typer.Option(
@@ -96,7 +125,15 @@ def serve(
     if original:
         web = seed.create_app(folder)
     else:
-        web = create_app(folder, retry_ms=retry_ms, keepalive=keepalive)
+        web = create_app(
+            folder,
+            retry_ms=retry_ms,
+            keepalive=keepalive,
+            max_running=max_running,
+            max_log_size=max_log_size,
+            keep=keep,
+            allow_origins=allow_origin or (),
+        )
     running = server(web, host=host, port=port, send_timeout=send_timeout)
     running.on_start = lambda: console.print(
         f"serving {folder} on http://{host}:{port}/ (Ctrl-C to stop)", highlight=False

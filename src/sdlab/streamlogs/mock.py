@@ -15,7 +15,7 @@ import logging
 import os
 from dataclasses import dataclass
 
-from sdlab.streamlogs.store import Deployment, DeploymentStore, Status, now
+from sdlab.streamlogs.store import Deployment, DeploymentStore, LogFull, Status, now
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +61,13 @@ class Plan:
 
 
 class MockRunner:
-    """Runs mock deployments as tasks of this process's event loop."""
+    """Runs mock deployments as tasks of this process's event loop. A deployment whose
+    next line would take its log past `max_log_size` bytes stops there, failed, with
+    the reason in its status."""
 
-    def __init__(self, store: DeploymentStore) -> None:
+    def __init__(self, store: DeploymentStore, *, max_log_size: int | None = None) -> None:
         self.store = store
+        self.max_log_size = max_log_size
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     def start(self, plan: Plan) -> Deployment:
@@ -124,8 +127,12 @@ class MockRunner:
         try:
             for step in range(done + 1, plan.lines + 1):
                 await asyncio.sleep(plan.interval)
-                deployment.append(f"{now()} {script_line(step, plan.lines)}")
+                line = f"{now()} {script_line(step, plan.lines)}"
+                deployment.append(line, max_size=self.max_log_size)
             deployment.finish("finished")
+        except LogFull as exc:
+            log.warning("%s: stopped it, failed", exc)
+            deployment.finish("failed", reason=str(exc))
         except OSError as exc:  # its folder was removed, the disk is full...
             log.warning("deployment %s: stopped writing its log: %s", deployment.id, exc)
 

@@ -3,8 +3,10 @@
     GET  /                          the deployments (HTML), with a "new deployment" button
     POST /deployments               start a mock deployment -> 201 {"id", "page", "stream"}
     GET  /deployments/{id}          its live log (HTML; the browser's EventSource)
+    DELETE /deployments/{id}        remove an ended (or broken) one -> 204
     GET  /logs/{id}                 its log as Server-Sent Events (Last-Event-ID resumes),
-                                    answered in front of FastAPI (why: StreamLogsApp)
+                                    answered in front of FastAPI (why: StreamLogsApp);
+                                    HEAD answers the same headers
     GET  /api/deployments[/{id}]    the same as JSON
     GET  /api/stats                 the tails open now, their clients, the mock runs
 
@@ -13,6 +15,13 @@ id or parameter, 400 for a Last-Event-ID that is not an offset in the log. A str
 resumed after the end of an ended deployment is 204, which stops EventSource. While the
 server shuts down a new stream ends at once, which EventSource answers by reconnecting
 (a client that does not ask for text/event-stream gets 503 instead).
+
+Bounds: at most `max_running` mock deployments at once (429 past it), logs of at most
+`max_log_size` bytes (the deployment stops, failed), the newest `keep` ended deployments
+kept (older ones deleted when one starts, and at start-up). Writes (POST, DELETE) from
+another origin are refused with 403 (CSRF: a page elsewhere must not start deployments
+with its visitors' browsers); reads may come from the `allow_origins` (CORS), so that an
+EventSource on another site can follow a log.
 (No `from __future__ import annotations` here: FastAPI reads the annotations at run time.)
 """
 
@@ -21,7 +30,7 @@ import logging
 import re
 import socket
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,18 +41,21 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.templating import Jinja2Templates
 from starlette.datastructures import Headers
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from sdlab.streamlogs import sse
 from sdlab.streamlogs.mock import MockRunner, Plan
 from sdlab.streamlogs.store import (
+    Broken,
+    BrokenDeployment,
     Deployment,
+    DeploymentRunning,
     DeploymentStore,
     InvalidDeploymentId,
     UnknownDeployment,
 )
-from sdlab.streamlogs.stream import EventStream
+from sdlab.streamlogs.stream import HEADERS, EventStream
 from sdlab.streamlogs.tail import Hub
 
 log = logging.getLogger(__name__)
@@ -53,6 +65,12 @@ EVENT_ID = re.compile(r"[0-9]{1,20}")
 
 
 LOGS = re.compile(r"/logs/([^/]+)")
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+PREFLIGHT = [
+    (b"access-control-allow-methods", b"GET, HEAD"),
+    (b"access-control-allow-headers", b"last-event-id, cache-control"),
+    (b"access-control-max-age", b"600"),
+]
 
 
 class StreamLogsApp(FastAPI):
@@ -63,15 +81,30 @@ class StreamLogsApp(FastAPI):
     per connection) lasted as long, and every event to every client went through three
     of them: at 1,000 clients, a fifth of the CPU of a line's fan-out, and longer full
     collections (docs/streamlogs.md, "What the benchmark shows"). So the stream is a
-    plain ASGI response, chosen here, and is not in the OpenAPI schema."""
+    plain ASGI response, chosen here, and is not in the OpenAPI schema. The origin
+    checks are here too, for every request: cross-origin writes refused (CSRF), CORS
+    headers for the `allow_origins` (only their requests pay for the wrapped `send`)."""
 
-    def __init__(self, *, retry_ms: int, **options: Any) -> None:
+    def __init__(
+        self, *, retry_ms: int, allow_origins: Collection[str] = (), **options: Any
+    ) -> None:
         super().__init__(**options)
         self.retry_ms = retry_ms
+        self.allow_origins = frozenset(allow_origins)
+        """Origins whose pages may read (EventSource, fetch) from this server."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and (found := LOGS.fullmatch(scope["path"])):
-            headers = Headers(scope=scope)
+        if scope["type"] != "http":
+            return await super().__call__(scope, receive, send)
+        headers = Headers(scope=scope)
+        if scope["method"] not in SAFE_METHODS and (refused := _cross_origin(scope, headers)):
+            return await _error(403, refused)(scope, receive, send)
+        origin = headers.get("origin")
+        if origin is not None and origin in self.allow_origins:
+            if scope["method"] == "OPTIONS":  # a preflight: a fetch() setting Last-Event-ID
+                return await _preflight(origin)(scope, receive, send)
+            send = _allowing(origin, send)
+        if found := LOGS.fullmatch(scope["path"]):
             response = self.logs(
                 scope["method"],
                 found[1],
@@ -81,6 +114,7 @@ class StreamLogsApp(FastAPI):
             await response(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
+        return None
 
     def logs(
         self,
@@ -92,22 +126,26 @@ class StreamLogsApp(FastAPI):
     ) -> ASGIApp:
         """The response to `method /logs/{deployment_id}`: the stream, or an error.
         `event_source`: the client asked for `text/event-stream` (EventSource does)."""
-        if method != "GET":
-            return _error(405, "Method Not Allowed", headers={"allow": "GET"})
+        if method not in ("GET", "HEAD"):
+            return _error(405, "Method Not Allowed", headers={"allow": "GET, HEAD"})
         store: DeploymentStore = self.state.store
         hub: Hub = self.state.hub
         try:
             deployment = store.get(deployment_id)
+            deployment.status(), deployment.size()  # whole, or broken
         except UnknownDeployment as exc:
             return _error(404, str(exc))
         except InvalidDeploymentId as exc:
             return _error(422, str(exc))
+        except BrokenDeployment as exc:
+            return _error(409, str(exc))
         cursor = _cursor(last_event_id, deployment)
         if cursor is None:
             return _error(
                 400,
                 f"Last-Event-ID {last_event_id!r:.40} is not the id of an event of this log "
-                f"(ids are the byte offsets where lines end, up to {deployment.size()})",
+                "(ids are the byte offsets where lines, or the 64 KiB pieces of longer "
+                f"lines, end, up to {deployment.size()})",
             )
         if last_event_id is not None and deployment.status().done and cursor == deployment.size():
             # A reconnect after the `end` event (EventSource reconnects whenever a
@@ -116,6 +154,8 @@ class StreamLogsApp(FastAPI):
             return Response(status_code=204)
         if hub.closing and not event_source:
             return _error(503, "the server is shutting down; reconnect in a moment")
+        if method == "HEAD":
+            return _headers_only
         # To an EventSource, a stream asked for while the server shuts down is a 200
         # that ends at once (its tail is closed): it reconnects after that, after
         # `retry` ms, to the next server; any other status would stop it for good.
@@ -129,18 +169,26 @@ def create_app(
     keepalive: float = 15.0,
     window: int = 1024,
     poll_interval: float = 1.0,
+    max_running: int = 100,
+    max_log_size: int = 64 * 1024 * 1024,
+    keep: int = 1000,
+    allow_origins: Collection[str] = (),
 ) -> StreamLogsApp:
     """The service over the deployments in `data_dir` (created if missing). `retry_ms`
     is the reconnection delay told to clients; a stream that sent nothing for a whole
     `keepalive` period gets a comment (so after one to two periods of silence); `window`
-    is the events each tail keeps in memory."""
+    is the events each tail keeps in memory. The bounds (`max_running` deployments,
+    `max_log_size` bytes a log, the newest `keep` ended deployments) and the origins
+    allowed to read (`allow_origins`, such as "https://ops.example.com") are in the
+    module's docstring."""
     store = DeploymentStore(data_dir)
     hub = Hub(window=window, keepalive=keepalive, poll_interval=poll_interval)
-    runner = MockRunner(store)
+    runner = MockRunner(store, max_log_size=max_log_size)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await hub.start()
+        _prune(store, keep)
         runner.resume()
         try:
             yield
@@ -148,7 +196,12 @@ def create_app(
             await runner.stop()
             await hub.close()
 
-    app = StreamLogsApp(retry_ms=retry_ms, title="sdlab streamlogs", lifespan=lifespan)
+    app = StreamLogsApp(
+        retry_ms=retry_ms,
+        allow_origins=allow_origins,
+        title="sdlab streamlogs",
+        lifespan=lifespan,
+    )
     app.state.store, app.state.hub, app.state.runner = store, hub, runner
 
     @app.exception_handler(UnknownDeployment)
@@ -158,6 +211,14 @@ def create_app(
     @app.exception_handler(InvalidDeploymentId)
     async def invalid(request: Request, exc: InvalidDeploymentId) -> JSONResponse:
         return _error(422, str(exc))
+
+    @app.exception_handler(DeploymentRunning)
+    async def running(request: Request, exc: DeploymentRunning) -> JSONResponse:
+        return _error(409, str(exc))
+
+    @app.exception_handler(BrokenDeployment)
+    async def broken(request: Request, exc: BrokenDeployment) -> JSONResponse:
+        return _error(409, str(exc))
 
     @app.get("/", response_class=HTMLResponse)
     async def index(request: Request) -> HTMLResponse:
@@ -170,6 +231,13 @@ def create_app(
         lines: Annotated[int, Query(ge=1, le=100_000, description="Lines to print.")] = 40,
         interval: Annotated[float, Query(ge=0, le=60, description="Seconds between lines.")] = 0.5,
     ) -> JSONResponse:
+        if len(runner.running) >= max_running:
+            return _error(
+                429,
+                f"deployments running: {len(runner.running)}, the most this server runs "
+                "at once (--max-running); start this one when one has ended",
+            )
+        await asyncio.to_thread(_prune, store, keep)
         deployment = runner.start(Plan(lines, interval))
         body = {
             "id": deployment.id,
@@ -180,8 +248,19 @@ def create_app(
 
     @app.get("/deployments/{deployment_id}", response_class=HTMLResponse)
     async def page(request: Request, deployment_id: str) -> HTMLResponse:
-        status = store.get(deployment_id).status()
+        deployment = store.get(deployment_id)
+        try:
+            status = deployment.status()
+            deployment.size()
+        except BrokenDeployment as exc:
+            broken = {"id": deployment.id, "problem": str(exc)}
+            return TEMPLATES.TemplateResponse(request, "broken.html", {"broken": broken})
         return TEMPLATES.TemplateResponse(request, "deployment.html", {"status": status})
+
+    @app.delete("/deployments/{deployment_id}", status_code=204)
+    async def delete(deployment_id: str) -> Response:
+        await asyncio.to_thread(store.delete, deployment_id)
+        return Response(status_code=204)
 
     @app.get("/api/deployments")
     async def api_list() -> list[dict[str, Any]]:
@@ -190,7 +269,10 @@ def create_app(
     @app.get("/api/deployments/{deployment_id}")
     async def api_one(deployment_id: str) -> dict[str, Any]:
         deployment = store.get(deployment_id)
-        return {**deployment.status().as_dict(), "size": deployment.size()}
+        try:
+            return {**deployment.status().as_dict(), "size": deployment.size()}
+        except BrokenDeployment as exc:
+            return Broken(deployment.id, str(exc)).as_dict()
 
     @app.get("/api/stats")
     async def stats() -> dict[str, Any]:
@@ -200,7 +282,70 @@ def create_app(
 
 
 def _listing(store: DeploymentStore) -> list[dict[str, Any]]:
-    return [{**status.as_dict(), "size": store.get(status.id).size()} for status in store.list()]
+    """The deployments, newest first, then the broken folders (`{"id", "state":
+    "broken", "problem"}`)."""
+    found = store.scan()
+    whole = [{**status.as_dict(), "size": size} for status, size in found.deployments]
+    return whole + [broken.as_dict() for broken in found.broken]
+
+
+def _prune(store: DeploymentStore, keep: int) -> None:
+    if gone := store.prune(keep):
+        log.info("deleted %d ended deployments, the oldest beyond the newest %d", len(gone), keep)
+
+
+def _cross_origin(scope: Scope, headers: Headers) -> str | None:
+    """Why a write (POST, DELETE) must be refused, if it comes from a page of another
+    origin; None if it comes from one of ours, or from no browser (curl sends neither
+    header). A browser's Sec-Fetch-Site is the answer when there is one (no page can
+    forge it, and it holds behind a TLS proxy, where our scheme is not the page's);
+    older browsers send only Origin, compared with this server's own."""
+    method = scope["method"]
+    site = headers.get("sec-fetch-site")
+    if site in ("same-origin", "none"):
+        return None
+    if site is not None:
+        return (
+            f"cross-origin {method} refused (Sec-Fetch-Site: {site!r:.40}): "
+            "only this server's own pages may write"
+        )
+    origin = headers.get("origin")
+    ours = f"{scope['scheme']}://{headers.get('host', '')}"
+    if origin is not None and origin != ours:
+        return (
+            f"cross-origin {method} refused: Origin {origin!r:.80} is not {ours!r:.80}; "
+            "only this server's own pages may write"
+        )
+    return None
+
+
+def _allowing(origin: str, send: Send) -> Send:
+    """`send`, adding the CORS headers that let a page of `origin` read the response."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            cors = [
+                (b"access-control-allow-origin", origin.encode("latin-1")),
+                (b"vary", b"origin"),
+            ]
+            message = {**message, "headers": [*message.get("headers", ()), *cors]}
+        await send(message)
+
+    return sending
+
+
+def _preflight(origin: str) -> ASGIApp:
+    headers = {name.decode(): value.decode() for name, value in PREFLIGHT}
+    return Response(
+        status_code=204,
+        headers={**headers, "access-control-allow-origin": origin, "vary": "origin"},
+    )
+
+
+async def _headers_only(scope: Scope, receive: Receive, send: Send) -> None:
+    """`HEAD /logs/{id}`: the stream's status and headers, no body."""
+    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def _cursor(last_event_id: str | None, deployment: Deployment) -> int | None:

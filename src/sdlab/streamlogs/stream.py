@@ -7,6 +7,13 @@
 
     : keepalive                      a comment when a heartbeat finds the stream silent
 
+    id: 70000                        a line longer than 64 KiB: its first piece is a
+    data: ...                        message, the others `more` events, whose data
+                                     goes on the end of the line before
+    id: 135536
+    event: more
+    data: ...
+
     id: 4211                         after the last line, if the deployment has ended;
     event: end                       then the response ends
     data: {"state": "finished", ...}

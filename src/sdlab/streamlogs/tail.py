@@ -33,6 +33,7 @@ from sdlab.streamlogs import sse
 from sdlab.streamlogs.store import (
     LOG,
     MAX_LINE,
+    NEWLINE,
     STATUS,
     Deployment,
     Line,
@@ -66,6 +67,7 @@ class Tail:
         """Offset just past the last complete line read: the head of the stream."""
         self.start = self.position
         """Offset where the first event held in memory begins."""
+        self._continues = False  # `position` cuts a long line: the next event continues it
         self._ends: list[int] = []  # the id (end offset) of each event in the window
         self._frames: list[bytes] = []  # its SSE frame
         self._changed = asyncio.Event()
@@ -117,10 +119,13 @@ class Tail:
         # A window at most: the clients at the head send these before the next read
         # (they were woken first), so a burst does not push their cursors out of the
         # window and send each of them to the file.
-        lines = split_lines(data, self.position, final=final, most=self.window)
+        lines = split_lines(
+            data, self.position, final=final, most=self.window, continues=self._continues
+        )
         if len(lines) == self.window and lines[-1].end < self.position + len(data):
             more, final = True, False
         if lines:
+            self._continues = data[lines[-1].end - self.position - 1] != NEWLINE
             self._publish(lines)
         if more:
             self.poke()  # the rest on the next turn: other tasks run in between
@@ -131,7 +136,7 @@ class Tail:
     def _publish(self, lines: list[Line]) -> None:
         for line in lines:
             self._ends.append(line.end)
-            self._frames.append(sse.event(line.text, id=line.end))
+            self._frames.append(frame(line))
         self.position = lines[-1].end
         self.lines_read += len(lines)
         if len(self._ends) > 2 * self.window:  # trim in bulk, not on every line
@@ -181,13 +186,16 @@ class Tail:
     async def frames_from_file(self, cursor: int) -> tuple[bytes, int]:
         """The frames after `cursor` read from the file, for a client behind the window."""
         end = min(self.position, cursor + READ_SIZE)
-        # `position` is always the end of a line, so a read up to it is whole lines.
-        data = await asyncio.to_thread(os.pread, self._fd, end - cursor, cursor)
-        lines = split_lines(data, cursor, final=end == self.position)
+        # `position` is always the end of a line, so a read up to it is whole lines. The
+        # byte before `cursor` says whether the client stopped inside a long line.
+        before = min(cursor, 1)
+        data = await asyncio.to_thread(os.pread, self._fd, end - cursor + before, cursor - before)
+        continues = before == 1 and data[0] != NEWLINE
+        lines = split_lines(data[before:], cursor, final=end == self.position, continues=continues)
         self.resyncs += 1
         if not lines:
             return b"", cursor
-        return b"".join(sse.event(line.text, id=line.end) for line in lines), lines[-1].end
+        return b"".join(frame(line) for line in lines), lines[-1].end
 
     async def wait(self, cursor: int) -> None:
         """Return when the log has grown past `cursor`, the deployment ended, the tail
@@ -206,7 +214,10 @@ class Tail:
     def end_frame(self) -> bytes:
         """The `end` event: the deployment ended; its id is the log's final offset."""
         assert self.ended is not None
-        data = json.dumps({"state": self.ended.state, "ended": self.ended.ended})
+        end = {"state": self.ended.state, "ended": self.ended.ended}
+        if self.ended.reason is not None:
+            end["reason"] = self.ended.reason
+        data = json.dumps(end)
         return sse.event(data, id=self.position, event="end")
 
     def stats(self) -> dict[str, Any]:
@@ -332,6 +343,12 @@ class Hub:
             await asyncio.sleep(self.poll_interval)
             for tail in list(self._tails.values()):
                 tail.poke(status=True)
+
+
+def frame(line: Line) -> bytes:
+    """The SSE frame of one line: a message, or `event: more` for a piece that goes on
+    the line of the event before (a line longer than MAX_LINE)."""
+    return sse.event(line.text, id=line.end, event="more" if line.continues else None)
 
 
 def _last_line_end(fd: int, size: int) -> int:
