@@ -71,6 +71,13 @@ async def test_fetch_execute_and_a_literal_percent(db: sql.Database) -> None:
     assert await db.fetchone("SELECT id FROM seats WHERE id = 99") is None
 
 
+async def test_a_result_names_its_columns(db: sql.Database) -> None:
+    result = await db.run("SELECT id, user_id AS owner FROM seats ORDER BY id")
+    assert result.columns == ("id", "owner")
+    assert result.records() == [{"id": 1, "owner": None}, {"id": 2, "owner": None}]
+    assert (await db.run("UPDATE seats SET user_id = 1 WHERE id = 1")).columns == ()
+
+
 async def test_upsert_and_insert_ignore(db: sql.Database) -> None:
     d = db.dialect
     upsert = d.upsert("seats", ["id", "user_id"], key=["id"])
