@@ -45,6 +45,29 @@ def test_with_database_keeps_credentials_port_and_query() -> None:
     assert sql.redact(url) == "postgresql://app:***@db.example:6432/old?sslmode=require&x=1"
 
 
+async def test_with_user_logs_in_as_another_user(db_url: str) -> None:
+    """The same server and database as another user (a password with URL characters)."""
+    async with sql.Database(db_url, max_size=1) as db:
+        if db.dialect.engine == "mariadb":
+            await db.execute("CREATE USER IF NOT EXISTS 'sdlab_t'@'%' IDENTIFIED BY 'p@ss:/w'")
+            await db.execute("GRANT SELECT ON *.* TO 'sdlab_t'@'%'")
+        else:
+            await db.execute("DROP ROLE IF EXISTS sdlab_t")
+            await db.execute("CREATE ROLE sdlab_t LOGIN PASSWORD 'p@ss:/w'")
+    other = sql.with_user(db_url, "sdlab_t", "p@ss:/w")
+    assert sql.database_of(other) == sql.database_of(db_url)
+    assert sql.redact(other).startswith(db_url.split("://")[0] + "://sdlab_t:***@")
+    try:
+        async with sql.Database(other, max_size=1) as db:
+            assert await db.fetchval("SELECT current_user") in ("sdlab_t", "sdlab_t@%")
+    finally:
+        async with sql.Database(db_url, max_size=1) as db:
+            drop = (
+                "DROP USER 'sdlab_t'@'%'" if db.dialect.engine == "mariadb" else "DROP ROLE sdlab_t"
+            )
+            await db.execute(drop)
+
+
 def test_an_unknown_scheme_is_a_named_error() -> None:
     with pytest.raises(sql.UnknownDatabase, match="mysql://"):
         sql.engine_of("oracle://scott@h/db")
