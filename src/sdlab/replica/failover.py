@@ -29,7 +29,7 @@ import asyncio
 from collections.abc import Mapping
 
 from sdlab.replica.errors import NoCandidate, NotCaughtUp, ReplicaError, UnknownNode
-from sdlab.replica.setup import admin, attach
+from sdlab.replica.setup import admin, attach, source_semisync
 from sdlab.replica.topology import NodeState, Topology, behind, observe_all
 
 
@@ -59,6 +59,9 @@ async def switchover(
                 await back.execute("SET GLOBAL read_only = 0")
             raise NotCaughtUp(f"{new_primary} did not reach {position} in {timeout:g} s")
         await _become_primary(new.url)
+    semisync = old.semisync_source
+    await source_semisync(new.url, semisync)
+    await source_semisync(old.url, False)
     async with admin(old.url) as s:
         # It never replicated: what it has applied is what it wrote.
         await s.execute("SET GLOBAL gtid_slave_pos = @@gtid_binlog_pos")
@@ -93,6 +96,8 @@ async def failover(
         if reached != 0:
             raise ReplicaError(f"{chosen.name} did not apply its relay log in {timeout:g} s")
     await _become_primary(chosen.url)
+    # The cluster's replicas carry the replica side of semi-sync if it is in use.
+    await source_semisync(chosen.url, any(n.semisync_replica for n in received if n.reachable))
     others = [n for n in received if n.reachable and n.name != chosen.name]
     await asyncio.gather(*(attach(n.url, chosen.url) for n in others))
     return await observe_all(nodes)

@@ -74,16 +74,15 @@ def server_options(*, semisync: bool = False) -> dict[str, Any]:
     return options
 
 
-# Semi-sync on every node, both sides, so roles can change without touching it. The
-# source side of a replica is idle but not harmless: a replica writes what it applies to
-# its own binary log (log-slave-updates), and with `wait_no_slave` ON it waited 10 s
-# (the timeout) on every transaction for replicas it does not have. With it OFF, a
-# source with no replica connected commits at once, as the timeout would let it anyway.
+# Semi-sync settings every node carries, so roles can change without touching them. The
+# source side is switched on on the primary alone (`source_semisync`): a replica writes
+# what it applies to its own binary log (log-slave-updates), and with the source side on
+# it waited the whole timeout (10 s) for acknowledgements from replicas it does not have.
+# `master_wait_no_slave` stays ON (the default): with no replica connected, a commit
+# still waits, up to the timeout, rather than turning asynchronous at once.
 SEMISYNC = {
-    "master_enabled": "ON",
     "slave_enabled": "ON",
-    "master_wait_point": "AFTER_SYNC",  # the client hears of the commit only once a replica has it
-    "master_wait_no_slave": "OFF",
+    "master_wait_point": "AFTER_SYNC",  # the client hears of a commit once a replica has it
     "master_timeout": 10_000,  # ms without an acknowledgement before it falls back to async
 }
 
@@ -119,13 +118,22 @@ async def prepare(url: str, *, semisync: bool = False) -> None:
 
 
 async def set_semisync(s: sql.Session, on: bool) -> None:
-    """Semi-sync on (as `SEMISYNC` says) or off, on the node of session `s`."""
+    """The settings of `SEMISYNC` on (or semi-sync off) on the node of session `s`;
+    the source side stays as it was (see `source_semisync`)."""
     if not on:
         await s.execute("SET GLOBAL rpl_semi_sync_master_enabled = OFF")
         await s.execute("SET GLOBAL rpl_semi_sync_slave_enabled = OFF")
         return
     for key, value in SEMISYNC.items():
         await s.execute(f"SET GLOBAL rpl_semi_sync_{key} = {value}")
+
+
+async def source_semisync(url: str, on: bool) -> None:
+    """Switch the source side of semi-sync on (the primary) or off (any other node).
+    It does not survive a restart: a primary restarted without a failover commits
+    asynchronously until this is run again (`status` shows it)."""
+    async with admin(url) as s:
+        await s.execute(f"SET GLOBAL rpl_semi_sync_master_enabled = {'ON' if on else 'OFF'}")
 
 
 async def user_databases(url: str) -> list[str]:
@@ -271,4 +279,5 @@ async def build(
     for url in named.values():  # one snapshot at a time: each is a full read of the primary
         position = await seed(primary, url)
         await attach(url, primary, position=position)
+    await source_semisync(primary, semisync)
     await verify(primary, named)
