@@ -52,6 +52,7 @@ async def under_write_load(
     return committed, sum(f for _, f in results)
 
 
+@pytest.mark.slow
 async def test_switchover_loses_nothing(make_cluster: MakeCluster) -> None:
     cluster = await make_cluster(replicas=2)
     committed, _ = await under_write_load(cluster, lambda: switchover(cluster.nodes, "db2"))

@@ -93,6 +93,7 @@ async def wait_until(check, router: Router, timeout: float = 20.0) -> None:
         await asyncio.sleep(0.1)
 
 
+@pytest.mark.slow
 async def test_read_your_writes_10000_times(make_cluster: MakeCluster) -> None:
     """A write followed at once by a read through the router always sees it, and the
     reads are served by the replicas (not all sent to the primary)."""
