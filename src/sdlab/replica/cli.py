@@ -206,11 +206,11 @@ def _show(nodes: dict[str, str], *, as_json: bool = False) -> None:
         "GTID position",
         "lag (s)",
         "lag (trx)",
-        "IO / SQL thread",
+        "IO / SQL",
         "semi-sync",
-        "state",
     ):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, no_wrap=True)
+    table.add_column("state", max_width=40, overflow="ellipsis", no_wrap=True)
     for row in rows:
         table.add_row(
             row["node"],
