@@ -210,7 +210,7 @@ def _show(nodes: dict[str, str], *, as_json: bool = False) -> None:
         "semi-sync",
     ):
         table.add_column(column, no_wrap=True)
-    table.add_column("state", max_width=40, overflow="ellipsis", no_wrap=True)
+    table.add_column("state", overflow="fold")
     for row in rows:
         table.add_row(
             row["node"],
@@ -221,7 +221,7 @@ def _show(nodes: dict[str, str], *, as_json: bool = False) -> None:
             _dash(row["lag_transactions"]),
             f"{row['io_thread'] or '-'} / {row['sql_thread'] or '-'}",
             "on" if row["semisync"] else "off",
-            row["error"] or row["last_error"] or row["sql_state"] or "",
+            _state(row),
         )
     console.print(table)
 
@@ -250,6 +250,15 @@ def _rows(topology: Topology) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _state(row: dict[str, Any]) -> str:
+    """A few words for the table (`--json` has the whole of it)."""
+    if row["error"]:
+        return "does not answer"
+    if row["last_error"]:
+        return str(row["last_error"])
+    return str(row["sql_state"] or "").split(";")[0]
 
 
 def _dash(value: object) -> str:

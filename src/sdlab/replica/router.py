@@ -147,8 +147,10 @@ class Router:
             with suppress(asyncio.CancelledError):
                 await self._checker
             self._checker = None
-        for task in list(self._background):
+        background = list(self._background)
+        for task in background:
             task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)  # none opens a pool after
         for node in self._nodes.values():
             if node.db is not None:
                 await node.db.close()
