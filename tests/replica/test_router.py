@@ -49,7 +49,9 @@ async def test_least_lag_prefers_the_replica_that_is_caught_up(make_cluster: Mak
     cluster = await make_cluster(replicas=2)
     await delay(cluster, "db2", 3600)  # healthy, but a transaction behind after the insert
     async with Router(cluster.app, strategy="least_lag") as router:
-        await router.execute("INSERT INTO shop.orders VALUES (1, 'tea')")
+        written = await router.execute("INSERT INTO shop.orders VALUES (1, 'tea')")
+        async with setup.admin(cluster.nodes["db3"]) as s:  # db3 has it, db2 will not
+            assert await s.fetchval("SELECT MASTER_GTID_WAIT(%s, 10)", (written.gtid,)) == 0
         await router.refresh()
         for _ in range(10):
             await router.fetch("SELECT 1")
@@ -62,7 +64,9 @@ async def test_a_replica_past_the_lag_limit_is_skipped_until_it_catches_up(
     cluster = await make_cluster(replicas=2)
     await delay(cluster, "db3", 3600)  # db3 applies nothing for an hour
     async with Router(cluster.app, max_behind=0) as router:
-        await router.execute("INSERT INTO shop.orders VALUES (1, 'tea')")
+        written = await router.execute("INSERT INTO shop.orders VALUES (1, 'tea')")
+        async with setup.admin(cluster.nodes["db2"]) as s:
+            assert await s.fetchval("SELECT MASTER_GTID_WAIT(%s, 10)", (written.gtid,)) == 0
         await router.refresh()
         for _ in range(10):
             await router.fetch("SELECT 1")
@@ -119,7 +123,16 @@ async def test_read_your_writes_10000_times(make_cluster: MakeCluster) -> None:
 async def test_without_the_primary_writes_are_named_errors(make_cluster: MakeCluster) -> None:
     cluster = await make_cluster(replicas=1)
     async with Router(cluster.app) as router:
-        cluster.server("db1").kill()
+
+        async def crash_inside_a_transaction() -> None:
+            async with router.transaction() as tx:
+                await tx.execute("INSERT INTO shop.orders VALUES (1, 'tea')")
+                cluster.server("db1").kill()
+                await tx.execute("INSERT INTO shop.orders VALUES (2, 'tea')")
+
+        with pytest.raises(PrimaryUnavailable) as inside:
+            await crash_inside_a_transaction()
+        assert not inside.value.maybe_committed  # lost before COMMIT: rolled back
         with pytest.raises(PrimaryUnavailable):
             await router.execute("INSERT INTO shop.orders VALUES (1, 'tea')")
         await router.refresh()

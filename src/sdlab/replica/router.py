@@ -216,7 +216,8 @@ class Router:
         except _UNREACHABLE as exc:
             if in_block and not isinstance(exc, sql.SQLError):
                 raise  # the block's own (its timeout, say), not the primary's
-            raise self._unreachable(db, exc) from exc
+            # Lost inside the block: not committed (the server rolls back a dead session).
+            raise self._unreachable(db, exc, maybe_committed=not in_block) from exc
         self.stats["writes"] += 1
         if gtid:
             self.last_gtid = gtid
@@ -235,9 +236,11 @@ class Router:
                 f"the primary is read-only (a switchover?); the write did not happen: {exc}"
             ) from exc
 
-    def _unreachable(self, db: sql.Database, exc: BaseException) -> PrimaryUnavailable:
+    def _unreachable(
+        self, db: sql.Database, exc: BaseException, *, maybe_committed: bool = True
+    ) -> PrimaryUnavailable:
         self._soon_refresh()
-        lost = isinstance(exc, sql.ConnectionLost)
+        lost = isinstance(exc, sql.ConnectionLost) and maybe_committed
         why = "the session was lost mid-write: it may have committed" if lost else "not reached"
         return PrimaryUnavailable(f"{db.name}: {why}: {describe(exc)}", maybe_committed=lost)
 
