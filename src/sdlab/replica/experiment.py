@@ -322,11 +322,7 @@ class ReadScaling(Experiment):
                     grp += self.tasks
 
             await asyncio.gather(*(loop(k) for k in range(self.tasks)))
-            spread = {
-                k.removeprefix("reads on "): v
-                for k, v in router.stats.items()
-                if k.startswith("reads on ")
-            }
+            spread = dict(router.stats.reads)
         return {
             "replicas": replicas,
             "reads/s": round(done / self.seconds),
@@ -369,7 +365,7 @@ class ReadYourWrites(Experiment):
     async def _measure(
         self, router: Router, label: str, ids: Any, advance: Callable[[], None]
     ) -> Row:
-        reads, stale, before = Latency(), 0, dict(router.stats)
+        reads, stale, before = Latency(), 0, sum(router.stats.fallbacks.values())
 
         async def client() -> None:
             nonlocal stale
@@ -379,8 +375,7 @@ class ReadYourWrites(Experiment):
                 query, params = "SELECT COUNT(*) FROM bench.events WHERE id = %s", (i,)
                 start = perf_counter_ns()
                 if label == "primary":
-                    found = await router._read_primary(query, params)
-                    count = found[0][0]
+                    count = (await router.fetch_primary(query, params))[0][0]
                 elif label.startswith("replica, causal"):
                     count = await router.fetchval(query, params, after=written.gtid)
                 else:
@@ -390,9 +385,7 @@ class ReadYourWrites(Experiment):
                 advance()
 
         await asyncio.gather(*(client() for _ in range(4)))
-        fell_back = sum(
-            v - before.get(k, 0) for k, v in router.stats.items() if k.startswith("fallbacks")
-        )
+        fell_back = sum(router.stats.fallbacks.values()) - before
         return {
             "read": label,
             "read p50 (ms)": reads.percentile_ms(50),

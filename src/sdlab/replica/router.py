@@ -44,7 +44,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, Self
 
 from sdlab import sql
@@ -67,6 +67,17 @@ class Written(NamedTuple):
     rowcount: int
     lastrowid: int | None
     gtid: str | None
+
+
+@dataclass
+class Stats:
+    """What a router did: reads by the node that served them, writes, reads sent to the
+    primary instead of a replica (by why), and each replica's skips after a failure."""
+
+    reads: Counter[str] = field(default_factory=Counter)
+    writes: int = 0
+    fallbacks: Counter[str] = field(default_factory=Counter)
+    skips: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass
@@ -122,8 +133,8 @@ class Router:
         """What the last health check saw."""
         self.last_gtid: str | None = None
         """The GTID of the last write through this router, from any task."""
-        self.stats: Counter[str] = Counter()
-        """reads on <node>, reads on primary, fallbacks (why), skips (node), writes."""
+        self.stats = Stats()
+        """Reads per node, writes, reads sent to the primary (and why), replicas skipped."""
         self._turn = itertools.count()
         self._checker: asyncio.Task[None] | None = None
         self._refreshing: asyncio.Lock = asyncio.Lock()
@@ -180,7 +191,7 @@ class Router:
                     gtid = None
         except _UNREACHABLE as exc:
             raise self._unreachable(db, exc) from exc
-        self.stats["writes"] += 1
+        self.stats.writes += 1
         if gtid:
             self.last_gtid = gtid
         return Written(result.rowcount, result.lastrowid, gtid)
@@ -218,7 +229,7 @@ class Router:
                 raise  # the block's own (its timeout, say), not the primary's
             # Lost inside the block: not committed (the server rolls back a dead session).
             raise self._unreachable(db, exc, maybe_committed=not in_block) from exc
-        self.stats["writes"] += 1
+        self.stats.writes += 1
         if gtid:
             self.last_gtid = gtid
         committed(gtid)
@@ -261,18 +272,18 @@ class Router:
                             "SELECT MASTER_GTID_WAIT(%s, %s)", (after, self.wait_timeout)
                         )
                         if reached != 0:
-                            self.stats["fallbacks: GTID not applied in time"] += 1
+                            self.stats.fallbacks["GTID not applied in time"] += 1
                             break
                     rows = await s.fetch(sql_text, params)
-                self.stats[f"reads on {node.name}"] += 1
+                self.stats.reads[node.name] += 1
                 return rows
             except _UNREACHABLE as exc:
                 self._skip(node, exc)
             finally:
                 node.in_flight -= 1
         else:
-            self.stats["fallbacks: no healthy replica"] += 1
-        return await self._read_primary(sql_text, params)
+            self.stats.fallbacks["no healthy replica"] += 1
+        return await self.fetch_primary(sql_text, params)
 
     async def fetchone(
         self, sql_text: str, params: Params = (), *, after: str | None = None
@@ -286,7 +297,8 @@ class Router:
         row = await self.fetchone(sql_text, params, after=after)
         return None if row is None else row[0]
 
-    async def _read_primary(self, sql_text: str, params: Params) -> list[tuple[Any, ...]]:
+    async def fetch_primary(self, sql_text: str, params: Params = ()) -> list[tuple[Any, ...]]:
+        """Rows from the primary: a read that must see every committed write."""
         primary = self._primary()
         if primary is None or primary.db is None:
             raise ReadUnavailable(
@@ -300,7 +312,7 @@ class Router:
             raise ReadUnavailable(
                 f"no replica is healthy, and the primary: {describe(exc)}"
             ) from exc
-        self.stats["reads on primary"] += 1
+        self.stats.reads[primary.name] += 1
         return rows
 
     def _candidates(self) -> list[_Node]:
@@ -333,7 +345,7 @@ class Router:
 
     def _skip(self, node: _Node, exc: BaseException) -> None:
         if node.failed_at is None:
-            self.stats[f"skipped {node.name}"] += 1
+            self.stats.skips[node.name] += 1
         node.failed_at = time.monotonic()
         self._soon_refresh()
 
@@ -426,7 +438,7 @@ class CausalSession:
 
     async def fetch(self, sql_text: str, params: Params = ()) -> list[tuple[Any, ...]]:
         if self._primary_only:
-            return await self.router._read_primary(sql_text, params)
+            return await self.router.fetch_primary(sql_text, params)
         return await self.router.fetch(sql_text, params, after=self.last_gtid)
 
     async def fetchone(self, sql_text: str, params: Params = ()) -> tuple[Any, ...] | None:
