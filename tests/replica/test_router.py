@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 
@@ -17,33 +19,33 @@ def reads(router: Router) -> Counter[str]:
     return router.stats.reads
 
 
-async def test_writes_go_to_the_primary_and_reads_round_robin(make_cluster: MakeCluster) -> None:
-    cluster = await make_cluster(replicas=2)
+async def test_writes_go_to_the_primary_and_reads_round_robin(
+    shared_cluster: Cluster, orders: str
+) -> None:
+    cluster = shared_cluster
     async with Router(cluster.app) as router:
-        written = await router.execute("INSERT INTO shop.orders VALUES (%s, %s)", (1, "tea"))
+        written = await router.execute(f"INSERT INTO {orders} VALUES (%s, %s)", (1, "tea"))
         assert written.rowcount == 1
         assert written.gtid is not None
         assert written.gtid.split("-")[1] == str(cluster.server("db1").port)  # server_id = port
+        query = f"SELECT item FROM {orders} WHERE id = 1"
         for _ in range(20):
-            assert (
-                await router.fetchval(
-                    "SELECT item FROM shop.orders WHERE id = 1", after=written.gtid
-                )
-                == "tea"
-            )
+            assert await router.fetchval(query, after=written.gtid) == "tea"
         assert reads(router) == {"db2": 10, "db3": 10}
         async with router.transaction() as tx:
-            await tx.execute("INSERT INTO shop.orders VALUES (2, 'jam')")
-            assert await tx.fetchval("SELECT COUNT(*) FROM shop.orders") == 2
+            await tx.execute(f"INSERT INTO {orders} VALUES (2, 'jam')")
+            assert await tx.fetchval(f"SELECT COUNT(*) FROM {orders}") == 2
         assert router.last_gtid is not None
         assert router.last_gtid != written.gtid
 
 
-async def test_least_lag_prefers_the_replica_that_is_caught_up(make_cluster: MakeCluster) -> None:
-    cluster = await make_cluster(replicas=2)
-    await delay(cluster, "db2", 3600)  # healthy, but a transaction behind after the insert
-    async with Router(cluster.app, strategy="least_lag") as router:
-        written = await router.execute("INSERT INTO shop.orders VALUES (1, 'tea')")
+async def test_least_lag_prefers_the_replica_that_is_caught_up(
+    shared_cluster: Cluster, orders: str
+) -> None:
+    cluster = shared_cluster
+    async with delayed(cluster, "db2"), Router(cluster.app, strategy="least_lag") as router:
+        # db2 stays healthy, but a transaction behind after this insert
+        written = await router.execute(f"INSERT INTO {orders} VALUES (1, 'tea')")
         async with setup.admin(cluster.nodes["db3"]) as s:  # db3 has it, db2 will not
             assert await s.fetchval("SELECT MASTER_GTID_WAIT(%s, 10)", (written.gtid,)) == 0
         await router.refresh()
@@ -53,12 +55,11 @@ async def test_least_lag_prefers_the_replica_that_is_caught_up(make_cluster: Mak
 
 
 async def test_a_replica_past_the_lag_limit_is_skipped_until_it_catches_up(
-    make_cluster: MakeCluster,
+    shared_cluster: Cluster, orders: str
 ) -> None:
-    cluster = await make_cluster(replicas=2)
-    await delay(cluster, "db3", 3600)  # db3 applies nothing for an hour
-    async with Router(cluster.app, max_behind=0) as router:
-        written = await router.execute("INSERT INTO shop.orders VALUES (1, 'tea')")
+    cluster = shared_cluster
+    async with delayed(cluster, "db3"), Router(cluster.app, max_behind=0) as router:
+        written = await router.execute(f"INSERT INTO {orders} VALUES (1, 'tea')")
         async with setup.admin(cluster.nodes["db2"]) as s:
             assert await s.fetchval("SELECT MASTER_GTID_WAIT(%s, 10)", (written.gtid,)) == 0
         await router.refresh()
@@ -67,6 +68,16 @@ async def test_a_replica_past_the_lag_limit_is_skipped_until_it_catches_up(
         assert reads(router) == {"db2": 10}
         await delay(cluster, "db3", 0)
         await wait_until(lambda: reads_after(router, "db3"), router)
+
+
+@asynccontextmanager
+async def delayed(cluster: Cluster, node: str) -> AsyncIterator[None]:
+    """A replica that applies nothing for an hour, for the block."""
+    await delay(cluster, node, 3600)
+    try:
+        yield
+    finally:
+        await delay(cluster, node, 0)
 
 
 async def delay(cluster: Cluster, node: str, seconds: int) -> None:
@@ -92,18 +103,17 @@ async def wait_until(check, router: Router, timeout: float = 20.0) -> None:
 
 
 @pytest.mark.slow
-async def test_read_your_writes_10000_times(make_cluster: MakeCluster) -> None:
+async def test_read_your_writes_10000_times(shared_cluster: Cluster, orders: str) -> None:
     """A write followed at once by a read through the router always sees it, and the
     reads are served by the replicas (not all sent to the primary)."""
-    cluster = await make_cluster(replicas=2)
-    async with Router(cluster.app, wait_timeout=1.0) as router:
+    async with Router(shared_cluster.app, wait_timeout=1.0) as router:
 
         async def client(first: int, count: int) -> list[int]:
             me = router.causal()
             missed = []
             for i in range(first, first + count):
-                await me.execute("INSERT INTO shop.orders VALUES (%s, 'tea')", (i,))
-                if await me.fetchval("SELECT id FROM shop.orders WHERE id = %s", (i,)) != i:
+                await me.execute(f"INSERT INTO {orders} VALUES (%s, 'tea')", (i,))
+                if await me.fetchval(f"SELECT id FROM {orders} WHERE id = %s", (i,)) != i:
                     missed.append(i)
             return missed
 

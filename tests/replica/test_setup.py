@@ -8,7 +8,7 @@ from sdlab import sql
 from sdlab.infra.pytest_plugin import Servers
 from sdlab.replica import ReplicationBroken, observe_all, setup
 from sdlab.replica.topology import behind, covers, parse_position
-from tests.replica.conftest import MakeCluster
+from tests.replica.conftest import Cluster, MakeCluster
 
 
 def test_gtid_positions_compare_per_domain() -> None:
@@ -85,23 +85,24 @@ async def test_the_topology_says_who_is_who(make_cluster: MakeCluster) -> None:
     assert topology.primary.name == "db1"
 
 
-async def test_the_application_user_is_stopped_by_read_only(make_cluster: MakeCluster) -> None:
+async def test_the_application_user_is_stopped_by_read_only(
+    shared_cluster: Cluster, orders: str
+) -> None:
     """What a switchover relies on: the application user's writes are refused on a
     read-only node (root's are not: MariaDB 10.11 gives it READ_ONLY ADMIN)."""
-    cluster = await make_cluster(replicas=1)
-    async with sql.Database(cluster.app["db2"], max_size=1) as replica:
+    async with sql.Database(shared_cluster.app["db2"], max_size=1) as replica:
         with pytest.raises(sql.SQLError) as refused:
-            await replica.execute("INSERT INTO shop.orders VALUES (1, 'tea')")
+            await replica.execute(f"INSERT INTO {orders} VALUES (1, 'tea')")
         assert refused.value.code == 1290
 
 
-async def test_verify_names_a_replica_that_does_not_replicate(make_cluster: MakeCluster) -> None:
-    cluster = await make_cluster(replicas=2, table=False)
-    async with setup.admin(cluster.nodes["db3"]) as s:
+async def test_verify_names_a_replica_that_does_not_replicate(shared_cluster: Cluster) -> None:
+    nodes = shared_cluster.nodes
+    async with setup.admin(nodes["db3"]) as s:
         await s.execute("STOP SLAVE")
-    with pytest.raises(ReplicationBroken, match=r"db3: .*IO thread No.*SQL thread No"):
-        await setup.verify(
-            cluster.nodes["db1"],
-            {"db2": cluster.nodes["db2"], "db3": cluster.nodes["db3"]},
-            timeout=1,
-        )
+    try:
+        with pytest.raises(ReplicationBroken, match=r"db3: .*IO thread No.*SQL thread No"):
+            await setup.verify(nodes["db1"], {"db2": nodes["db2"], "db3": nodes["db3"]}, timeout=1)
+    finally:
+        async with setup.admin(nodes["db3"]) as s:
+            await s.execute("START SLAVE")
