@@ -1,6 +1,6 @@
 """Set up GTID replication from one primary to N replicas, and prove it works.
 
-    nodes = await setup.build(primary_url, [replica_url, ...], semisync=False)
+    await setup.build(primary_url, [replica_url, ...], semisync=False)
 
 The steps, in order, each one a function of its own:
 
@@ -31,6 +31,7 @@ the application connecting as that user.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -148,13 +149,22 @@ async def user_databases(url: str) -> list[str]:
     return [name for name in names if name not in SYSTEM_DATABASES]
 
 
-def _client_args(url: str) -> list[str]:
+def _client(program: str, url: str, *args: str) -> tuple[list[str], dict[str, str]]:
+    """The argv and environment of a MariaDB client program for `url`. The password
+    goes in MYSQL_PWD, not the argv, which every user's `ps` shows."""
     parts = urlsplit(url)
-    args = [f"--host={parts.hostname or '127.0.0.1'}", f"--port={parts.port or 3306}"]
-    args.append(f"--user={unquote(parts.username or 'root')}")
+    argv = [
+        program,
+        f"--host={parts.hostname or '127.0.0.1'}",
+        f"--port={parts.port or 3306}",
+        f"--user={unquote(parts.username or 'root')}",
+        *args,
+    ]
+    env = dict(os.environ)
+    env.pop("MYSQL_PWD", None)
     if parts.password:
-        args.append(f"--password={unquote(parts.password)}")
-    return args
+        env["MYSQL_PWD"] = unquote(parts.password)
+    return argv, env
 
 
 _SNAPSHOT_POSITION = re.compile(r"SET GLOBAL gtid_slave_pos\s*=\s*'([^']*)'")
@@ -171,9 +181,9 @@ async def seed(primary: str, replica: str) -> str:
     if not databases:  # nothing to copy: the position is the whole of it
         async with admin(primary) as s:
             return str(await s.fetchval("SELECT @@gtid_binlog_pos"))
-    dump = [
+    dump, dump_env = _client(
         "mariadb-dump",
-        *_client_args(primary),
+        primary,
         "--single-transaction",
         "--gtid",
         "--master-data=2",
@@ -183,11 +193,11 @@ async def seed(primary: str, replica: str) -> str:
         "--add-drop-database",
         "--databases",
         *databases,
-    ]
-    load = ["mariadb", *_client_args(replica), "--init-command=SET SESSION sql_log_bin = 0"]
+    )
+    load, load_env = _client("mariadb", replica, "--init-command=SET SESSION sql_log_bin = 0")
     pipe = asyncio.subprocess.PIPE
-    dumper = await asyncio.create_subprocess_exec(*dump, stdout=pipe, stderr=pipe)
-    loader = await asyncio.create_subprocess_exec(*load, stdin=pipe, stderr=pipe)
+    dumper = await asyncio.create_subprocess_exec(*dump, stdout=pipe, stderr=pipe, env=dump_env)
+    loader = await asyncio.create_subprocess_exec(*load, stdin=pipe, stderr=pipe, env=load_env)
     assert dumper.stdout is not None
     assert loader.stdin is not None
     position, head = None, b""
