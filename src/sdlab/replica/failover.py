@@ -65,8 +65,10 @@ async def switchover(
     async with admin(old.url) as s:
         # It never replicated: what it has applied is what it wrote.
         await s.execute("SET GLOBAL gtid_slave_pos = @@gtid_binlog_pos")
-    others = [n for n in topology if n.name != new_primary and n.reachable]
-    await asyncio.gather(*(attach(n.url, new.url) for n in others))
+    # The replicas and the old primary; a detached node (an old primary back after a
+    # failover) may hold transactions nobody else has, and stays as it is.
+    others = [n for n in topology if n.name != new_primary and topology.role(n) == "replica"]
+    await asyncio.gather(*(attach(n.url, new.url) for n in [old, *others]))
     return await observe_all(nodes)
 
 

@@ -15,10 +15,10 @@ primary restarted after a failover, for instance.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, replace
-from typing import Any, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 from sdlab import sql
 from sdlab.failure import describe
@@ -112,7 +112,7 @@ class Topology:
 
     nodes: tuple[NodeState, ...]
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[NodeState]:
         return iter(self.nodes)
 
     def node(self, name: str) -> NodeState:
