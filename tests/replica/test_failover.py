@@ -8,7 +8,15 @@ import itertools
 
 import pytest
 
-from sdlab.replica import PrimaryUnavailable, Router, failover, observe_all, setup, switchover
+from sdlab.replica import (
+    PrimaryUnavailable,
+    ReplicaError,
+    Router,
+    failover,
+    observe_all,
+    setup,
+    switchover,
+)
 from tests.replica.conftest import Cluster, MakeCluster
 
 
@@ -94,3 +102,12 @@ async def test_failover_after_the_replicas_fell_behind(
     lost = committed - await stored(primary.url)
     assert (len(lost) == 0) if semisync else (len(lost) > 0)
     assert failed > 0  # writes did fail while there was no primary: the test saw the gap
+
+
+async def test_failover_refuses_a_live_primary_unless_forced(make_cluster: MakeCluster) -> None:
+    cluster = await make_cluster(replicas=1)
+    with pytest.raises(ReplicaError, match="db1 answers: use switchover"):
+        await failover(cluster.nodes)
+    topology = await failover(cluster.nodes, force=True)
+    assert [topology.role(n) for n in topology] == ["detached", "primary"]
+    assert topology.node("db1").read_only  # it cannot take writes beside the new primary

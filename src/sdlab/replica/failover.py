@@ -76,11 +76,16 @@ async def failover(
     nodes: Mapping[str, str], *, timeout: float = 10.0, force: bool = False
 ) -> Topology:
     """Promote the most advanced replica after the primary died; repoint the others.
-    Refuses while the primary still answers (that is a switchover), unless `force`."""
+    Refuses while the primary still answers (that is a switchover), unless `force`: then
+    the old primary is made read-only first, so that it cannot take writes beside the new
+    one, and left detached (what it had and no replica received is not copied)."""
     topology = await observe_all(nodes)
     old = topology.primary
-    if old is not None and old.reachable and topology.role(old) == "primary" and not force:
-        raise ReplicaError(f"the primary {old.name} answers: use switchover, not failover")
+    if old is not None and old.reachable and topology.role(old) == "primary":
+        if not force:
+            raise ReplicaError(f"the primary {old.name} answers: use switchover, not failover")
+        async with admin(old.url) as s:
+            await s.execute("SET GLOBAL read_only = 1")
     replicas = [n for n in topology if n.reachable and n.source is not None]
     if not replicas:
         raise NoCandidate(f"no replica answers: {_roles(topology)}")

@@ -123,14 +123,18 @@ class Topology:
 
     @property
     def primary(self) -> NodeState | None:
-        """The node the replicas replicate from (even if it is down), else the one node
-        that answers and replicates from nobody; None if that is not clear."""
+        """The node the replicas replicate from (even if it is down); with no replica,
+        the one node that answers (or the one writable node among those that do); None
+        if that is not clear."""
         sources = [n.source for n in self.nodes if n.reachable and n.source is not None]
         if sources:
             address = max(set(sources), key=sources.count)
             return next((n for n in self.nodes if n.address == address), None)
         alone = [n for n in self.nodes if n.reachable]
-        return alone[0] if len(alone) == 1 else None
+        writable = [n for n in alone if not n.read_only]
+        if len(alone) == 1:
+            return alone[0]
+        return writable[0] if len(writable) == 1 else None
 
     @property
     def replicas(self) -> list[NodeState]:
