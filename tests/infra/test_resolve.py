@@ -132,6 +132,32 @@ def test_an_orphan_is_swept_when_its_owner_died(state_dir) -> None:
     assert not Path(home).exists()
 
 
+def test_a_kept_group_outlives_its_process_until_down(state_dir) -> None:
+    """`mariadb(keep=...)` servers stay when their process exits; `kept` finds them,
+    they can be crashed and started again from another process, `down` removes them."""
+    script = "from sdlab import infra; print(infra.mariadb(1, keep='cluster')[0].port)"
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SDLAB_STATE_DIR": str(state_dir)},
+        check=True,
+    )
+    (server,) = infra.kept("cluster")
+    assert server.port == int(done.stdout)
+    assert server.answers()
+    server.kill()
+    assert not server.answers()
+    server.start()
+    assert infra.kept("cluster")[0].pid == server.pid  # the record follows the restart
+    stopped = infra.down()
+    assert [s.port for s in stopped] == [server.port]
+    assert not port_is_open(server.port)
+    assert infra.kept("cluster") == []
+    with pytest.raises(ValueError, match="names no service"):
+        infra.kept("mysql")
+
+
 def test_down_leaves_other_owners_instances_alone(state_dir) -> None:
     with infra.redis() as (mine,):
         infra.down()

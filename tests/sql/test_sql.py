@@ -55,6 +55,27 @@ def test_with_database_keeps_credentials_port_and_query() -> None:
 def test_with_database_on_sqlite_names_a_file(url: str, name: str, expected: str) -> None:
     assert sql.with_database(url, name) == expected
     assert sql.database_of(expected) == name
+async def test_with_user_logs_in_as_another_user(db_url: str) -> None:
+    """The same server and database as another user (a password with URL characters)."""
+    async with sql.Database(db_url, max_size=1) as db:
+        if db.dialect.engine == "mariadb":
+            await db.execute("CREATE USER IF NOT EXISTS 'sdlab_t'@'%' IDENTIFIED BY 'p@ss:/w'")
+            await db.execute("GRANT SELECT ON *.* TO 'sdlab_t'@'%'")
+        else:
+            await db.execute("DROP ROLE IF EXISTS sdlab_t")
+            await db.execute("CREATE ROLE sdlab_t LOGIN PASSWORD 'p@ss:/w'")
+    other = sql.with_user(db_url, "sdlab_t", "p@ss:/w")
+    assert sql.database_of(other) == sql.database_of(db_url)
+    assert sql.redact(other).startswith(db_url.split("://")[0] + "://sdlab_t:***@")
+    try:
+        async with sql.Database(other, max_size=1) as db:
+            assert await db.fetchval("SELECT current_user") in ("sdlab_t", "sdlab_t@%")
+    finally:
+        async with sql.Database(db_url, max_size=1) as db:
+            drop = (
+                "DROP USER 'sdlab_t'@'%'" if db.dialect.engine == "mariadb" else "DROP ROLE sdlab_t"
+            )
+            await db.execute(drop)
 
 
 def test_an_unknown_scheme_is_a_named_error() -> None:
@@ -91,6 +112,11 @@ async def test_a_session_runs_statement_after_statement(db: sql.Database) -> Non
         with pytest.raises(sql.SQLError):
             await s.run("SELEC 1")
         assert await s.fetch("SELECT user_id FROM seats WHERE id = 2") == [(3,)]
+async def test_a_result_names_its_columns(db: sql.Database) -> None:
+    result = await db.run("SELECT id, user_id AS owner FROM seats ORDER BY id")
+    assert result.columns == ("id", "owner")
+    assert result.records() == [{"id": 1, "owner": None}, {"id": 2, "owner": None}]
+    assert (await db.run("UPDATE seats SET user_id = 1 WHERE id = 1")).columns == ()
 
 
 async def test_upsert_and_insert_ignore(db: sql.Database) -> None:

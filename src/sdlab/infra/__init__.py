@@ -14,7 +14,7 @@ one of sdlab's own servers (`sdlab kv serve`, ...) in a process of its own.
 
 from sdlab.infra.errors import BinaryNotFound, InfraError, ServiceUnreachable, StartFailed
 from sdlab.infra.instance import Instance, Instances
-from sdlab.infra.private import kafka, mariadb, postgres, rabbitmq, redis
+from sdlab.infra.private import kafka, kept, mariadb, postgres, rabbitmq, redis, release
 from sdlab.infra.process import ProcessFailed, ServerProcess, sdlab_command
 from sdlab.infra.resolve import Health, down, endpoint, status, up
 from sdlab.infra.service import Endpoint, Service
@@ -36,10 +36,12 @@ __all__ = [
     "down",
     "endpoint",
     "kafka",
+    "kept",
     "mariadb",
     "postgres",
     "rabbitmq",
     "redis",
+    "release",
     "sdlab_command",
     "service",
     "status",

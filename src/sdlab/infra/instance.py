@@ -11,7 +11,10 @@ Two lifetimes share this class:
   at interpreter exit. If the owner dies without closing, `sweep_orphans()` (run
   by `sdlab infra up` and `down`) finds the instance by its recorded owner pid.
 - persistent: the private primary that `sdlab infra up` starts when no server
-  answers; it outlives the command and is stopped by `sdlab infra down`.
+  answers, and the members of a kept group (`start_many(..., group=...)`: the
+  servers of a cluster a command starts for later commands, e.g. `sdlab replica up`);
+  they outlive the command and are stopped by `sdlab infra down` (a group also by
+  `close_group`).
 
 Start-up goes through mirakuru, which launches the process in its own session and
 waits until a real protocol probe answers (`Service.check`).
@@ -41,7 +44,7 @@ from mirakuru.exceptions import AlreadyRunning, ProcessExitedWithError, TimeoutE
 
 from sdlab.infra.errors import StartFailed
 from sdlab.infra.service import Launch, Service, log_excerpt, port_is_open, run_sync
-from sdlab.infra.services import service
+from sdlab.infra.services import SERVICES, service
 
 _START_ATTEMPTS = 3
 T = TypeVar("T")
@@ -293,21 +296,29 @@ def start(
     *,
     options: Mapping[str, Any] | None = None,
     persistent: bool = False,
+    group: str | None = None,
     root: Path,
 ) -> Instance:
     """Start one private instance under `root` and return it once it answers.
 
     Ephemeral instances live in `root/run/<service>-<port>/`, the persistent one in
-    `root/managed/<service>/`.
+    `root/managed/<service>/`, a kept group's members (persistent too) in
+    `root/managed/<group>/<service>-<port>/`.
     """
+    if group is not None:
+        _check_group(group)
+        persistent = True
     for _ in range(_START_ATTEMPTS):
         port = port_for.select_random()
-        if persistent:
+        if group is not None:
+            home = root / "managed" / group / f"{service.name}-{port}"
+        elif persistent:
             home = root / "managed" / service.name
         else:
             home = root / "run" / f"{service.name}-{port}"
         try:
-            home.mkdir(parents=True, exist_ok=persistent)  # also reserves the port among us
+            # Also reserves the port among us (the one persistent primary reuses its home).
+            home.mkdir(parents=True, exist_ok=persistent and group is None)
         except FileExistsError:
             continue
         instance = Instance(service, home, port, options, persistent=persistent)
@@ -333,9 +344,15 @@ def start(
 
 
 def start_many(
-    service: Service, n: int, *, options: Mapping[str, Any] | None, root: Path
+    service: Service,
+    n: int,
+    *,
+    options: Mapping[str, Any] | None,
+    root: Path,
+    group: str | None = None,
 ) -> Instances:
-    """Start `n` instances in parallel; if one fails, close the others and raise."""
+    """Start `n` instances in parallel; if one fails, close the others and raise.
+    With `group`, they are kept after this process exits (see `group_members`)."""
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
     started = Instances()
@@ -343,7 +360,7 @@ def start_many(
 
     def one(_: int) -> None:
         try:
-            instance = start(service, options=options, root=root)
+            instance = start(service, options=options, root=root, group=group)
         except BaseException as exc:
             errors.append(exc)
         else:
@@ -355,6 +372,42 @@ def start_many(
         raise errors[0]
     started.sort(key=lambda instance: instance.port)
     return started
+
+
+def group_members(root: Path, group: str) -> Instances:
+    """The kept instances of `group` (running or not), by port; empty if none."""
+    _check_group(group)
+    members = Instances()
+    for home in sorted((root / "managed" / group).glob("*")):
+        try:
+            members.append(Instance.load(home))
+        except (OSError, ValueError, KeyError):
+            continue  # half-created: close_group removes the directory anyway
+    members.sort(key=lambda member: member.port)
+    return members
+
+
+def groups(root: Path) -> list[str]:
+    """The names of the kept groups under `root`."""
+    managed = root / "managed"
+    if not managed.is_dir():
+        return []
+    return sorted(  # the other folders there hold the per-service persistent instances
+        path.name for path in managed.iterdir() if path.is_dir() and path.name not in SERVICES
+    )
+
+
+def close_group(root: Path, group: str) -> Instances:
+    """Stop a kept group's instances and remove their data; the ones it closed."""
+    members = group_members(root, group)
+    members.close()
+    shutil.rmtree(root / "managed" / group, ignore_errors=True)
+    return members
+
+
+def _check_group(group: str) -> None:
+    if not group.isidentifier() or group in SERVICES:
+        raise ValueError(f"a group is named by an identifier that names no service (not {group!r})")
 
 
 def sweep_orphans(root: Path) -> list[Instance]:

@@ -193,7 +193,8 @@ def up(
 
 
 def down(report: Report = lambda _: None) -> list[Instance]:
-    """Stop the private instances this state directory manages, and orphans; remove
+    """Stop the private instances this state directory manages (kept groups too), and
+    orphans; remove
     their data and the logs kept from failed starts. Servers sdlab did not start are
     left alone."""
     root = state_root()
@@ -204,6 +205,12 @@ def down(report: Report = lambda _: None) -> list[Instance]:
             report(f"stopping the private {svc.title} on 127.0.0.1:{own.port}")
             own.close()
             stopped.append(own)
+    for group in instance.groups(root):
+        for member in instance.close_group(root, group):
+            report(
+                f"stopped the private {member.service.title} on 127.0.0.1:{member.port} ({group})"
+            )
+            stopped.append(member)
     for orphan in instance.sweep_orphans(root):
         report(f"stopped an orphaned private {orphan.service.title} on 127.0.0.1:{orphan.port}")
         stopped.append(orphan)

@@ -7,7 +7,8 @@
             await tx.execute("UPDATE seats SET user_id = %s WHERE id = %s", (7, 12))
     # a deadlock raises sql.Deadlock, a lock wait sql.LockWaitTimeout, whatever the engine
 
-- `urls`: engine, database and address of a URL; `with_database` without string surgery
+- `urls`: engine, database and address of a URL; `with_database`, `with_user` without
+  string surgery
 - `dialect`: placeholders, quoting (one rule for names), upsert, per engine
 - `errors`: named errors classified from the drivers' codes
 - `database`: `Session` (one connection), `Database` (a pool of them), `connect()`
@@ -32,7 +33,15 @@ from sdlab.sql.errors import (
     UnknownDatabase,
     translate,
 )
-from sdlab.sql.urls import Engine, address_of, database_of, engine_of, redact, with_database
+from sdlab.sql.urls import (
+    Engine,
+    address_of,
+    database_of,
+    engine_of,
+    redact,
+    with_database,
+    with_user,
+)
 
 __all__ = [
     "ISOLATION_LEVELS",
@@ -70,4 +79,5 @@ __all__ = [
     "scratch_database",
     "translate",
     "with_database",
+    "with_user",
 ]

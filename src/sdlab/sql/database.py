@@ -66,6 +66,13 @@ class Result(NamedTuple):
     rows: list[tuple[Any, ...]]
     rowcount: int
     lastrowid: int | None = None  # MariaDB: AUTO_INCREMENT or LAST_INSERT_ID(expr)
+    columns: tuple[str, ...] = ()
+    """The names of the result's columns, in order (empty if it returns no rows)."""
+
+    def records(self) -> list[dict[str, Any]]:
+        """The rows as dicts by column name, for statements whose columns are many or
+        not known in advance (`SHOW SLAVE STATUS`, `SHOW STATUS`)."""
+        return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
 
 
 class Session:
@@ -88,8 +95,12 @@ class Session:
             cur = self._cursor
             # No parameters: no %-formatting, so a literal % in the SQL stays as it is.
             await cur.execute(sql, tuple(params) if params else None)
-            rows = list(await cur.fetchall()) if cur.description else []
-            return Result(rows, cur.rowcount, cur.lastrowid if self._mariadb else None)
+            if cur.description:
+                rows = list(await cur.fetchall())
+                columns = tuple(str(column[0]) for column in cur.description)
+            else:
+                rows, columns = [], ()
+            return Result(rows, cur.rowcount, cur.lastrowid if self._mariadb else None, columns)
         except Exception as exc:
             named = translate(exc)
             if named is None:

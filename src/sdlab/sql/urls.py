@@ -10,7 +10,7 @@ Every change goes through `urlsplit`, so a `?query` and credentials survive it.
 from __future__ import annotations
 
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from sdlab.sql.errors import UnknownDatabase
 
@@ -54,6 +54,13 @@ def with_database(url: str, name: str) -> str:
         query = f"?{parts.query}" if parts.query else ""
         return f"{parts.scheme}:///{name}{query}"
     return urlunsplit(parts._replace(path=f"/{name}" if name else "/"))
+
+
+def with_user(url: str, user: str, password: str | None = None) -> str:
+    """The same server, database and query, logged in as another user."""
+    parts = urlsplit(url)
+    login = quote(user, safe="") + (f":{quote(password, safe='')}" if password else "")
+    return urlunsplit(parts._replace(netloc=f"{login}@{parts.netloc.rpartition('@')[2]}"))
 
 
 def address_of(url: str) -> str:
