@@ -1,0 +1,1 @@
+"""Database sharding: routers, a versioned shard map, a sharded repository, resharding."""
