@@ -155,15 +155,12 @@ class Reads(Experiment):
             async def top(_: int) -> object:
                 return await users.page(limit=100, order="name")
 
-            with bench.progress("point reads", total=3) as advance:
-                await _time(routed, sample[:200])  # warm-up: pools, caches
-                await _time(known, sample[:200])
-                through = await _time(routed, sample)
-                advance()
-                alone = await _time(known, sample)
-                advance()
-                computed = await _time(straight, sample)
-                advance()
+            with bench.progress("point reads", total=len(sample)) as advance:
+                await _interleaved({"a": routed, "b": known}, sample[:200], lambda: None)
+                timed = await _interleaved(
+                    {"through": routed, "alone": known, "computed": straight}, sample, advance
+                )
+            through, alone, computed = timed["through"], timed["alone"], timed["computed"]
             rows.append(_row("point read straight to its shard", alone))
             rows.append(_row("point read, shard computed, then straight", computed))
             rows.append(_row("point read through the router", through))
@@ -240,6 +237,23 @@ async def _time(call: Callable[[int], Awaitable[object]], keys: list[int]) -> La
         with latency.time():
             await call(key)
     return latency
+
+
+async def _interleaved(
+    calls: dict[str, Callable[[int], Awaitable[object]]],
+    keys: list[int],
+    advance: Callable[[], None],
+) -> dict[str, Latency]:
+    """Each key read by every call in turn (the order rotating), so that the machine's
+    other work falls on all of them alike."""
+    latencies = {name: Latency() for name in calls}
+    order = list(calls.items())
+    for i, key in enumerate(keys):
+        for name, call in order[i % len(order) :] + order[: i % len(order)]:
+            with latencies[name].time():
+                await call(key)
+        advance()
+    return latencies
 
 
 def _row(read: str, latency: Latency) -> dict[str, Any]:
