@@ -43,5 +43,5 @@ def test_serve_then_reshard_to_three_shards() -> None:
         assert serve.stop() in (0, 130)  # 130: uvicorn re-raises the Ctrl-C it handled
     for shard in shards["shards"]:  # its shard servers stopped with it
         host, port = shard["address"].split(":")
-        with pytest.raises(ConnectionRefusedError), socket.create_connection((host, int(port)), timeout=1):
-            pass
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((host, int(port)), timeout=1).close()
