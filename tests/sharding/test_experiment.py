@@ -7,7 +7,7 @@ from rich.progress import Progress
 
 from sdlab.bench import Bench
 from sdlab.infra.pytest_plugin import Endpoints
-from sdlab.sharding.experiment import Reads, Routing
+from sdlab.sharding.experiment import Move, Reads, Routing
 
 
 async def test_routing_moves_and_skew() -> None:
@@ -28,3 +28,14 @@ async def test_reads_through_the_router_and_spider(sdlab_endpoints: Endpoints) -
     assert "point read through Spider" in reads, outcome.notes
     assert not any("differs" in note for note in outcome.notes)
     assert any(note.startswith("Router overhead") for note in outcome.notes)
+
+
+@pytest.mark.slow
+async def test_moves_under_writes(sdlab_endpoints: Endpoints) -> None:
+    bench = Bench({"mysql": sdlab_endpoints["mysql"]}, Progress())
+    outcome = await Move(users=300, writers=2).run(bench)
+    assert [row["move"] for row in outcome.rows] == ["2 -> 3 shards", "3 -> 2 shards"]
+    for row in outcome.rows:
+        assert row["writers failed"] == 0
+        assert row["rows copied"] > 0
+        assert row["writes"] > 0

@@ -12,6 +12,10 @@ the same read sent straight to the right shard over the same SQL layer, one at a
 and, over the same two servers, a MariaDB Spider table (a third server whose table's
 partitions live on the shards), for the same point reads and a scatter top-100 by
 name, beside our merged top-100.
+
+`sharding-move` (three private MariaDB servers): online resharding 2 -> 3 shards and
+back while writers keep writing: rows moved, the cutover's length (the writers' pause),
+and the writes' latency during the move.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from sdlab import infra, sql
 from sdlab.bench import Bench, Chart, Experiment, Latency, Outcome, register
 from sdlab.ids.snowflake import Snowflake
 from sdlab.sharding.repository import ShardedUsers, create
+from sdlab.sharding.reshard import reshard
 from sdlab.sharding.routers import ROUTERS, key_hash, make_router
 from sdlab.sharding.spider import Spider, SpiderUnavailable
 
@@ -260,4 +265,101 @@ def _row(read: str, latency: Latency) -> dict[str, Any]:
     return {"read": read, **latency.summary(percentiles=(50, 99))}
 
 
-ALL = [Routing, Reads]
+@register
+@dataclass
+class Move(Experiment):
+    """Online resharding 2 -> 3 and back 3 -> 2 while writers insert, rename and delete:
+    rows moved, the cutover (the writers' pause), and the writes' latency meanwhile."""
+
+    name = "sharding-move"
+    system = "sharding"
+    title = "Sharding: online resharding under writes"
+    services = ("mysql",)
+
+    users: int = 20_000
+    writers: int = 4
+
+    @classmethod
+    def quick(cls) -> Self:
+        return cls(users=4_000, writers=3)
+
+    async def run(self, bench: Bench) -> Outcome:
+        servers = await asyncio.to_thread(infra.mariadb, 3)
+        try:
+            shard_urls = [sql.with_database(url, "sdlab_shard") for url in servers.urls]
+            server = bench.endpoint("mysql").url
+            async with sql.scratch_database(server, prefix="sdlab_sharding_move") as catalog:
+                await create(catalog, shard_urls[:2], "ring")
+                async with await ShardedUsers.open(catalog, machine=1) as users:
+                    direct = [await sql.Database(u, max_size=2).open() for u in shard_urls[:2]]
+                    try:
+                        await Reads(users=self.users)._load(bench, users, direct)
+                    finally:
+                        for db in direct:
+                            await db.close()
+                    rows = []
+                    with bench.progress("moves", total=2) as advance:
+                        for target in (shard_urls, shard_urls[:2]):
+                            rows.append(await self._move(users, catalog, target))
+                            advance()
+        finally:
+            await asyncio.to_thread(servers.close)
+        return Outcome(
+            rows,
+            notes=[
+                f"{self.users:,} users, ring router; {self.writers} writers (each its own "
+                "router process's view: its own map and pools), one write at a time each, "
+                "half inserts, a third renames, the rest deletes.",
+                "cutover: from fencing the old shards to publishing the new map; writes "
+                "routed by the old map wait, refused, for it (then go to the new shards).",
+                "The seed published no figures for sharding.",
+            ],
+        )
+
+    async def _move(self, users: ShardedUsers, catalog: str, target: list[str]) -> dict[str, Any]:
+        writers = [await ShardedUsers.open(catalog, machine=10 + i) for i in range(self.writers)]
+        stop = asyncio.Event()
+        latency = Latency()
+        failed = 0
+
+        async def write(w: ShardedUsers, seed: int) -> None:
+            nonlocal failed
+            rng = random.Random(seed)
+            mine: list[int] = []
+            while not stop.is_set():
+                with latency.time():
+                    roll = rng.random()
+                    if roll < 0.5 or not mine:
+                        mine.append((await w.insert(f"w{seed}", "w@x")).id)
+                    elif roll < 0.8:
+                        await w.update(rng.choice(mine), name=f"r{rng.randrange(1000)}")
+                    else:
+                        await w.delete(mine.pop(rng.randrange(len(mine))))
+
+        try:
+            tasks = [asyncio.create_task(write(w, i)) for i, w in enumerate(writers)]
+            await asyncio.sleep(0.3)
+            report = await reshard(users, target)
+            await asyncio.sleep(0.3)
+            stop.set()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            failed = sum(isinstance(r, BaseException) for r in results)
+        finally:
+            for w in writers:
+                await w.close()
+        return {
+            "move": f"{len(report.from_map.shards)} -> {len(report.to_map.shards)} shards",
+            "rows copied": report.rows_copied,
+            "changes replayed": report.changes_replayed,
+            "move (s)": report.seconds,
+            "cutover (ms)": report.cutover_ms,
+            "writes": latency.count,
+            "write p50 (ms)": latency.percentile_ms(50),
+            "write p99 (ms)": latency.percentile_ms(99),
+            "write max (ms)": latency.max_ms,
+            "rerouted": sum(w.rerouted for w in writers),
+            "writers failed": failed,
+        }
+
+
+ALL = [Routing, Reads, Move]
