@@ -362,4 +362,4 @@ class Move(Experiment):
         }
 
 
-ALL = [Routing, Reads, Move]
+ALL: list[type[Experiment]] = [Routing, Reads, Move]

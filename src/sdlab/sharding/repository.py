@@ -398,6 +398,8 @@ class ShardedUsers:
         if not 1 <= limit <= 1000:
             raise ValueError("limit must be between 1 and 1000")
         after = decode_cursor(cursor, order) if cursor else None
+        params: tuple[Any, ...]
+        sort: tuple[str, ...]
         if order == "id":
             where, params = ("id > %s", (after[0],)) if after else ("1 = 1", ())
             sort = ("id",)
