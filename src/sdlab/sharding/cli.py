@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from contextlib import ExitStack
 from enum import StrEnum
 from typing import Annotated
@@ -90,6 +91,9 @@ def serve(
 
     from sdlab.sharding.service import create_app
 
+    # uvicorn shuts down gracefully on SIGTERM, then raises it again with the handler it
+    # found: by default that ends the process at once, leaving the shard servers behind.
+    signal.signal(signal.SIGTERM, _interrupted)
     with ExitStack() as stack:
         started: list[Instances] = []
 
@@ -197,6 +201,10 @@ def experiment(quick: lab.Quick = False, out: lab.ReportDir = None) -> None:
 
     chosen = [cls.quick() if quick else cls() for cls in ALL]
     lab.run_as_command(chosen, quick=quick, out=out)
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _run(main: object) -> None:

@@ -303,7 +303,8 @@ class ShardedUsers:
             )
             if row is None:
                 raise UserNotFound(user_id)
-            new_name, new_email = name or row[0], email or row[1]
+            new_name = row[0] if name is None else name
+            new_email = row[1] if email is None else email
             await tx.execute(
                 "UPDATE users SET name = %s, email = %s WHERE id = %s",
                 (new_name, new_email, user_id),
