@@ -186,36 +186,38 @@ class _Copier:
             )
 
     async def catch_up(self) -> int:
-        """One pass over every current shard's change log; the number of keys replayed."""
+        """One batch from each current shard's change log; the number of keys replayed
+        (a log that grows as fast as it is read still lets the caller decide)."""
         done = 0
         for source_url in self.moving.shards:
             source = await self.users.shard(source_url)
-            while entries := await source.fetch(
+            entries = await source.fetch(
                 f"SELECT id, user_id FROM shard_changes ORDER BY id LIMIT {BATCH}"
-            ):
-                keys = sorted({user_id for _, user_id in entries})
-                marks = source.dialect.marks(len(keys))
-                v = self.version
-                rows = await source.fetch(
-                    f"SELECT {COLUMNS} FROM users WHERE id IN ({marks}) AND {VISIBLE}",
-                    (*keys, v, v),
-                )
-                present = {row[0] for row in rows}
-                leaving = [row for row in rows if self.home(row[0]) != source_url]
-                await self._put(leaving)
-                await _mark_leaving(source, [row[0] for row in leaving], v + 1)
-                for key in keys:
-                    home = self.home(key)
-                    if key not in present and home != source_url:
-                        target = await self.users.shard(home)
-                        await target.execute("DELETE FROM users WHERE id = %s", (key,))
-                ids = [entry_id for entry_id, _ in entries]
-                await source.execute(
-                    f"DELETE FROM shard_changes WHERE id IN ({source.dialect.marks(len(ids))})",
-                    ids,
-                )
-                done += len(keys)
-                self.replayed += len(keys)
+            )
+            if not entries:
+                continue
+            keys = sorted({user_id for _, user_id in entries})
+            marks = source.dialect.marks(len(keys))
+            v = self.version
+            rows = await source.fetch(
+                f"SELECT {COLUMNS} FROM users WHERE id IN ({marks}) AND {VISIBLE}",
+                (*keys, v, v),
+            )
+            present = {row[0] for row in rows}
+            leaving = [row for row in rows if self.home(row[0]) != source_url]
+            await self._put(leaving)
+            await _mark_leaving(source, [row[0] for row in leaving], v + 1)
+            for key in keys:
+                home = self.home(key)
+                if key not in present and home != source_url:
+                    target = await self.users.shard(home)
+                    await target.execute("DELETE FROM users WHERE id = %s", (key,))
+            ids = [entry_id for entry_id, _ in entries]
+            await source.execute(
+                f"DELETE FROM shard_changes WHERE id IN ({source.dialect.marks(len(ids))})", ids
+            )
+            done += len(keys)
+            self.replayed += len(keys)
         return done
 
 
