@@ -49,6 +49,19 @@ async def test_the_users_api(open_users: OpenUsers) -> None:
         assert sum(s["users"] for s in shards["shards"]) == 5
 
 
+async def test_a_catalog_that_is_down_is_503(open_users: OpenUsers, unused_port: int) -> None:
+    users = await open_users()
+    live = users.catalog.db
+    users.catalog.db = sql.Database(f"mysql://root@127.0.0.1:{unused_port}/nowhere", timeout=1)
+    try:
+        async with client(users) as http:
+            answer = await http.get("/shards")
+    finally:
+        users.catalog.db = live
+    assert answer.status_code == 503
+    assert answer.json()["detail"].startswith("the shard map's catalog: ")
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body"),
     [

@@ -174,7 +174,7 @@ class ShardedUsers:
     async def open(cls, catalog_url: str, **options: Any) -> ShardedUsers:
         """Open on the map in `catalog_url`'s database (created if missing)."""
         url = await sql.ensure_database(catalog_url, default="sdlab_sharding")
-        db = await sql.Database(url, max_size=2).open()
+        db = await sql.Database(url, max_size=2, timeout=5.0).open()
         try:
             catalog = Catalog(db)
             await catalog.ensure()

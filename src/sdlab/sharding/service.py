@@ -11,7 +11,8 @@
 A user is `{"id", "name", "email", "shard"}`; ids are JSON numbers (64-bit: JavaScript
 clients should read them as strings). Errors are JSON with a `detail`: 404 no such
 user, 422 a bad body, limit, order or cursor, 503 a shard that does not answer, named
-(`"shard": "shard-1"`): users on the other shards keep working, a listing needs them all.
+(`"shard": "shard-1"`): users on the other shards keep working, a listing needs them all;
+503 also when the catalog holding the shard map does not answer (when the map is read).
 (No `from __future__ import annotations` here: FastAPI reads the annotations at run time.)
 """
 
@@ -23,6 +24,7 @@ from fastapi import FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from sdlab.pool import PoolError
 from sdlab.sharding.repository import (
     ORDERS,
     BadCursor,
@@ -32,7 +34,7 @@ from sdlab.sharding.repository import (
 )
 from sdlab.sharding.reshard import MoveReport, reshard
 from sdlab.sharding.shardmap import ShardingError, shard_name
-from sdlab.sql import address_of
+from sdlab.sql import ConnectionLost, DatabaseUnavailable, address_of
 
 # Given the number of shards wanted, their URLs: the first ones of the current map, and
 # new servers started by whoever serves (`sdlab sharding serve` starts private ones).
@@ -77,6 +79,13 @@ def create_app(users: ShardedUsers, shard_source: ShardSource | None = None) -> 
     @app.exception_handler(BadCursor)
     async def bad_cursor(request: Request, exc: BadCursor) -> JSONResponse:
         return JSONResponse(status_code=422, content={"detail": str(exc)})
+
+    async def catalog_down(request: Request, exc: Exception) -> JSONResponse:
+        # Shards' failures are ShardUnavailable; what is left is the catalog's.
+        return JSONResponse(status_code=503, content={"detail": f"the shard map's catalog: {exc}"})
+
+    for error in (DatabaseUnavailable, ConnectionLost, PoolError):
+        app.add_exception_handler(error, catalog_down)
 
     @app.exception_handler(ShardingError)
     async def sharding_error(request: Request, exc: ShardingError) -> JSONResponse:
