@@ -193,6 +193,7 @@ def test_missing_packages_without_root_say_how_to_install(monkeypatch) -> None:
     monkeypatch.setattr(redis, "programs", missing)
     monkeypatch.setattr(resolve.os, "geteuid", lambda: 1000)
     monkeypatch.setattr(resolve, "TOOLS", {})
+    monkeypatch.setattr(resolve, "PLUGINS", {})
     with pytest.raises(InfraError, match=r"sudo apt-get install .* redis-server"):
         resolve.install_missing([redis, infra.service("kafka")])
     assert resolve.install_missing([infra.service("kafka")]) == []  # nothing missing
@@ -205,6 +206,17 @@ def test_missing_client_tools_are_installed_too(monkeypatch) -> None:
     monkeypatch.setattr(resolve, "TOOLS", {"no-such-program-sdlab": "no-such-package-sdlab"})
     monkeypatch.setattr(resolve.os, "geteuid", lambda: 1000)
     with pytest.raises(InfraError, match=r"sudo apt-get install .* no-such-package-sdlab"):
+        resolve.install_missing([infra.service("kafka")])
+
+
+def test_missing_server_plugins_are_installed_too(monkeypatch) -> None:
+    from sdlab.infra import resolve
+    from sdlab.infra.errors import InfraError
+
+    monkeypatch.setattr(resolve, "TOOLS", {})
+    monkeypatch.setattr(resolve, "PLUGINS", {"/no/such/plugin-sdlab.so": "no-such-plugin-sdlab"})
+    monkeypatch.setattr(resolve.os, "geteuid", lambda: 1000)
+    with pytest.raises(InfraError, match=r"sudo apt-get install .* no-such-plugin-sdlab"):
         resolve.install_missing([infra.service("kafka")])
 
 

@@ -247,6 +247,40 @@ async def test_a_lock_wait_timeout_and_nowait(db: sql.Database, db_url: str) -> 
         await waiter.close()
 
 
+async def test_for_share_lets_readers_in_and_keeps_writers_out(
+    db: sql.Database, db_url: str
+) -> None:
+    reader, other, writer = [await sql.connect(db_url) for _ in range(3)]
+    try:
+        share = f"SELECT user_id FROM seats WHERE id = 1 {reader.dialect.for_share}"
+        await reader.begin()
+        await reader.fetch(share)
+        await other.begin()
+        await other.fetch(share)  # a second share lock is granted at once
+        await other.rollback()
+        if writer.dialect.engine == "mariadb":
+            await writer.execute("SET SESSION innodb_lock_wait_timeout = 1")
+        else:
+            await writer.execute("SET lock_timeout = '300ms'")
+        with pytest.raises(sql.LockWaitTimeout):
+            await writer.execute("UPDATE seats SET user_id = 7 WHERE id = 1")
+        await reader.commit()
+        assert await writer.execute("UPDATE seats SET user_id = 7 WHERE id = 1") == 1
+    finally:
+        for session in (reader, other, writer):
+            await session.close()
+
+
+async def test_binary_collation_sorts_as_python_does(db: sql.Database) -> None:
+    collation = db.dialect.binary_collation
+    await db.execute(f"CREATE TABLE names (name VARCHAR(20) {collation} PRIMARY KEY)")
+    names = ["b", "B", "a", "a ", "Z", "é", "e", "ab", "a b"]  # "a " is not "a" (no padding)
+    for name in names:
+        await db.execute("INSERT INTO names (name) VALUES (%s)", (name,))
+    assert [n for (n,) in await db.fetch("SELECT name FROM names ORDER BY name")] == sorted(names)
+    assert await db.fetchval("SELECT COUNT(*) FROM names WHERE name > %s", ("a",)) == 6
+
+
 async def test_serialization_failure_on_postgres(postgres_db: str) -> None:
     async with sql.Database(postgres_db) as db:
         await db.execute("CREATE TABLE c (id int PRIMARY KEY, n int)")

@@ -230,9 +230,14 @@ TOOLS = {
 }
 
 
+# Server plugins that experiments load at run time (INSTALL SONAME) into private
+# servers: the file -> the Debian package that has it. Spider: sdlab.sharding's experiment.
+PLUGINS = {"/usr/lib/mysql/plugin/ha_spider.so": "mariadb-plugin-spider"}
+
+
 def install_missing(services: Iterable[Service], report: Report = lambda _: None) -> list[str]:
     """Install the Debian packages of services whose programs are missing, and of the
-    client tools in TOOLS (as root).
+    client tools in TOOLS and server plugins in PLUGINS (as root).
 
     Returns the packages installed. Raises InfraError when some are missing and
     this process cannot install them.
@@ -240,6 +245,7 @@ def install_missing(services: Iterable[Service], report: Report = lambda _: None
     needed = sorted(
         {svc.debian_package for svc in services if svc.debian_package and not _installed(svc)}
         | {package for program, package in TOOLS.items() if shutil.which(program) is None}
+        | {package for path, package in PLUGINS.items() if not Path(path).exists()}
     )
     if not needed:
         return []

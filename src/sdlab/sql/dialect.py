@@ -3,6 +3,8 @@
     d = dialect_for("postgresql://...")
     d.quote("seats")                       # "seats"     (MariaDB: `seats`)
     d.marks(3)                             # %s, %s, %s  (SQLite: ?, ?, ?)
+    d.for_share                            # FOR SHARE   (MariaDB 10.11: LOCK IN SHARE MODE)
+    d.binary_collation                     # COLLATE "C": text sorted as Python sorts str
     d.upsert("seats", ["id", "user_id"], key=["id"])
         # INSERT INTO "seats" ("id", "user_id") VALUES (%s, %s)
         #   ON CONFLICT ("id") DO UPDATE SET "user_id" = excluded."user_id"
@@ -42,6 +44,8 @@ class Dialect:
     placeholder: str
     quote_char: str
     now: str  # the current time, to the microsecond, as the server sees it
+    for_share: str = "FOR SHARE"  # after a SELECT: read-lock its rows until COMMIT
+    binary_collation: str = ""  # after a text type: compare by code point, as Python does
 
     def quote(self, name: str) -> str:
         """A checked identifier, quoted for this engine."""
@@ -93,10 +97,29 @@ class Dialect:
         return f"{insert} ON CONFLICT ({keys}) DO NOTHING"
 
 
-MARIADB = Dialect("mariadb", placeholder="%s", quote_char="`", now="NOW(6)")
-POSTGRESQL = Dialect("postgresql", placeholder="%s", quote_char='"', now="clock_timestamp()")
-SQLITE = Dialect(
-    "sqlite", placeholder="?", quote_char='"', now="strftime('%Y-%m-%d %H:%M:%f', 'now')"
+# MariaDB 10.11 has no FOR SHARE (MySQL 8 and MariaDB 11 do); LOCK IN SHARE MODE is the same.
+MARIADB = Dialect(
+    "mariadb",
+    placeholder="%s",
+    quote_char="`",
+    now="NOW(6)",
+    for_share="LOCK IN SHARE MODE",
+    binary_collation="CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin",
+)
+POSTGRESQL = Dialect(
+    "postgresql",
+    placeholder="%s",
+    quote_char='"',
+    now="clock_timestamp()",
+    binary_collation='COLLATE "C"',
+)
+SQLITE = Dialect(  # no row locks: a write transaction locks the whole file
+    "sqlite",
+    placeholder="?",
+    quote_char='"',
+    now="strftime('%Y-%m-%d %H:%M:%f', 'now')",
+    for_share="",
+    binary_collation="COLLATE BINARY",
 )
 
 _BY_ENGINE = {d.engine: d for d in (MARIADB, POSTGRESQL, SQLITE)}
