@@ -55,6 +55,8 @@ def test_with_database_keeps_credentials_port_and_query() -> None:
 def test_with_database_on_sqlite_names_a_file(url: str, name: str, expected: str) -> None:
     assert sql.with_database(url, name) == expected
     assert sql.database_of(expected) == name
+
+
 async def test_with_user_logs_in_as_another_user(db_url: str) -> None:
     """The same server and database as another user (a password with URL characters)."""
     async with sql.Database(db_url, max_size=1) as db:
@@ -112,6 +114,8 @@ async def test_a_session_runs_statement_after_statement(db: sql.Database) -> Non
         with pytest.raises(sql.SQLError):
             await s.run("SELEC 1")
         assert await s.fetch("SELECT user_id FROM seats WHERE id = 2") == [(3,)]
+
+
 async def test_a_result_names_its_columns(db: sql.Database) -> None:
     result = await db.run("SELECT id, user_id AS owner FROM seats ORDER BY id")
     assert result.columns == ("id", "owner")
