@@ -114,7 +114,10 @@ def load(path: Path | None = None, overrides: dict[str, Any] | None = None) -> C
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
+            message = str(exc)
+            if at := _AT.search(message):  # "... (at line 3, column 12)": the line first
+                message = f"line {at[1]}: {message[: at.start()]} (column {at[2]})"
+            raise ConfigError(f"{path}, {message}") from None
     for section, values in (overrides or {}).items():
         if isinstance(values, dict):
             data.setdefault(section, {}).update(values)
@@ -137,6 +140,7 @@ def load(path: Path | None = None, overrides: dict[str, Any] | None = None) -> C
     return config
 
 
+_AT = re.compile(r" \(at line (\d+), column (\d+)\)$")
 _TABLE = re.compile(r"^\s*\[\[?\s*([A-Za-z0-9_.-]+)\s*\]\]?")
 _KEY = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*=")
 
