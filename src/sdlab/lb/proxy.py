@@ -37,7 +37,6 @@ from typing import Any
 from sdlab.lb import proxy_protocol
 from sdlab.lb.backends import Backend, Pool
 
-HIGH_WATER = 256 * 1024  # bytes in one side's send buffer before the other is not read
 KEEP_BEFORE_PAUSE = 256 * 1024  # bytes kept while the backend connect is under way
 
 
@@ -85,6 +84,7 @@ class Proxy:
         self.clock = 0.0
         """Seconds, coarse: advanced by the idle sweep, read on every byte."""
         self.closing = False
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._finished = asyncio.Event()
         """Set when the last connection ends after `shutdown` began."""
         self._servers: list[asyncio.AbstractServer] = []
@@ -98,7 +98,7 @@ class Proxy:
         self, host: str, port: int, *, reuse_port: bool = False, backlog: int = 4096
     ) -> int:
         """Start accepting on host:port (0: any free port); return the port."""
-        loop = asyncio.get_running_loop()
+        loop = self.loop = asyncio.get_running_loop()
         server = await loop.create_server(
             self._session, host, port, backlog=backlog, reuse_port=reuse_port or None
         )
@@ -148,14 +148,21 @@ class Proxy:
 
     async def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
-        every = max(0.05, min(1.0, self.idle_timeout / 4))
+        # Timeouts to within a quarter of themselves (and a second): one sweep instead
+        # of a timer per connection.
+        every = max(0.05, min(1.0, self.idle_timeout / 4, self.connect_timeout / 4))
         while True:
             await asyncio.sleep(every)
             self.clock = loop.time()
-            horizon = self.clock - self.idle_timeout
-            for session in [s for s in self.connections if s.seen < horizon]:
-                self.stats.idle_closed += 1
-                session.abort()
+            idle = self.clock - self.idle_timeout
+            slow = self.clock - self.connect_timeout
+            for session in list(self.connections):
+                if session.connecting is not None:
+                    if session.seen < slow:
+                        session.connect_timed_out()
+                elif session.seen < idle:
+                    self.stats.idle_closed += 1
+                    session.abort()
 
 
 class Session(asyncio.Protocol):
@@ -173,7 +180,6 @@ class Session(asyncio.Protocol):
         "proxy",
         "seen",
         "timed_out",
-        "timer",
         "upstream",
         "upstream_eof",
         "upstream_gone",
@@ -191,7 +197,6 @@ class Session(asyncio.Protocol):
         self.client_eof = self.upstream_eof = False
         self.client_gone = self.upstream_gone = False
         self.connecting: asyncio.Task[Any] | None = None
-        self.timer: asyncio.TimerHandle | None = None
         self.timed_out = False
 
     # -- the client side --------------------------------------------------------------
@@ -200,7 +205,6 @@ class Session(asyncio.Protocol):
         self.client = transport
         proxy = self.proxy
         proxy.stats.accepted += 1
-        transport.set_write_buffer_limits(HIGH_WATER)
         if len(proxy.connections) >= proxy.max_connections:
             proxy.stats.queued += 1
             transport.pause_reading()
@@ -224,24 +228,25 @@ class Session(asyncio.Protocol):
         self.backend = backend
         backend.active += 1
         backend.connections += 1
-        loop = asyncio.get_running_loop()
+        loop = proxy.loop
+        assert loop is not None
         address = backend.address
+        self.seen = proxy.clock  # the sweep times the connect out from here
         self.connecting = task = loop.create_task(
-            loop.create_connection(lambda: Upstream(self), address.host, address.port)
+            loop.create_connection(self._upstream, address.host, address.port)
         )
         task.add_done_callback(self._connected)
-        self.timer = loop.call_later(proxy.connect_timeout, self._connect_timed_out)
 
-    def _connect_timed_out(self) -> None:
+    def _upstream(self) -> Upstream:
+        return Upstream(self)
+
+    def connect_timed_out(self) -> None:
         if self.connecting is not None:
             self.timed_out = True
             self.connecting.cancel()
 
     def _connected(self, task: asyncio.Task[Any]) -> None:
         self.connecting = None
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         if task.cancelled() and not self.timed_out:
             self._upstream_lost()  # cancelled because the client left
             return
@@ -326,7 +331,6 @@ class Session(asyncio.Protocol):
             transport.abort()
             return
         self.upstream = transport
-        transport.set_write_buffer_limits(HIGH_WATER)
         version = self.proxy.send_proxy
         if version is not None:
             client = self.client.get_extra_info("peername")
