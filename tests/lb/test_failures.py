@@ -204,3 +204,4 @@ async def test_ctrl_c_drains_the_balancer(tmp_path: Path) -> None:
         writer.close()
         assert await asyncio.to_thread(lb.lb.stop) == 0
         assert "0 connection(s) cut" in lb.lb.output()
+        assert "Traceback" not in lb.lb.output()  # uvicorn finished, was not cancelled

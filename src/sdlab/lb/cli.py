@@ -157,14 +157,18 @@ async def _serve(config: Config, *, worker: int) -> None:
             highlight=False,
         )
     await stop.wait()
+    closing = [balancer.close()]
     if admin is not None:
-        admin.should_exit = True
-    cut = await balancer.close()
+        server, serving = admin
+        server.should_exit = True
+        closing.append(serving)  # let uvicorn finish its own shutdown, not be cancelled
+    cut, *_ = await asyncio.gather(*closing)
     if worker == 0:
         console.print(f"stopped; {cut} connection(s) cut at the drain deadline", highlight=False)
 
 
-async def _start_admin(balancer: Any, config: Config) -> Any:
+async def _start_admin(balancer: Any, config: Config) -> tuple[Any, asyncio.Task[None]]:
+    """uvicorn serving the admin API in this loop, once it listens."""
     import uvicorn
 
     from sdlab.lb.service import create_app
@@ -189,7 +193,7 @@ async def _start_admin(balancer: Any, config: Config) -> Any:
             task.result()
             raise OSError(f"the admin API could not listen on port {config.admin.port}")
         await asyncio.sleep(0.01)
-    return server
+    return server, task
 
 
 @app.command()
@@ -248,7 +252,14 @@ def backends(
 
 
 @app.command()
-def bench(quick: lab.Quick = False, out: lab.ReportDir = None) -> None:
+def bench(
+    quick: lab.Quick = False,
+    out: lab.ReportDir = None,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="sdlab.lb worker processes (SO_REUSEPORT).")
+    ] = 1,
+    threads: Annotated[int, typer.Option(min=1, max=64, help="HAProxy's nbthread.")] = 1,
+) -> None:
     """wrk against a fast backend: direct, through sdlab.lb, through HAProxy (tcp mode,
     same backends, round robin, checks on), with keep-alive and with a new connection
     per request. Requests/s, p99, and each proxy's CPU per request, as ratios to HAProxy.
@@ -257,11 +268,13 @@ def bench(quick: lab.Quick = False, out: lab.ReportDir = None) -> None:
 
       sdlab lb bench --quick
 
-      sdlab lb bench --out /tmp/lb-report
+      sdlab lb bench --workers 2 --threads 2 --out /tmp/lb-report
     """
     from sdlab.lb.experiment import Benchmark
 
-    lab.run_as_command([Benchmark.quick() if quick else Benchmark()], quick=quick, out=out)
+    size = Benchmark.quick() if quick else Benchmark()
+    size.workers, size.threads = workers, threads
+    lab.run_as_command([size], quick=quick, out=out)
 
 
 @app.command()
