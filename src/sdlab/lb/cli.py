@@ -8,7 +8,7 @@ import contextlib
 import ctypes
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -157,7 +157,7 @@ async def _serve(config: Config, *, worker: int) -> None:
             highlight=False,
         )
     await stop.wait()
-    closing = [balancer.close()]
+    closing: list[Awaitable[Any]] = [balancer.close()]
     if admin is not None:
         server, serving = admin
         server.should_exit = True

@@ -43,17 +43,17 @@ class _Section(BaseModel):
 
 class Listen(_Section):
     host: str = "127.0.0.1"
-    port: int = Field(9090, ge=0, le=65535)
+    port: int = Field(default=9090, ge=0, le=65535)
     strategy: str = "round-robin"
-    max_connections: int = Field(10_000, ge=1)
-    connect_timeout: float = Field(3.0, gt=0)
-    idle_timeout: float = Field(300.0, gt=0)
-    drain_timeout: float = Field(30.0, ge=0)
+    max_connections: int = Field(default=10_000, ge=1)
+    connect_timeout: float = Field(default=3.0, gt=0)
+    idle_timeout: float = Field(default=300.0, gt=0)
+    drain_timeout: float = Field(default=30.0, ge=0)
     """At shutdown, seconds open connections get to finish before they are cut."""
     send_proxy: Literal[1, 2] | None = None
     """Send the PROXY protocol header (version 1 or 2) to backends."""
-    slow_start: float = Field(0.0, ge=0)
-    workers: int = Field(1, ge=1, le=64)
+    slow_start: float = Field(default=0.0, ge=0)
+    workers: int = Field(default=1, ge=1, le=64)
     """Processes sharing the port (SO_REUSEPORT), each with its own pool state."""
 
     @field_validator("strategy")
@@ -66,23 +66,23 @@ class Listen(_Section):
 
 class Admin(_Section):
     host: str = "127.0.0.1"
-    port: int = Field(9091, ge=0, le=65535)
+    port: int = Field(default=9091, ge=0, le=65535)
     enabled: bool = True
 
 
 class Health(_Section):
     check: Literal["tcp", "http", "none"] = "tcp"
-    interval: float = Field(2.0, gt=0)
-    timeout: float = Field(1.0, gt=0)
-    rise: int = Field(2, ge=1)
-    fall: int = Field(3, ge=1)
+    interval: float = Field(default=2.0, gt=0)
+    timeout: float = Field(default=1.0, gt=0)
+    rise: int = Field(default=2, ge=1)
+    fall: int = Field(default=3, ge=1)
     path: str = "/"
-    expect: int = Field(200, ge=100, le=599)
+    expect: int = Field(default=200, ge=100, le=599)
 
 
 class BackendEntry(_Section):
     address: str
-    weight: int = Field(1, ge=1, le=1000)
+    weight: int = Field(default=1, ge=1, le=1000)
 
     @field_validator("address")
     @classmethod
@@ -91,10 +91,10 @@ class BackendEntry(_Section):
 
 
 class Config(_Section):
-    listen: Listen = Listen()
-    admin: Admin = Admin()
-    health: Health = Health()
-    backend: list[BackendEntry] = []
+    listen: Listen = Field(default_factory=Listen)
+    admin: Admin = Field(default_factory=Admin)
+    health: Health = Field(default_factory=Health)
+    backend: list[BackendEntry] = Field(default_factory=list)
 
     def addresses(self) -> list[Address]:
         return [Address.parse(b.address) for b in self.backend]
@@ -129,12 +129,12 @@ def load(path: Path | None = None, overrides: dict[str, Any] | None = None) -> C
         error = exc.errors()[0]
         location = error["loc"]
         line = _line_of(text, location) if text else None
-        at = f"{where}, line {line}" if line else where
+        place = f"{where}, line {line}" if line else where
         key = ".".join(str(part) for part in location)
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown setting"
-        raise ConfigError(f"{at}: {key}: {message}") from None
+        raise ConfigError(f"{place}: {key}: {message}") from None
     if len({b.address for b in config.backend}) < len(config.backend):
         raise ConfigError(f"{where}: a backend is listed twice")
     return config

@@ -126,7 +126,7 @@ async def serve_backends(
 ) -> list[asyncio.AbstractServer]:
     """Start `count` demo backends on ports port..port+count-1 (port 0: free ports)."""
     loop = asyncio.get_running_loop()
-    servers = []
+    servers: list[asyncio.AbstractServer] = []
     for i in range(count):
         named: dict[str, str] = {}
         server = await loop.create_server(

@@ -137,13 +137,13 @@ class PoolCollector(Collector):
             )
         }
         for backend in pool:
-            name = [backend.name]
+            which = [backend.name]
             for each in State:
-                state.add_metric([*name, each.value], 1.0 if backend.state is each else 0.0)
-            gauges["active"].add_metric(name, backend.active)
-            gauges["weight"].add_metric(name, backend.weight)
+                state.add_metric([*which, each.value], 1.0 if backend.state is each else 0.0)
+            gauges["active"].add_metric(which, backend.active)
+            gauges["weight"].add_metric(which, backend.weight)
             for attribute, family in counters.items():
-                family.add_metric(name, getattr(backend, attribute))
+                family.add_metric(which, getattr(backend, attribute))
         yield state
         yield from gauges.values()
         yield from counters.values()
