@@ -345,11 +345,6 @@ class Session(asyncio.Protocol):
         if self.client_eof:
             transport.write_eof()
 
-    def upstream_data(self, data: bytes) -> None:
-        self.seen = self.proxy.clock
-        self.client.write(data)
-        self.backend.bytes_out += len(data)  # type: ignore[union-attr]
-
     def upstream_eof_received(self) -> None:
         self.upstream_eof = True
         if self.client_eof:
@@ -373,18 +368,25 @@ class Session(asyncio.Protocol):
 
 
 class Upstream(asyncio.Protocol):
-    """The backend connection of a session: passes every event to it."""
+    """The backend connection of a session: passes every event to it, but forwards
+    bytes itself (one Python call a read, not two)."""
 
-    __slots__ = ("session",)
+    __slots__ = ("backend", "client", "proxy", "session")
 
     def __init__(self, session: Session) -> None:
         self.session = session
+        self.proxy = session.proxy
+        self.client = session.client
+        assert session.backend is not None  # made only once a backend is picked
+        self.backend: Backend = session.backend
 
     def connection_made(self, transport: Any) -> None:
         self.session.upstream_made(transport)
 
     def data_received(self, data: bytes) -> None:
-        self.session.upstream_data(data)
+        self.session.seen = self.proxy.clock
+        self.client.write(data)
+        self.backend.bytes_out += len(data)
 
     def eof_received(self) -> bool:
         self.session.upstream_eof_received()
