@@ -15,7 +15,15 @@ def test_the_pool_table_is_there() -> None:
 
 
 @pytest.mark.parametrize(
-    "key", ["airline-checkin", "ids-simple", "uuid-vs-autoincrement", "pagination", "upsert"]
+    "key",
+    [
+        "airline-checkin",
+        "ids-simple",
+        "uuid-vs-autoincrement",
+        "pagination",
+        "upsert",
+        "load-balancer",
+    ],
 )
 def test_every_seed_table_is_rectangular(key: str) -> None:
     table = published(key)

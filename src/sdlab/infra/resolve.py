@@ -221,12 +221,14 @@ def down(report: Report = lambda _: None) -> list[Instance]:
 
 # Client programs the tests and experiments drive as a user would: a real browser for
 # the web pages, redis-cli and redis-benchmark against Redis-protocol servers, wrk for HTTP
-# load. Program -> the Debian package that has it.
+# load, HAProxy as the load balancer's peer (run as a private process, `infra.haproxy`).
+# Program -> the Debian package that has it.
 TOOLS = {
     "chromium": "chromium",
     "chromedriver": "chromium-driver",
     "redis-benchmark": "redis-tools",
     "wrk": "wrk",
+    "haproxy": "haproxy",
 }
 
 
