@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import re
 import shutil
@@ -625,3 +626,56 @@ async def test_scan_match_reads_patterns_as_redis_does(
         ours = sorted([key async for key in client.scan_iter(match=match, count=5)])
         theirs = sorted([key async for key in redis.scan_iter(match=match, count=1000)])
         assert ours == theirs, f"MATCH {pattern!r}"
+
+
+async def test_scan_cursors_belong_to_their_connection(server: RespServer) -> None:
+    """One client's scans must not push out another's cursor, nor can it use one."""
+    first, second = aioredis.Redis(port=server.port), aioredis.Redis(port=server.port)
+    try:
+        await first.mset({f"k{i:02}": "x" for i in range(20)})
+        cursor, page = await first.scan(0, count=5)
+        for _ in range(1100):  # more than a connection remembers
+            await second.scan(0, count=1)
+        assert await first.scan(cursor, count=100) == (
+            0,
+            [f"k{i:02}".encode() for i in range(5, 20)],
+        )
+        with pytest.raises(ResponseError, match="invalid cursor"):
+            await second.scan(cursor)
+        assert page == [f"k{i:02}".encode() for i in range(5)]
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+
+async def test_a_client_that_stops_reading_is_disconnected_and_its_replies_dropped() -> None:
+    """GETs of a 100 KB value, never read: past the output limit the server drops the
+    connection (and what it held for it); the other clients go on."""
+    async with Store("sqlite://", sweep_interval=0) as kv:
+        server = RespServer(kv, port=0, output_limit=2 * 1024 * 1024)
+        await server.start()
+        try:
+            await kv.set("big", b"x" * 100_000)
+            with socket.create_connection(("127.0.0.1", server.port)) as reader:
+                reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                reader.setblocking(False)
+                gets = request("GET", "big") * 100
+                sent = 0
+                for _ in range(400):  # 40,000 GETs (4 GB of replies) at most
+                    with contextlib.suppress(BlockingIOError):
+                        sent += reader.send(gets)
+                    await asyncio.sleep(0.005)
+                    if not server.connections:
+                        break
+                assert not server.connections, "still connected"
+            assert server.output_disconnections == 1
+            assert sent < 400 * len(gets)
+            client = aioredis.Redis(port=server.port)
+            try:
+                assert len(await client.get("big") or b"") == 100_000
+                stats = await client.info("stats")
+                assert stats["client_output_buffer_limit_disconnections"] == 1
+            finally:
+                await client.aclose()
+        finally:
+            await server.close()

@@ -16,6 +16,8 @@ from sdlab import lab
 from sdlab.config import settings
 from sdlab.console import console, stderr
 from sdlab.kv.core import DEFAULT_MAX_VALUE, KVError
+from sdlab.kv.server import OUTPUT_LIMIT
+from sdlab.kv.service import check_exposure
 from sdlab.kv.service import serve as serve_store
 from sdlab.kv.store import Store
 
@@ -65,6 +67,27 @@ def serve(
     pool_size: Annotated[
         int, typer.Option(min=1, help="Connections to MariaDB or PostgreSQL.")
     ] = 10,
+    requirepass: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SDLAB_KV_PASSWORD",
+            show_default=False,
+            help="The password clients must give (AUTH over RESP, a bearer token over "
+            "HTTP). Prefer the environment variable: an option shows in `ps`.",
+        ),
+    ] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure", help="Listen beyond loopback with no password (protected mode off)."
+        ),
+    ] = False,
+    max_output: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Unread reply bytes a RESP client may hold before it is disconnected."
+        ),
+    ] = OUTPUT_LIMIT,
 ) -> None:
     """Serve one store over HTTP and the Redis protocol until Ctrl-C (or SIGTERM).
 
@@ -85,6 +108,7 @@ def serve(
     """
     url = backend or default_backend()
     try:
+        check_exposure(host, requirepass, insecure)
         store = Store(
             url,
             group_commit=not naive,
@@ -103,6 +127,7 @@ def serve(
         if "resp" in ports:
             where.append(f"Redis protocol on redis://{host}:{ports['resp']}")
         mode = "one transaction per write" if naive else "group commit"
+        mode += ", password required" if requirepass else ""
         console.print(f"kv ({store.backend.name}, {mode}): {', '.join(where)}", highlight=False)
 
     serving = serve_store(
@@ -111,6 +136,9 @@ def serve(
         http_port=http_port if http else None,
         resp_port=resp_port if resp else None,
         ready=ready,
+        password=requirepass,
+        insecure=insecure,
+        output_limit=max_output,
     )
     try:
         if uvloop is not None:  # a faster event loop: the server is CPU-bound under load

@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import hmac
+import itertools
 import logging
 import os
 import platform
+import random
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -54,6 +58,30 @@ class CommandError(Exception):
     """A request the store cannot take: its text is the error reply (`ERR ...`)."""
 
 
+class Cursors:
+    """One connection's SCAN cursors: each a number standing for the last key returned
+    (redis-cli needs a 64-bit cursor; a key would not fit). Per connection, so that one
+    client's scans never push out another's; the latest `limit` are kept."""
+
+    def __init__(self, limit: int = 1000) -> None:
+        self.limit = limit
+        self._after: OrderedDict[int, bytes] = OrderedDict()
+        self._next = itertools.count(random.randrange(1, 1 << 30))
+
+    def remember(self, after: bytes) -> int:
+        cursor = next(self._next)
+        self._after[cursor] = after
+        while len(self._after) > self.limit:
+            self._after.popitem(last=False)
+        return cursor
+
+    def recall(self, cursor: int) -> bytes:
+        try:
+            return self._after[cursor]
+        except KeyError:
+            raise CommandError("ERR invalid cursor") from None
+
+
 # A data command's request as its one step and how to answer with the step's result,
 # without awaiting anything.
 Prepared = tuple[ops.Step, Callable[[Any], Reply]]
@@ -71,6 +99,8 @@ class Session:
     resp3: bool = False
     multi: Multi | None = None  # between MULTI and EXEC (or DISCARD)
     watch: Watch = field(default_factory=Watch)
+    authenticated: bool = True  # False until AUTH, when the server has a password
+    cursors: Cursors = field(default_factory=lambda: Cursors())  # this connection's SCAN
 
     @property
     def store(self) -> Store:
@@ -215,16 +245,85 @@ async def quit_(session: Session, args: list[bytes]) -> Reply:
     return OK  # the connection stops reading when it sees QUIT, and closes once replied
 
 
-@command(-1, "session")
+# The commands a connection may send before it has authenticated (as in Redis).
+NO_AUTH = frozenset({"auth", "hello", "quit"})
+NOAUTH = "NOAUTH Authentication required."
+NOAUTH_HELLO = (
+    "NOAUTH HELLO must be called with the client already authenticated, otherwise the "
+    "HELLO AUTH <user> <pass> option can be used to authenticate the client and select "
+    "the RESP protocol version at the same time"
+)
+WRONGPASS = "WRONGPASS invalid username-password pair or user is disabled."
+
+
+def authenticate(session: Session, user: bytes, password: bytes) -> None:
+    """AUTH's check: the one user is `default`, and without a server password any
+    password will do (as Redis's default user with `nopass`). Compared in constant time;
+    the password is never logged or echoed."""
+    expected = session.server.password
+    right = expected is None or hmac.compare_digest(password, expected)
+    if user != b"default" or not right:
+        raise CommandError(WRONGPASS)
+    session.authenticated = True
+
+
+@command(-2, "none", flags=("noscript", "loading", "stale", "fast", "no_auth"))
+async def auth(session: Session, args: list[bytes]) -> Reply:
+    """AUTH [username] password."""
+    if len(args) > 2:
+        raise CommandError("ERR syntax error")
+    if len(args) == 1 and session.server.password is None:
+        raise CommandError(
+            "ERR AUTH <password> called without any password configured for the default "
+            "user. Are you sure your configuration is correct?"
+        )
+    user, password = (b"default", args[0]) if len(args) == 1 else (args[0], args[1])
+    authenticate(session, user, password)
+    return OK
+
+
+@command(-1, "session", flags=("noscript", "loading", "stale", "fast", "no_auth"))
 async def hello(session: Session, args: list[bytes]) -> Reply:
-    """HELLO [2|3]: redis-py 8 opens with HELLO 3. Either way the replies are the same
-    but for the null and maps."""
+    """HELLO [2|3 [AUTH user password] [SETNAME name]]: redis-py 8 opens with HELLO 3
+    (with AUTH when it has a password). Either way the replies are the same but for the
+    null and maps. The options are read first, then the credentials checked, then the
+    protocol changed: a refused HELLO changes nothing (as in Redis)."""
+    resp3 = session.resp3
+    credentials: tuple[bytes, bytes] | None = None
+    name: bytes | None = None
     if args:
         if args[0] not in (b"2", b"3"):
+            try:
+                parse_int(args[0])
+            except NotAnInteger:
+                raise CommandError(
+                    "ERR Protocol version is not an integer or out of range"
+                ) from None
             raise CommandError("NOPROTO unsupported protocol version")
-        if len(args) > 1:
-            raise CommandError("ERR this server has no AUTH or SETNAME in HELLO")
-        session.resp3 = args[0] == b"3"
+        resp3 = args[0] == b"3"
+        options = iter(args[1:])
+        for raw in options:
+            option = raw.upper()
+            if option == b"AUTH":
+                user, password = next(options, None), next(options, None)
+                if user is None or password is None:
+                    raise CommandError(f"ERR Syntax error in HELLO option '{raw.decode()}'")
+                credentials = (user, password)
+            elif option == b"SETNAME":
+                name = next(options, None)
+                if name is None:
+                    raise CommandError(f"ERR Syntax error in HELLO option '{raw.decode()}'")
+            else:
+                raise CommandError(
+                    f"ERR Syntax error in HELLO option '{raw.decode(errors='replace')}'"
+                )
+    if credentials is not None:
+        authenticate(session, *credentials)
+    if not session.authenticated:
+        raise CommandError(NOAUTH_HELLO)
+    session.resp3 = resp3
+    if name is not None:
+        session.name = name or None
     return Map(
         [
             (b"server", b"sdlab-kv"),
@@ -240,6 +339,7 @@ async def hello(session: Session, args: list[bytes]) -> Reply:
 
 @command(-2, "none")
 async def client(session: Session, args: list[bytes]) -> Reply:
+    """CLIENT SETNAME/GETNAME/ID/SETINFO/INFO, and LIST [TYPE normal|...] [ID id ...]."""
     sub = args[0].lower()
     if sub == b"setname" and len(args) == 2:
         session.name = args[1] or None
@@ -250,7 +350,35 @@ async def client(session: Session, args: list[bytes]) -> Reply:
         return session.number
     if sub == b"setinfo":  # redis-py names itself on connect
         return OK
+    if sub == b"info" and len(args) == 1:
+        return _client_lines(session, {session.number})
+    if sub == b"list":
+        return _client_lines(session, _client_filter(args[1:]))
     raise CommandError(f"ERR unknown subcommand '{args[0].decode(errors='replace')}' for CLIENT")
+
+
+def _client_filter(options: list[bytes]) -> set[int] | None:
+    """CLIENT LIST's options: the ids asked for (None: all). Every client here is a
+    normal one: TYPE master, replica or pubsub lists none."""
+    if not options:
+        return None
+    kind = options[0].upper()
+    if kind == b"TYPE" and len(options) == 2:
+        if options[1].lower() not in (b"normal", b"master", b"replica", b"slave", b"pubsub"):
+            raise CommandError(f"ERR Unknown client type '{options[1].decode(errors='replace')}'")
+        return None if options[1].lower() == b"normal" else set()
+    if kind == b"ID" and len(options) > 1:
+        try:
+            return {parse_int(raw) for raw in options[1:]}
+        except NotAnInteger:
+            raise CommandError("ERR Invalid client ID") from None
+    raise CommandError("ERR syntax error")
+
+
+def _client_lines(session: Session, ids: set[int] | None) -> bytes:
+    connections = sorted(session.server.connections, key=lambda c: c.session.number)
+    lines = [c.describe() for c in connections if ids is None or c.session.number in ids]
+    return "".join(line + "\n" for line in lines).encode()
 
 
 @command(-2, "none")
@@ -323,7 +451,10 @@ async def info(session: Session, args: list[bytes]) -> Reply:
             "uptime_in_seconds": int(time.time() - server.started),
         },
         "clients": {"connected_clients": len(server.connections)},
-        "stats": {"total_commands_processed": server.commands_served},
+        "stats": {
+            "total_commands_processed": server.commands_served,
+            "client_output_buffer_limit_disconnections": server.output_disconnections,
+        },
         "kv": {
             "backend": stats["backend"],
             "group_commit": int(stats["group_commit"]),
@@ -541,7 +672,7 @@ def scan(session: Session, args: list[bytes]) -> Prepared:
             strings = value.lower() == b"string"
         else:
             raise CommandError("ERR syntax error")
-    after = None if cursor == 0 else session.server.recall_cursor(cursor)
+    after = None if cursor == 0 else session.cursors.recall(cursor)
     if not strings:
         return ops.Read(ops.nothing), lambda _: [b"0", []]
     matches = None if pattern is None else compile_pattern(pattern).fullmatch
@@ -550,7 +681,7 @@ def scan(session: Session, args: list[bytes]) -> Prepared:
         keys, last = found
         if matches is not None:
             keys = [k for k in keys if matches(k)]
-        following = 0 if last is None else session.server.remember_cursor(last)
+        following = 0 if last is None else session.cursors.remember(last)
         return [str(following).encode(), keys]
 
     return ops.Read(ops.scan, (literal_prefix(pattern or b""), after, count)), answer
