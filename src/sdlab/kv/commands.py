@@ -518,9 +518,9 @@ def _type_name(found: int) -> Reply:
 
 @write_command(-3)
 def set_(session: Session, args: list[bytes]) -> Prepared:
-    """SET key value [NX|XX] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL]"""
+    """SET key value [NX|XX] [GET] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL]"""
     key, value = _key(args[0]), _value(session, args[1])
-    nx = xx = keep_ttl = False
+    nx = xx = keep_ttl = get = False
     expires_at: int | None = None
     options = iter(args[2:])
     for raw in options:
@@ -529,6 +529,8 @@ def set_(session: Session, args: list[bytes]) -> Prepared:
             nx = True
         elif option == b"XX" and not nx:
             xx = True
+        elif option == b"GET":
+            get = True
         elif option == b"KEEPTTL" and expires_at is None:
             keep_ttl = True
         elif option in (b"EX", b"PX", b"EXAT", b"PXAT") and expires_at is None and not keep_ttl:
@@ -538,6 +540,8 @@ def set_(session: Session, args: list[bytes]) -> Prepared:
             expires_at = _expiry(option, _int(amount), "set")
         else:
             raise CommandError("ERR syntax error")
+    if get:  # the old value, stored or not
+        return ops.SetIf(key, value, expires_at, nx=nx, xx=xx, keep_ttl=keep_ttl, get=True), _same
     if nx or xx or keep_ttl:
         write: ops.Write = ops.SetIf(key, value, expires_at, nx=nx, xx=xx, keep_ttl=keep_ttl)
     else:
@@ -602,15 +606,19 @@ def pexpireat(session: Session, args: list[bytes]) -> Prepared:
 
 
 def _expire(args: list[bytes], unit_ms: int, base: int, name: str) -> Prepared:
-    """key time [NX|XX|GT|LT]: the options (Redis 7) are refused by name, not run as a
-    plain EXPIRE, which would set an expiry the client asked to keep."""
+    """key time [NX|XX|GT|LT] (Redis 7; NX excludes the others, GT excludes LT)."""
+    flags = {b"NX": False, b"XX": False, b"GT": False, b"LT": False}
     for option in args[2:]:
-        if option.upper() not in (b"NX", b"XX", b"GT", b"LT"):
+        if option.upper() not in flags:
             raise CommandError(f"ERR Unsupported option {option.decode(errors='replace')}")
-    if args[2:]:
-        raise CommandError(f"ERR {name.upper()} options NX/XX/GT/LT are not supported")
+        flags[option.upper()] = True
+    nx, xx, gt, lt = flags.values()
+    if nx and (xx or gt or lt):
+        raise CommandError("ERR NX and XX, GT or LT options at the same time are not compatible")
+    if gt and lt:
+        raise CommandError("ERR GT and LT options at the same time are not compatible")
     when = _when(_int(args[1]), unit_ms, base, name)
-    return ops.Expire(_key(args[0]), when), _bool
+    return ops.Expire(_key(args[0]), when, nx=nx, xx=xx, gt=gt, lt=lt), _bool
 
 
 @write_command(2)
@@ -639,6 +647,203 @@ def decrby(session: Session, args: list[bytes]) -> Prepared:
     if by == -(2**63):
         raise CommandError("ERR decrement would overflow")
     return ops.Incr(_key(args[0]), -by), int
+
+
+@write_command(3)
+def getset(session: Session, args: list[bytes]) -> Prepared:
+    return ops.SetIf(_key(args[0]), _value(session, args[1]), None, get=True), _same
+
+
+@write_command(2)
+def getdel(session: Session, args: list[bytes]) -> Prepared:
+    return ops.GetDel(_key(args[0])), _same
+
+
+@write_command(-2)
+def getex(session: Session, args: list[bytes]) -> Prepared:
+    """GETEX key [EX s|PX ms|EXAT s|PXAT ms|PERSIST]"""
+    key = _key(args[0])
+    if not args[1:]:
+        return ops.GetEx(key), _same
+    option = args[1].upper()
+    if option == b"PERSIST" and len(args) == 2:
+        return ops.GetEx(key, persist=True), _same
+    if option not in (b"EX", b"PX", b"EXAT", b"PXAT") or len(args) != 3:
+        raise CommandError("ERR syntax error")
+    return ops.GetEx(key, _expiry(option, _int(args[2]), "getex")), _same
+
+
+@write_command(-3, keys=(1, -1, 2))
+def msetnx(session: Session, args: list[bytes]) -> Prepared:
+    if len(args) % 2:
+        raise CommandError("ERR wrong number of arguments for 'msetnx' command")
+    rows = tuple(
+        (_key(args[i]), _value(session, args[i + 1]), None) for i in range(0, len(args), 2)
+    )
+    return ops.MSetNX(rows), _bool
+
+
+@write_command(3)
+def append(session: Session, args: list[bytes]) -> Prepared:
+    store = session.store
+    return ops.Append(_key(args[0]), _value(session, args[1]), store.max_value), _same
+
+
+@write_command(4)
+def setrange(session: Session, args: list[bytes]) -> Prepared:
+    offset = _int(args[1])
+    if offset < 0:
+        raise CommandError("ERR offset is out of range")
+    value = _value(session, args[2])
+    return ops.SetRange(_key(args[0]), offset, value, session.store.max_value), _same
+
+
+@write_command(3)
+def incrbyfloat(session: Session, args: list[bytes]) -> Prepared:
+    return ops.IncrByFloat(_key(args[0]), args[1]), _same
+
+
+@write_command(3, keys=(1, 2, 1))
+def rename(session: Session, args: list[bytes]) -> Prepared:
+    return ops.Rename(_key(args[0]), _key(args[1])), _ok
+
+
+@write_command(3, keys=(1, 2, 1))
+def renamenx(session: Session, args: list[bytes]) -> Prepared:
+    return ops.Rename(_key(args[0]), _key(args[1]), nx=True), _bool
+
+
+@write_command(-1, keys=(0, 0, 0))
+def flushdb(session: Session, args: list[bytes]) -> Prepared:
+    """FLUSHDB [ASYNC|SYNC]: either way it returns once the deletes have committed."""
+    _flush_options(args)
+    return ops.Flush(), _ok
+
+
+@write_command(-1, keys=(0, 0, 0))
+def flushall(session: Session, args: list[bytes]) -> Prepared:
+    _flush_options(args)
+    return ops.Flush(), _ok
+
+
+def _flush_options(args: list[bytes]) -> None:
+    if len(args) > 1 or (args and args[0].upper() not in (b"ASYNC", b"SYNC")):
+        raise CommandError("ERR syntax error")
+
+
+@read_command(2)
+def strlen(session: Session, args: list[bytes]) -> Prepared:
+    return ops.Read(ops.get, (_key(args[0]),)), lambda value: len(value or b"")
+
+
+@read_command(4, flags=("readonly",))
+def getrange(session: Session, args: list[bytes]) -> Prepared:
+    """GETRANGE key start end: inclusive, negative counts from the end (Redis's rules,
+    clamped, and "" for a missing key)."""
+    start, end = _int(args[1]), _int(args[2])
+
+    def answer(value: bytes | None) -> bytes:
+        if start < 0 and end < 0 and start > end:
+            return b""
+        length = len(value or b"")
+        first = max(start + length if start < 0 else start, 0)
+        last = min(max(end + length if end < 0 else end, 0), length - 1)
+        if first > last or not length:
+            return b""
+        return (value or b"")[first : last + 1]
+
+    return ops.Read(ops.get, (_key(args[0]),)), answer
+
+
+@read_command(2)
+def expiretime(session: Session, args: list[bytes]) -> Prepared:
+    return ops.Read(ops.expiry, (_key(args[0]),)), seconds_left
+
+
+@read_command(2)
+def pexpiretime(session: Session, args: list[bytes]) -> Prepared:
+    return ops.Read(ops.expiry, (_key(args[0]),)), _same
+
+
+@read_command(2, flags=("readonly",), keys=(0, 0, 0))
+def keys(session: Session, args: list[bytes]) -> Prepared:
+    """KEYS pattern: every key matching, in key order (Redis's is its hash order)."""
+    matches = compile_pattern(args[0]).fullmatch
+    return ops.Read(ops.keys, (literal_prefix(args[0]), matches)), _same
+
+
+@read_command(1, flags=("readonly",), keys=(0, 0, 0))
+def randomkey(session: Session, args: list[bytes]) -> Prepared:
+    start = os.urandom(random.randint(1, 4))
+    return ops.Read(ops.random_key, (start,)), _same
+
+
+OBJECT_HELP = [
+    "OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "ENCODING <key>",
+    "    Return the kind of internal representation used in order to store the value",
+    "    associated with a <key>.",
+    "FREQ <key>",
+    "    Return the access frequency index of the <key>. The returned integer is",
+    "    proportional to the logarithm of the recent access frequency of the key.",
+    "IDLETIME <key>",
+    "    Return the idle time of the <key>, that is the approximated number of",
+    "    seconds elapsed since the last access to the key.",
+    "REFCOUNT <key>",
+    "    Return the number of references of the value associated with the specified",
+    "    <key>.",
+    "HELP",
+    "    Prints this help.",
+]
+NO_LFU = (
+    "ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please "
+    "note that when switching between policies at runtime LRU and LFU data will take "
+    "some time to adjust."
+)
+SHARED_REFCOUNT = 2147483647  # what Redis answers for its shared integers 0 to 9999
+
+
+@read_command(-2, flags=("slow",), keys=(0, 0, 0))
+def object_(session: Session, args: list[bytes]) -> Prepared:
+    """OBJECT ENCODING|FREQ|IDLETIME|REFCOUNT key, OBJECT HELP, as a Redis with its
+    defaults (maxmemory-policy noeviction) answers: the encoding Redis would give the
+    value SET made (int, embstr up to 44 bytes, raw); no access times are kept, so
+    IDLETIME is 0; FREQ is refused as Redis refuses it without an LFU policy."""
+    sub = args[0].decode(errors="replace").lower()
+    if sub not in ("encoding", "freq", "idletime", "refcount", "help"):
+        raise CommandError(
+            f"ERR unknown subcommand '{args[0].decode(errors='replace')}'. Try OBJECT HELP."
+        )
+    if len(args) != (1 if sub == "help" else 2):
+        raise CommandError(f"ERR wrong number of arguments for 'object|{sub}' command")
+    if sub == "help":
+        return ops.Read(ops.nothing), lambda _: [Simple(line) for line in OBJECT_HELP]
+
+    def answer(value: bytes | None) -> Reply:
+        if value is None:
+            return None
+        shared = _is_int(value) and 0 <= int(value) < 10_000
+        if sub == "encoding":
+            return b"int" if _is_int(value) else b"embstr" if len(value) <= 44 else b"raw"
+        if sub == "refcount":
+            return SHARED_REFCOUNT if shared else 1
+        if sub == "freq":
+            raise CommandError(NO_LFU)
+        return 0
+
+    return ops.Read(ops.get, (_key(args[1]),)), answer
+
+
+def _is_int(value: bytes) -> bool:
+    """Would Redis keep this value as an integer (20 characters at most, a 64-bit
+    integer as it reads one)?"""
+    if len(value) > 20:
+        return False
+    try:
+        parse_int(value)
+    except NotAnInteger:
+        return False
+    return True
 
 
 @read_command(-2, keys=(0, 0, 0))

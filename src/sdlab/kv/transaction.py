@@ -55,6 +55,11 @@ class Watches:
         if not self._by_key:  # nearly always: nobody watches
             return
         for key in write.written():
+            if key == ops.EVERY_KEY:  # FLUSHDB: every watcher
+                for watchers in self._by_key.values():
+                    for watch in watchers:
+                        watch.touched = True
+                return
             for watch in self._by_key.get(key, ()):
                 watch.touched = True
 
