@@ -6,9 +6,7 @@ import asyncio
 import math
 import random
 from pathlib import Path
-from urllib.parse import urlsplit
 
-import psycopg
 import pytest
 
 from sdlab.kv import (
@@ -24,6 +22,7 @@ from sdlab.kv import (
 from sdlab.kv.core import MAX_KEY_BYTES
 from sdlab.kv.ops import Script
 from sdlab.kv.sql import Stmt
+from sdlab.sql import connect, database_of
 
 
 async def rows_in_table(kv: Store) -> int:
@@ -320,9 +319,12 @@ async def test_deadlocks_between_two_stores_are_ridden_out(backend_url: str) -> 
     # is lost or counted twice.
     keys = [f"n{i}" for i in range(8)]
     if backend_url.startswith("postgresql"):  # it looks for deadlocks after 1 s by default
-        async with await psycopg.AsyncConnection.connect(backend_url, autocommit=True) as conn:
-            database = urlsplit(backend_url).path.strip("/")
-            await conn.execute(f'ALTER DATABASE "{database}" SET deadlock_timeout = 20')
+        session = await connect(backend_url)
+        try:
+            database = database_of(backend_url)
+            await session.execute(f'ALTER DATABASE "{database}" SET deadlock_timeout = 20')
+        finally:
+            await session.close()
 
     async def client(kv: Store, seed: int) -> None:
         pick = random.Random(seed)

@@ -45,6 +45,18 @@ def test_with_database_keeps_credentials_port_and_query() -> None:
     assert sql.redact(url) == "postgresql://app:***@db.example:6432/old?sslmode=require&x=1"
 
 
+@pytest.mark.parametrize(
+    ("url", "name", "expected"),
+    [
+        ("sqlite:///kv.sqlite3", "/tmp/x/other.db", "sqlite:////tmp/x/other.db"),
+        ("sqlite:////tmp/a.db?table=t", "b.db", "sqlite:///b.db?table=t"),
+    ],
+)
+def test_with_database_on_sqlite_names_a_file(url: str, name: str, expected: str) -> None:
+    assert sql.with_database(url, name) == expected
+    assert sql.database_of(expected) == name
+
+
 def test_an_unknown_scheme_is_a_named_error() -> None:
     with pytest.raises(sql.UnknownDatabase, match="mysql://"):
         sql.engine_of("oracle://scott@h/db")
@@ -69,6 +81,16 @@ async def test_fetch_execute_and_a_literal_percent(db: sql.Database) -> None:
     assert await db.fetch("SELECT id, user_id FROM seats ORDER BY id") == [(1, 7), (2, None)]
     assert await db.fetchval("SELECT '100%'") == "100%"  # no parameters: no %-formatting
     assert await db.fetchone("SELECT id FROM seats WHERE id = 99") is None
+
+
+async def test_a_session_runs_statement_after_statement(db: sql.Database) -> None:
+    async with db.session() as s:
+        assert (await s.run("SELECT id FROM seats ORDER BY id")).rows == [(1,), (2,)]
+        updated = await s.run("UPDATE seats SET user_id = 3 WHERE id = 2")
+        assert (updated.rows, updated.rowcount) == ([], 1)  # not the SELECT's rows
+        with pytest.raises(sql.SQLError):
+            await s.run("SELEC 1")
+        assert await s.fetch("SELECT user_id FROM seats WHERE id = 2") == [(3,)]
 
 
 async def test_upsert_and_insert_ignore(db: sql.Database) -> None:

@@ -12,41 +12,45 @@ A backend runs the scripts of `ops.py`: `read()` one at a time outside a transac
 `write()` inside one transaction that commits before it returns (run again if the
 database broke a deadlock by rolling it back).
 
-SQLite runs on threads of our own rather than through aiosqlite: aiosqlite hops to its
-thread and back for every statement, while a whole batch here is one hop (the script
-runs on the writer thread, statement after statement, then commits). One writer thread
-owns the only write connection, as SQLite allows one writer at a time anyway; one
-reader thread reads alongside it (WAL mode).
+MariaDB and PostgreSQL are one backend on the shared SQL layer (`sdlab.sql.Database`):
+its pool, its transactions, its named errors. SQLite runs on threads of our own rather
+than through aiosqlite: aiosqlite hops to its thread and back for every statement, while
+a whole batch here is one hop (the script runs on the writer thread, statement after
+statement, then commits). One writer thread owns the only write connection, as SQLite
+allows one writer at a time anyway; one reader thread reads alongside it (WAL mode).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
-import random
 import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import psycopg
-from asyncmy.errors import OperationalError as MariaDBOperationalError
-
 from sdlab.kv.core import KVError
 from sdlab.kv.ops import Script
-from sdlab.kv.sql import Dialect, MariaDBDialect, PostgresDialect, Result, SQLiteDialect, Stmt
-from sdlab.pool import MariaDB, Pool, PostgreSQL
+from sdlab.kv.sql import DIALECTS, Dialect, Result, SQLiteDialect
+from sdlab.pool import Pool
+from sdlab.sql import (
+    Database,
+    UnknownDatabase,
+    database_of,
+    engine_of,
+    ensure_database,
+    ensure_schema,
+    translate,
+    with_database,
+)
 
 T = TypeVar("T")
+Run = Callable[[str, Sequence[Any]], Awaitable[Result]]
 
 DEFAULT_MYSQL_DATABASE = "sdlab_kv"
 DEADLOCK_ATTEMPTS = 10
-
-logger = logging.getLogger("sdlab.kv")
 
 
 class UnknownBackend(KVError, ValueError):
@@ -58,7 +62,6 @@ class Backend(ABC):
 
     dialect: Dialect
     name: str
-    deadlocks = 0  # transactions run again after the database chose them as a victim
 
     @abstractmethod
     async def open(self) -> None:
@@ -75,29 +78,21 @@ class Backend(ABC):
     async def transaction(self, script: Script[T]) -> T:
         """Run a script in one transaction; return after COMMIT (roll back if it raises)."""
 
-    def is_deadlock(self, exc: Exception) -> bool:
-        """Did the database roll the whole transaction back to break a deadlock?"""
-        return False
-
     async def write(self, build: Callable[[], Script[T]]) -> T:
         """Run `build()` in one transaction; return after COMMIT.
 
         Transactions that lock rows in different orders (two servers' batches, a batch
         and the sweeper) deadlock now and then, and the database rolls one of them back.
-        Nothing of it was written, so it runs again (a new script: new "now"), up to
-        DEADLOCK_ATTEMPTS times, and the callers never hear of it. Any other failure is
-        raised: after a lost connection, say, nobody knows whether COMMIT happened."""
-        attempt = 1
-        while True:
-            try:
-                return await self.transaction(build())
-            except Exception as exc:
-                if attempt >= DEADLOCK_ATTEMPTS or not self.is_deadlock(exc):
-                    raise
-                logger.info("%s: deadlock, attempt %d runs again: %s", self.name, attempt, exc)
-            self.deadlocks += 1
-            attempt += 1
-            await asyncio.sleep(random.uniform(0, 0.002 * attempt))  # let the winner finish
+        Nothing of it was written, so a backend where that happens runs it again (a new
+        script: new "now"), up to DEADLOCK_ATTEMPTS times, and the callers never hear of
+        it. Any other failure is raised: after a lost connection, say, nobody knows
+        whether COMMIT happened."""
+        return await self.transaction(build())
+
+    @property
+    def deadlocks(self) -> int:
+        """Transactions run again after the database chose them as a deadlock's victim."""
+        return 0
 
 
 def backend_for(url: str, *, pool_size: int = 10, timeout: float = 30.0) -> Backend:
@@ -106,47 +101,103 @@ def backend_for(url: str, *, pool_size: int = 10, timeout: float = 30.0) -> Back
     query = parse_qsl(parts.query, keep_blank_values=True)
     table = next((value for name, value in reversed(query) if name == "table"), "kv_store")
     rest = [(name, value) for name, value in query if name != "table"]
-    scheme = parts.scheme.split("+")[0]
-    if scheme in ("postgresql", "postgres"):  # libpq reads the rest: sslmode=, ...
-        url = urlunsplit(parts._replace(query=urlencode(rest)))
-        return PostgresBackend(url, table=table, pool_size=pool_size, timeout=timeout)
-    if rest and scheme in ("sqlite", "mysql", "mariadb"):  # ignored, they would mislead
+    try:
+        engine = engine_of(url)
+    except UnknownDatabase:
+        raise UnknownBackend(
+            f"backend {url!r}: use sqlite:///FILE, mysql://USER@HOST:PORT/DB or "
+            "postgresql://USER@HOST:PORT/DB"
+        ) from None
+    if rest and engine != "postgresql":  # libpq reads them there; elsewhere they mislead
         names = ", ".join(sorted({name for name, _ in rest}))
         raise UnknownBackend(f"backend {url!r}: only table= is understood here, not {names}")
-    if scheme == "sqlite":
-        path = url.split("://", 1)[1].split("?", 1)[0]
-        path = path[1:] if path.startswith("/") else path
+    if engine == "sqlite":  # (not through urlunsplit: it would read sqlite:////abs as a host)
+        path = database_of(url)
         return SQLiteBackend(None if path in ("", ":memory:") else Path(path), table=table)
-    if scheme in ("mysql", "mariadb"):
-        url = urlunsplit(parts._replace(query=""))
-        return MariaDBBackend(url, table=table, pool_size=pool_size, timeout=timeout)
-    raise UnknownBackend(
-        f"backend {url!r}: use sqlite:///FILE, mysql://USER@HOST:PORT/DB or "
-        "postgresql://USER@HOST:PORT/DB"
-    )
+    url = urlunsplit(parts._replace(query=urlencode(rest)))
+    return SQLBackend(url, table=table, pool_size=pool_size, timeout=timeout)
 
 
-async def drive(script: Script[T], execute: Callable[[Stmt], Awaitable[Result]]) -> T:
+async def drive(script: Script[T], run: Run) -> T:
     """Feed a script the results of its statements until it returns."""
     try:
         statement = next(script)
         while True:
-            statement = script.send(await execute(statement))
+            statement = script.send(await run(*statement))
     except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
+        return done.value
 
 
-def drive_sync(script: Script[T], execute: Callable[[Stmt], Result]) -> T:
+def drive_sync(script: Script[T], run: Callable[[str, Sequence[Any]], Result]) -> T:
     try:
         statement = next(script)
         while True:
-            statement = script.send(execute(statement))
+            statement = script.send(run(*statement))
     except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
+        return done.value
+
+
+class SQLBackend(Backend):
+    """MariaDB or PostgreSQL, on a pooled `sdlab.sql.Database` in READ COMMITTED: on
+    MariaDB a locking read then locks the rows it finds and no gaps, so writers on
+    different keys never wait for each other (PostgreSQL's default level anyway)."""
+
+    def __init__(
+        self, url: str, *, table: str = "kv_store", pool_size: int = 10, timeout: float = 30.0
+    ) -> None:
+        engine = engine_of(url)
+        if engine == "mariadb":  # the table needs a database to be in
+            url = with_database(url, database_of(url) or DEFAULT_MYSQL_DATABASE)
+        self.url = url
+        self.dialect = DIALECTS[engine](table)
+        self.db = Database(url, isolation="READ COMMITTED", max_size=pool_size, timeout=timeout)
+        self.name = f"{self.db.name}/{database_of(url)}"
+
+    @property
+    def pool(self) -> Pool[Any]:
+        """The connections (`sdlab.pool.Pool`: its stats, say)."""
+        return self.db.pool
+
+    @property
+    def deadlocks(self) -> int:
+        return sum(self.db.retries.values())
+
+    async def open(self) -> None:
+        # A PostgreSQL database is not created: that needs a session in the maintenance
+        # database, which a user of their own database may not be allowed.
+        if self.dialect.sql.engine == "mariadb":
+            await ensure_database(self.url)
+        await self.db.open()
+        try:
+            await ensure_schema(self.db, self.dialect.create(), lock="sdlab.kv")
+        except BaseException:
+            await self.db.close()
+            raise
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def read(self, script: Script[T]) -> T:
+        async with self.db.session() as session:
+            return await drive(script, session.run)
+
+    async def transaction(self, script: Script[T]) -> T:
+        async with self.db.transaction() as tx:
+            return await drive(script, tx.run)
+
+    async def write(self, build: Callable[[], Script[T]]) -> T:
+        # Backoff 1 ms doubling: the first rerun waits up to 2 ms, for the winner to finish.
+        return await self.db.run_transaction(
+            lambda tx: drive(build(), tx.run), attempts=DEADLOCK_ATTEMPTS, backoff=0.001
+        )
+
+
+MariaDBBackend = PostgresBackend = SQLBackend  # their names before they were one backend
 
 
 class SQLiteBackend(Backend):
-    """A file (WAL, synchronous=FULL: a commit is on disk when it returns), or memory."""
+    """A file (WAL, synchronous=FULL: a commit is on disk when it returns), or memory.
+    sqlite3's errors come out as `sdlab.sql`'s named ones, as on the other backends."""
 
     def __init__(self, path: Path | None, *, table: str = "kv_store") -> None:
         self.path = path
@@ -186,22 +237,28 @@ class SQLiteBackend(Backend):
         return conn
 
     async def _in(self, executor: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+        except sqlite3.Error as exc:
+            named = translate(exc)
+            if named is None:
+                raise
+            raise named from exc
 
     @staticmethod
-    def _execute(conn: sqlite3.Connection) -> Callable[[Stmt], Result]:
-        def execute(statement: Stmt) -> Result:
-            cursor = conn.execute(statement.sql, statement.params)
+    def _runner(conn: sqlite3.Connection) -> Callable[[str, Sequence[Any]], Result]:
+        def run(sql: str, params: Sequence[Any]) -> Result:
+            cursor = conn.execute(sql, params)
             return Result(cursor.fetchall(), cursor.rowcount)
 
-        return execute
+        return run
 
     def _transaction(self, script: Script[T]) -> T:
         conn = self._write_conn
         assert conn is not None
         conn.execute("BEGIN IMMEDIATE")
         try:
-            result = drive_sync(script, self._execute(conn))
+            result = drive_sync(script, self._runner(conn))
             conn.execute("COMMIT")
         except BaseException:
             # SQLite may have rolled back by itself (a full disk): then a ROLLBACK would
@@ -214,7 +271,7 @@ class SQLiteBackend(Backend):
     async def read(self, script: Script[T]) -> T:
         assert self._reader is not None
         assert self._read_conn is not None
-        return await self._in(self._reader, drive_sync, script, self._execute(self._read_conn))
+        return await self._in(self._reader, drive_sync, script, self._runner(self._read_conn))
 
     async def transaction(self, script: Script[T]) -> T:
         assert self._writer is not None
@@ -227,139 +284,3 @@ class SQLiteBackend(Backend):
         for conn in self._connections:
             conn.close()
         self._connections.clear()
-
-
-class MariaDBBackend(Backend):
-    """asyncmy connections from `sdlab.pool`, in READ COMMITTED: a locking read locks the
-    rows it finds and no gaps, so writers on different keys never wait for each other."""
-
-    def __init__(
-        self, url: str, *, table: str = "kv_store", pool_size: int = 10, timeout: float = 30.0
-    ) -> None:
-        parts = urlsplit(url)
-        self.database = parts.path.strip("/") or DEFAULT_MYSQL_DATABASE
-        self.url = urlunsplit(parts._replace(path=f"/{self.database}"))
-        self.server_url = urlunsplit(parts._replace(path="/"))
-        self.dialect = MariaDBDialect(table)
-        self.name = f"MariaDB {parts.hostname}:{parts.port or 3306}/{self.database}"
-        self.pool_size = pool_size
-        self.timeout = timeout
-        self.pool: Pool[Any] | None = None
-
-    async def open(self) -> None:
-        admin = await MariaDB(self.server_url, autocommit=True).connect()
-        try:
-            async with admin.cursor() as cur:
-                await cur.execute("SET SESSION sql_notes = 0")  # no "already exists" warnings
-                await cur.execute(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
-                await cur.execute(f"USE `{self.database}`")
-                for ddl in self.dialect.create():
-                    await cur.execute(ddl)
-        finally:
-            await admin.ensure_closed()
-        self.pool = Pool(
-            MariaDB(self.url, autocommit=True),
-            min_size=1,
-            max_size=self.pool_size,
-            timeout=self.timeout,
-            configure=self._configure,
-            name="kv",
-        )
-        await self.pool.open()
-
-    @staticmethod
-    async def _configure(conn: Any) -> None:
-        async with conn.cursor() as cur:
-            await cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-
-    @staticmethod
-    def _execute(cur: Any) -> Callable[[Stmt], Awaitable[Result]]:
-        async def execute(statement: Stmt) -> Result:
-            await cur.execute(statement.sql, statement.params)
-            rows = list(await cur.fetchall()) if cur.description else []
-            return Result(rows, cur.rowcount)
-
-        return execute
-
-    async def read(self, script: Script[T]) -> T:
-        assert self.pool is not None
-        async with self.pool.connection() as conn, conn.cursor() as cur:
-            return await drive(script, self._execute(cur))
-
-    def is_deadlock(self, exc: Exception) -> bool:
-        # 1213, ER_LOCK_DEADLOCK: InnoDB rolled the whole transaction back.
-        return isinstance(exc, MariaDBOperationalError) and exc.args[:1] == (1213,)
-
-    async def transaction(self, script: Script[T]) -> T:
-        assert self.pool is not None
-        async with self.pool.connection() as conn:
-            await conn.begin()
-            try:
-                async with conn.cursor() as cur:
-                    result = await drive(script, self._execute(cur))
-                await conn.commit()
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await conn.rollback()  # else the pool sees the open transaction
-                raise
-            return result
-
-    async def close(self) -> None:
-        if self.pool is not None:
-            await self.pool.close()
-
-
-class PostgresBackend(Backend):
-    """psycopg 3 connections from `sdlab.pool` (READ COMMITTED, PostgreSQL's default)."""
-
-    def __init__(
-        self, url: str, *, table: str = "kv_store", pool_size: int = 10, timeout: float = 30.0
-    ) -> None:
-        self.url = url
-        self.dialect = PostgresDialect(table)
-        parts = urlsplit(url)
-        self.name = f"PostgreSQL {parts.hostname}:{parts.port or 5432}{parts.path}"
-        self.pool_size = pool_size
-        self.timeout = timeout
-        self.pool: Pool[Any] | None = None
-
-    async def open(self) -> None:
-        self.pool = Pool(
-            PostgreSQL(self.url, autocommit=True),
-            min_size=1,
-            max_size=self.pool_size,
-            timeout=self.timeout,
-            name="kv",
-        )
-        await self.pool.open()
-        # Two servers starting at once would race on CREATE ... IF NOT EXISTS.
-        async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ["sdlab.kv"])
-            for ddl in self.dialect.create():
-                await conn.execute(ddl)
-
-    @staticmethod
-    def _execute(cur: Any) -> Callable[[Stmt], Awaitable[Result]]:
-        async def execute(statement: Stmt) -> Result:
-            await cur.execute(statement.sql, statement.params)
-            rows = await cur.fetchall() if cur.description else []
-            return Result(rows, cur.rowcount)
-
-        return execute
-
-    async def read(self, script: Script[T]) -> T:
-        assert self.pool is not None
-        async with self.pool.connection() as conn:
-            return await drive(script, self._execute(conn.cursor()))
-
-    def is_deadlock(self, exc: Exception) -> bool:
-        return isinstance(exc, psycopg.errors.DeadlockDetected)  # 40P01: rolled back
-
-    async def transaction(self, script: Script[T]) -> T:
-        assert self.pool is not None
-        async with self.pool.connection() as conn, conn.transaction():
-            return await drive(script, self._execute(conn.cursor()))
-
-    async def close(self) -> None:
-        if self.pool is not None:
-            await self.pool.close()

@@ -2,7 +2,7 @@
 server on each database, with group commit and without, and against real Redis.
 
 Every server is a real process: `sdlab kv serve --no-http` on a fresh table (a temporary
-SQLite file, a new MariaDB database, a new PostgreSQL table), and a private
+SQLite file, a scratch MariaDB or PostgreSQL database), and a private
 `redis-server` (no persistence) as the ceiling. redis-benchmark is the stock tool, run
 as a user would, on random keys among `keyspace`. "Naive" is the same server with
 `--naive`: one transaction, one statement, per write.
@@ -16,15 +16,16 @@ import io
 import shutil
 import subprocess
 import tempfile
-import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
 from sdlab import infra
 from sdlab.bench import Bench, Chart, Experiment, Outcome, register
-from sdlab.infra.services import mariadb, postgres
 from sdlab.kv.process import ServerProcess
+from sdlab.sql import scratch_database
 
 
 def redis_benchmark(
@@ -80,7 +81,12 @@ class Throughput(Experiment):
                               for mode in ("group", "naive"))]  # fmt: skip
         with bench.progress("redis-benchmark", total=len(targets)) as advance:
             for target in targets:
-                rows.append(await asyncio.to_thread(self._measure, target, mysql_url, postgres_url))
+                if target == "redis":
+                    rows.append(await asyncio.to_thread(self._measure_redis))
+                else:
+                    db, mode = target.split(":")
+                    async with _empty_table(db, mysql_url, postgres_url) as url:
+                        rows.append(await asyncio.to_thread(self._measure, db, mode, url))
                 advance()
         notes = []
         for db in ("SQLite", "MariaDB", "PostgreSQL"):
@@ -107,22 +113,16 @@ class Throughput(Experiment):
             notes=notes,
         )  # fmt: skip
 
-    def _measure(self, target: str, mysql_url: str, postgres_url: str) -> dict[str, Any]:
-        if target == "redis":
-            with infra.redis(1) as (server,):
-                result = redis_benchmark(
-                    server.port,
-                    requests=self.requests,
-                    clients=self.clients,
-                    keyspace=self.keyspace,
-                )
-            return _row("Redis 7 (the ceiling)", result, {})
-        db, mode = target.split(":")
+    def _measure_redis(self) -> dict[str, Any]:
+        with infra.redis(1) as (server,):
+            result = redis_benchmark(
+                server.port, requests=self.requests, clients=self.clients, keyspace=self.keyspace
+            )
+        return _row("Redis 7 (the ceiling)", result, {})
+
+    def _measure(self, db: str, mode: str, url: str) -> dict[str, Any]:
         naive = mode == "naive"
-        with (
-            _fresh_backend(db, mysql_url, postgres_url) as url,
-            ServerProcess(url, naive=naive, http=False) as server,
-        ):
+        with ServerProcess(url, naive=naive, http=False) as server:
             result = redis_benchmark(
                 server.resp_port,
                 requests=self.naive_requests if naive else self.requests,
@@ -157,42 +157,14 @@ def _kv_stats(port: int) -> dict[str, str]:
         client.close()
 
 
-class _fresh_backend:
-    """A URL of an empty place for the table, removed afterwards."""
-
-    def __init__(self, db: str, mysql_url: str, postgres_url: str) -> None:
-        self.db = db
-        self.mysql_url = mysql_url
-        self.postgres_url = postgres_url
-        self.name = f"sdlab_kv_bench_{uuid.uuid4().hex[:8]}"
-        self.tmp: tempfile.TemporaryDirectory[str] | None = None
-
-    def __enter__(self) -> str:
-        if self.db == "sqlite":
-            self.tmp = tempfile.TemporaryDirectory(prefix="sdlab-kv-")
-            return f"sqlite:///{Path(self.tmp.name) / 'kv.sqlite3'}"
-        if self.db == "mysql":
-            return self.mysql_url.rstrip("/") + f"/{self.name}"
-        return f"{self.postgres_url}?table={self.name}"
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.tmp is not None:
-            self.tmp.cleanup()
-        elif self.db == "mysql":
-            asyncio.run(_drop_mysql(self.mysql_url, self.name))
-        else:
-            asyncio.run(_drop_postgres(self.postgres_url, self.name))
-
-
-async def _drop_mysql(url: str, database: str) -> None:
-    conn = await mariadb.connect(url, autocommit=True)
-    try:
-        async with conn.cursor() as cur:
-            await cur.execute(f"DROP DATABASE IF EXISTS `{database}`")
-    finally:
-        await conn.ensure_closed()
-
-
-async def _drop_postgres(url: str, table: str) -> None:
-    async with await postgres.connect(url, autocommit=True) as conn:
-        await conn.execute(f"DROP TABLE IF EXISTS {table}")
+@asynccontextmanager
+async def _empty_table(db: str, mysql_url: str, postgres_url: str) -> AsyncIterator[str]:
+    """A backend URL of an empty place for the table (a temporary SQLite file, a scratch
+    database), removed afterwards."""
+    if db == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="sdlab-kv-") as tmp:
+            yield f"sqlite:///{Path(tmp) / 'kv.sqlite3'}"
+        return
+    server = mysql_url if db == "mysql" else postgres_url
+    async with scratch_database(server, prefix="sdlab_kv_bench") as url:
+        yield url

@@ -25,11 +25,12 @@ import hmac
 import ipaddress
 import signal
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 from urllib.parse import quote_from_bytes, unquote_to_bytes
 
+import uvicorn
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 
@@ -217,6 +218,15 @@ def check_exposure(host: str, password: str | None, insecure: bool) -> None:
         )
 
 
+class _Embedded(uvicorn.Server):
+    """uvicorn inside our own server: SIGINT and SIGTERM stay ours (uvicorn would take
+    them over for as long as it serves, and raise them again when it stops)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 async def serve(
     store: Store,
     *,
@@ -232,7 +242,6 @@ async def serve(
     SIGINT or SIGTERM, then stop taking requests, answer those taken, commit what is
     queued, and close. `password` guards both (AUTH, a bearer token); without one only
     a loopback `host` is allowed, unless `insecure`."""
-    import uvicorn
 
     check_exposure(host, password, insecure)
     await store.open()
@@ -254,8 +263,7 @@ async def serve(
                 log_level="warning",
                 lifespan="on",
             )
-            http = uvicorn.Server(config)
-            http.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+            http = _Embedded(config)
             # Bound here, so that a port in use is an OSError now, and connections wait in
             # the backlog until uvicorn accepts them.
             listening = socket.create_server((host, http_port))

@@ -75,7 +75,9 @@ class Session:
     async def run(self, sql: str, params: Params = ()) -> Result:
         """Run one statement: its rows (if it returns any), rowcount and lastrowid."""
         try:
-            if self._cursor is None:  # one cursor for the session's life: fewer objects
+            # One cursor for all the session's statements: psycopg's conn.execute() makes
+            # a new one each time, about 10 us of CPU a statement (kv's hot path).
+            if self._cursor is None:
                 self._cursor = self.raw.cursor()
             cur = self._cursor
             # No parameters: no %-formatting, so a literal % in the SQL stays as it is.

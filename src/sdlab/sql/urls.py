@@ -47,8 +47,12 @@ def database_of(url: str) -> str:
 
 
 def with_database(url: str, name: str) -> str:
-    """The same server (credentials, port, query) and another database."""
+    """The same server (credentials, port, query) and another database; for SQLite,
+    another file (`name` a path, relative or absolute)."""
     parts = urlsplit(url)
+    if engine_of(url) == "sqlite":  # urlunsplit would read //abs/path as a host
+        query = f"?{parts.query}" if parts.query else ""
+        return f"{parts.scheme}:///{name}{query}"
     return urlunsplit(parts._replace(path=f"/{name}" if name else "/"))
 
 
