@@ -899,3 +899,22 @@ async def test_a_client_that_stops_reading_is_disconnected_and_its_replies_dropp
                 await client.aclose()
         finally:
             await server.close()
+
+
+async def test_the_reads_of_one_turn_share_one_select(
+    server: RespServer, client: aioredis.Redis
+) -> None:
+    await client.mset({f"k{i}": str(i) for i in range(100)})
+    await client.expire("k1", 100)
+    before = server.store.stats()
+    async with client.pipeline(transaction=False) as pipe:
+        for i in range(100):
+            pipe.get(f"k{i}")
+        pipe.mget("k3", "nope", "k4").exists("k5", "k5", "nope").ttl("k1").get("nope")
+        got = await pipe.execute()
+    assert got[:100] == [str(i).encode() for i in range(100)]
+    assert got[100:103] == [[b"3", None, b"4"], 2, 100]
+    assert got[103] is None
+    after = server.store.stats()
+    assert after["lookups"] - before["lookups"] == 104
+    assert after["reads"] - before["reads"] <= 3  # one per loop turn the pipeline came in

@@ -1,5 +1,6 @@
 """Group commit: writes from many callers share one transaction, and each caller hears
-back only once that transaction has committed.
+back only once that transaction has committed. And the same for reads (`GroupRead`):
+the keys asked for in one turn of the event loop are read with one statement.
 
 One writer task takes everything queued (up to `max_batch`) and runs it as one
 transaction; while that commits, new writes queue up and form the next batch. There is
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 from sdlab.kv import ops
@@ -117,4 +119,65 @@ class GroupCommit:
             "largest_batch": self.largest,
             "mean_batch": round(self.writes / self.batches, 2) if self.batches else 0.0,
             "queued": len(self._queue),
+        }
+
+
+class GroupRead:
+    """Lookups of keys made in the same turn of the event loop (GETs from 50 clients,
+    the GETs of a pipeline) go to the database as one `SELECT ... WHERE k IN (...)`,
+    where each would have been a query, a round trip and on SQLite a thread hop. There
+    is no timer: the batch is read at the end of the turn its first lookup came in."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self._waiting: list[asyncio.Future[tuple[ops.Found, int]]] = []
+        self._keys: set[bytes] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.reads = 0
+        self.lookups = 0
+
+    def lookup(self, keys: Iterable[bytes]) -> asyncio.Future[tuple[ops.Found, int]]:
+        """A future of the live rows found (of these keys and others asked for in the
+        same turn) and the time they were judged alive at."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[ops.Found, int]] = loop.create_future()
+        if not self._waiting:
+            loop.call_soon(self._read)
+        self._waiting.append(future)
+        self._keys.update(keys)
+        return future
+
+    def _read(self) -> None:
+        waiting, keys = self._waiting, self._keys
+        self._waiting, self._keys = [], set()
+        task = asyncio.get_running_loop().create_task(self._answer(waiting, keys))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(
+        self, waiting: list[asyncio.Future[tuple[ops.Found, int]]], keys: set[bytes]
+    ) -> None:
+        now = now_ms()
+        try:
+            found = await self.backend.read(ops.rows(self.backend.dialect, now, keys))
+        except Exception as exc:
+            for future in waiting:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        self.reads += 1
+        self.lookups += len(waiting)
+        for future in waiting:
+            if not future.done():
+                future.set_result((found, now))
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "lookups": self.lookups,
+            "reads": self.reads,
+            "mean_read_batch": round(self.lookups / self.reads, 2) if self.reads else 0.0,
         }

@@ -120,6 +120,7 @@ class Command:
     flags: tuple[str, ...] = ()
     keys: tuple[int, int, int] = (0, 0, 0)  # first key, last key, step (COMMAND INFO)
     prepare: Prepare | None = None  # for a command that reads or writes keys (see above)
+    lookup: bool = False  # prepared as an ops.Lookup: its read shares the turn's SELECT
 
     def refusal(self, args: list[bytes]) -> Error | None:
         """The error for a request of the wrong length (checked before anything runs,
@@ -148,6 +149,7 @@ def command(
     keys: tuple[int, int, int] | None = None,
     aliases: tuple[str, ...] = (),
     prepare: Prepare | None = None,
+    lookup: bool = False,
 ) -> Callable[[Handler], Handler]:
     """Add a command (and its aliases, the same command under other names) to COMMANDS,
     named after its handler (`del_` is DEL)."""
@@ -159,7 +161,9 @@ def command(
             flag_set = flags or (("write",) if kind == "write" else ("readonly", "fast"))
             key_spec = keys or (1, 1, 1)
         for name in (handler.__name__.strip("_"), *aliases):
-            COMMANDS[name] = Command(name, handler, arity, kind, flag_set, key_spec, prepare)
+            COMMANDS[name] = Command(
+                name, handler, arity, kind, flag_set, key_spec, prepare, lookup
+            )
         return handler
 
     return add
@@ -173,6 +177,8 @@ def prepared(kind: str, arity: int, **options: Any) -> Callable[[Prepare], Prepa
         @functools.wraps(prepare)
         async def handler(session: Session, args: list[bytes]) -> Reply:
             step, answer = prepare(session, args)
+            if isinstance(step, ops.Lookup):
+                return answer(await session.store.find(step))
             if isinstance(step, ops.Read):
                 store = session.store
                 return answer(await store.read(step.script(store.backend.dialect, now_ms())))
@@ -186,6 +192,11 @@ def prepared(kind: str, arity: int, **options: Any) -> Callable[[Prepare], Prepa
 
 def read_command(arity: int, **options: Any) -> Callable[[Prepare], Prepare]:
     return prepared("read", arity, **options)
+
+
+def lookup_command(arity: int, **options: Any) -> Callable[[Prepare], Prepare]:
+    """A read whose step is always an `ops.Lookup`."""
+    return prepared("read", arity, lookup=True, **options)
 
 
 def write_command(arity: int, **options: Any) -> Callable[[Prepare], Prepare]:
@@ -482,34 +493,47 @@ def dbsize(session: Session, args: list[bytes]) -> Prepared:
 # Keys and values.
 
 
-@read_command(2)
+# GET, MGET, EXISTS, TTL and the others that read keys by name are lookups: those of one
+# loop turn share one SELECT (batching.GroupRead).
+
+
+def _lookup(key: bytes) -> ops.Lookup:
+    return ops.Lookup((key,), ops.value_of(key))
+
+
+@lookup_command(2)
 def get(session: Session, args: list[bytes]) -> Prepared:
-    return ops.Read(ops.get, (_key(args[0]),)), _same
+    return _lookup(_key(args[0])), _same
 
 
-@read_command(-2, keys=(1, -1, 1))
+@lookup_command(-2, keys=(1, -1, 1))
 def mget(session: Session, args: list[bytes]) -> Prepared:
-    return ops.Read(ops.mget, ([_key(a) for a in args],)), _same
+    keys = tuple(_key(a) for a in args)
+    return ops.Lookup(keys, ops.values_of(keys)), _same
 
 
-@read_command(-2, keys=(1, -1, 1))
+@lookup_command(-2, keys=(1, -1, 1))
 def exists(session: Session, args: list[bytes]) -> Prepared:
-    return ops.Read(ops.exists, ([_key(a) for a in args],)), _same
+    keys = tuple(_key(a) for a in args)
+    return ops.Lookup(keys, ops.count_of(keys)), _same
 
 
-@read_command(2)
+@lookup_command(2)
 def ttl(session: Session, args: list[bytes]) -> Prepared:
-    return ops.Read(ops.pttl, (_key(args[0]),)), seconds_left
+    key = _key(args[0])
+    return ops.Lookup((key,), ops.pttl_of(key)), seconds_left
 
 
-@read_command(2)
+@lookup_command(2)
 def pttl(session: Session, args: list[bytes]) -> Prepared:
-    return ops.Read(ops.pttl, (_key(args[0]),)), _same
+    key = _key(args[0])
+    return ops.Lookup((key,), ops.pttl_of(key)), _same
 
 
-@read_command(2)
+@lookup_command(2)
 def type_(session: Session, args: list[bytes]) -> Prepared:
-    return ops.Read(ops.exists, ([_key(args[0])],)), _type_name
+    key = _key(args[0])
+    return ops.Lookup((key,), ops.count_of((key,))), _type_name
 
 
 def _type_name(found: int) -> Reply:
@@ -731,12 +755,12 @@ def _flush_options(args: list[bytes]) -> None:
         raise CommandError("ERR syntax error")
 
 
-@read_command(2)
+@lookup_command(2)
 def strlen(session: Session, args: list[bytes]) -> Prepared:
-    return ops.Read(ops.get, (_key(args[0]),)), lambda value: len(value or b"")
+    return _lookup(_key(args[0])), lambda value: len(value or b"")
 
 
-@read_command(4, flags=("readonly",))
+@lookup_command(4, flags=("readonly",))
 def getrange(session: Session, args: list[bytes]) -> Prepared:
     """GETRANGE key start end: inclusive, negative counts from the end (Redis's rules,
     clamped, and "" for a missing key)."""
@@ -752,7 +776,7 @@ def getrange(session: Session, args: list[bytes]) -> Prepared:
             return b""
         return (value or b"")[first : last + 1]
 
-    return ops.Read(ops.get, (_key(args[0]),)), answer
+    return _lookup(_key(args[0])), answer
 
 
 @read_command(2)
@@ -803,7 +827,7 @@ NO_LFU = (
 SHARED_REFCOUNT = 2147483647  # what Redis answers for its shared integers 0 to 9999
 
 
-@read_command(-2, flags=("slow",), keys=(0, 0, 0))
+@lookup_command(-2, flags=("slow",), keys=(0, 0, 0))
 def object_(session: Session, args: list[bytes]) -> Prepared:
     """OBJECT ENCODING|FREQ|IDLETIME|REFCOUNT key, OBJECT HELP, as a Redis with its
     defaults (maxmemory-policy noeviction) answers: the encoding Redis would give the
@@ -817,7 +841,7 @@ def object_(session: Session, args: list[bytes]) -> Prepared:
     if len(args) != (1 if sub == "help" else 2):
         raise CommandError(f"ERR wrong number of arguments for 'object|{sub}' command")
     if sub == "help":
-        return ops.Read(ops.nothing), lambda _: [Simple(line) for line in OBJECT_HELP]
+        return ops.Lookup((), lambda found, now: None), lambda _: [Simple(x) for x in OBJECT_HELP]
 
     def answer(value: bytes | None) -> Reply:
         if value is None:
@@ -831,7 +855,7 @@ def object_(session: Session, args: list[bytes]) -> Prepared:
             raise CommandError(NO_LFU)
         return 0
 
-    return ops.Read(ops.get, (_key(args[1]),)), answer
+    return _lookup(_key(args[1])), answer
 
 
 def _is_int(value: bytes) -> bool:

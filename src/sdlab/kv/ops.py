@@ -417,7 +417,73 @@ class Read:
         return ()
 
 
-Step = Write | Read
+Found = dict[bytes, tuple[bytes, int | None]]  # live keys' rows: key -> (value, expires_at)
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """A read of some keys' rows, answered from what is found of them (`answer(found,
+    now)`): GET, MGET, EXISTS, TTL and the like. Outside a transaction the lookups made
+    in one loop turn share one `SELECT ... WHERE k IN (...)` (`batching.GroupRead`);
+    inside one it runs as a script of its own, seeing the writes before it."""
+
+    keys: tuple[bytes, ...]
+    answer: Callable[[Found, int], Any]
+
+    def script(self, d: Dialect, now: int) -> Script[Any]:
+        return self.answer((yield from rows(d, now, self.keys)), now)
+
+    def written(self) -> Iterable[bytes]:
+        return ()
+
+
+def rows(d: Dialect, now: int, keys: Iterable[bytes]) -> Script[Found]:
+    """The live rows of these keys, a few hundred keys per statement."""
+    found: Found = {}
+    for chunk in chunks(sorted(set(keys))):
+        for key, value, expires_at in (yield d.select_many(chunk)).rows:
+            if alive(expires_at, now):
+                found[bytes(key)] = (bytes(value), expires_at)
+    return found
+
+
+def value_of(key: bytes) -> Callable[[Found, int], bytes | None]:
+    """GET's answer from a lookup: the value, or None."""
+
+    def answer(found: Found, now: int) -> bytes | None:
+        row = found.get(key)
+        return None if row is None else row[0]
+
+    return answer
+
+
+def values_of(keys: Sequence[bytes]) -> Callable[[Found, int], list[bytes | None]]:
+    def answer(found: Found, now: int) -> list[bytes | None]:
+        return [found[key][0] if key in found else None for key in keys]
+
+    return answer
+
+
+def count_of(keys: Sequence[bytes]) -> Callable[[Found, int], int]:
+    """EXISTS's answer: how many of the keys exist, a key named twice counted twice."""
+
+    def answer(found: Found, now: int) -> int:
+        return sum(key in found for key in keys)
+
+    return answer
+
+
+def pttl_of(key: bytes) -> Callable[[Found, int], int]:
+    """PTTL's answer: ms to live; -1 for no expiry, -2 for no key."""
+
+    def answer(found: Found, now: int) -> int:
+        row = found.get(key)
+        return -2 if row is None else ttl_ms(row[1], now)
+
+    return answer
+
+
+Step = Write | Read | Lookup
 State = tuple[bytes, int | None] | None  # a key's value and expiry if it is alive, or None
 
 

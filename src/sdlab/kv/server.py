@@ -29,6 +29,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from sdlab.kv import ops
 from sdlab.kv.commands import (
     COMMANDS,
     NO_AUTH,
@@ -276,6 +277,8 @@ class Connection:
         started: asyncio.Future[None] | None = None
         if kind == "write" and prepare is not None and not naive and gate is None:
             reply = self._queue_write(found.name, prepare, args)  # in the batcher now
+        elif kind == "read" and found.lookup and gate is None:
+            reply = self._queue_read(found.name, prepare, args)  # in this turn's SELECT
         else:
             started = asyncio.get_running_loop().create_future()
             run = call or (lambda: found.handler(self.session, args))
@@ -311,6 +314,41 @@ class Connection:
                 reply.set_result(encode(error_reply(name, exc), self.session.resp3))
 
         committed.add_done_callback(committed_now)
+        return reply
+
+    def _queue_read(
+        self, name: str, prepare: Prepare | None, args: list[bytes]
+    ) -> asyncio.Future[bytes]:
+        """The hot path of a lookup (GET and the like) with nothing to wait for: into
+        this loop turn's shared SELECT now, its reply encoded by a callback."""
+        reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        store = self.server.store
+        try:
+            assert prepare is not None
+            step, answer = prepare(self.session, args)
+            assert isinstance(step, ops.Lookup)
+            found = store.lookup(step.keys)
+        except Exception as exc:
+            reply.set_result(encode(error_reply(name, exc), self.session.resp3))
+            return reply
+
+        def read_now(found: asyncio.Future[tuple[ops.Found, int]]) -> None:
+            result: Reply
+            try:
+                rows, now = found.result()
+            except Exception as exc:  # the database's failure
+                reply.set_result(encode(error_reply(name, store.failure(exc)), self.session.resp3))
+                return
+            try:
+                result = answer(step.answer(rows, now))
+            except Exception as exc:  # the command's own (OBJECT FREQ, say)
+                result = error_reply(name, exc)
+            try:
+                reply.set_result(encode(result, self.session.resp3))
+            except Exception as exc:  # a bug: an answer left unset would stall the replies
+                reply.set_result(encode(error_reply(name, exc), self.session.resp3))
+
+        found.add_done_callback(read_now)
         return reply
 
     async def _run(
