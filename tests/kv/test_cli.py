@@ -47,7 +47,8 @@ async def test_the_benchmark_runs_every_server(sdlab_endpoints: Endpoints) -> No
     experiment = Throughput(requests=600, naive_requests=300, clients=10, keyspace=100)
     outcome = await experiment.run(Bench(endpoints, Progress()))
     assert [row["server"] for row in outcome.rows] == [
-        "Redis 7 (the ceiling)",
+        "Redis 7 (the ceiling, no fsync)",
+        "Redis 7, appendfsync always",
         *(
             f"sdlab kv on {db}, {mode}"
             for db in ("SQLite", "MariaDB", "PostgreSQL")
@@ -58,3 +59,6 @@ async def test_the_benchmark_runs_every_server(sdlab_endpoints: Endpoints) -> No
         assert row["SET (req/s)"] > 0
         assert row["GET (req/s)"] > 0
     assert sum("as fast as one transaction per write" in note for note in outcome.notes) == 3
+    assert outcome.rows[3]["durability"] == "synchronous=FULL (WAL)"
+    assert outcome.rows[4]["durability"] == "innodb_flush_log_at_trx_commit=1"
+    assert outcome.rows[6]["durability"] == "synchronous_commit=on"

@@ -126,12 +126,16 @@ class GroupRead:
     """Lookups of keys made in the same turn of the event loop (GETs from 50 clients,
     the GETs of a pipeline) go to the database as one `SELECT ... WHERE k IN (...)`,
     where each would have been a query, a round trip and on SQLite a thread hop. There
-    is no timer: the batch is read at the end of the turn its first lookup came in."""
+    is no timer: the batch is read at the end of the turn its first lookup came in, or,
+    with `concurrency` reads already running, as soon as one of them ends (so under load
+    batches grow, as group commit's do, instead of queueing up for the connections)."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, *, concurrency: int = 1) -> None:
         self.backend = backend
+        self.concurrency = concurrency
         self._waiting: list[asyncio.Future[tuple[ops.Found, int]]] = []
         self._keys: set[bytes] = set()
+        self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
         self.reads = 0
         self.lookups = 0
@@ -141,18 +145,27 @@ class GroupRead:
         same turn) and the time they were judged alive at."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[tuple[ops.Found, int]] = loop.create_future()
-        if not self._waiting:
-            loop.call_soon(self._read)
         self._waiting.append(future)
         self._keys.update(keys)
+        if not self._scheduled and len(self._tasks) < self.concurrency:
+            self._scheduled = True
+            loop.call_soon(self._read)
         return future
 
     def _read(self) -> None:
+        self._scheduled = False
+        if not self._waiting:
+            return
         waiting, keys = self._waiting, self._keys
         self._waiting, self._keys = [], set()
         task = asyncio.get_running_loop().create_task(self._answer(waiting, keys))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if self._waiting and not self._scheduled:  # they came while all readers were busy
+            self._read()
 
     async def _answer(
         self, waiting: list[asyncio.Future[tuple[ops.Found, int]]], keys: set[bytes]

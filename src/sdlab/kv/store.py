@@ -76,7 +76,9 @@ class Store:
         self.group_commit = group_commit
         self.backend: Backend = backend_for(url, pool_size=pool_size, timeout=timeout)
         self._batcher = GroupCommit(self.backend, max_batch=max_batch) if group_commit else None
-        self._reader = GroupRead(self.backend)
+        # SQLite reads on one thread; the servers on a pool: a few reads at once there.
+        readers = 1 if self.backend.name.startswith("SQLite") else max(1, pool_size // 2)
+        self._reader = GroupRead(self.backend, concurrency=readers)
         self._sweeper = Sweeper(self.backend, interval=sweep_interval, batch=sweep_batch)
         self._sweeping = sweep_interval > 0
         self._open = False
