@@ -69,7 +69,7 @@ async def test_redis_py_commands(client: aioredis.Redis) -> None:
     assert await client.echo("hi") == b"hi"
     assert await client.execute_command("SELECT", 0)
     with pytest.raises(ResponseError, match="out of range"):
-        await client.execute_command("SELECT", 1)
+        await client.execute_command("SELECT", 16)
     assert (await client.info())["redis_version"]
     assert await client.dbsize() == 3  # k, n, b
     assert await client.type("k") == b"string"
@@ -811,10 +811,53 @@ SET f 1
 EXEC
 KEYS *
 FLUSHALL
+SELECT 16
+SELECT -1
+SELECT 15
+GET a
+SET a 15
+DBSIZE
+SELECT 0
+GET a
+SET a 0
+SELECT 1
+SET k 1
+WATCH k
+SELECT 2
+SET k 2
+MULTI
+GET k
+SELECT 1
+GET k
+EXEC
+SET k 1b
+FLUSHDB
+DBSIZE
+SELECT 1
+GET k
+SELECT 0
+WATCH a
+SELECT 15
+SET a 15b
+SELECT 0
+MULTI
+GET a
+EXEC
+MGET a k
+SELECT 15
+MGET a k
+FLUSHALL
+DBSIZE
+SELECT 1
+DBSIZE
+SELECT 0
+DBSIZE
 """
 
 
-async def test_flushdb_and_flushall_match_a_private_redis(server: RespServer, servers: Any) -> None:
+async def test_databases_and_flushes_match_a_private_redis(
+    server: RespServer, servers: Any
+) -> None:
     (private,) = servers.redis()
     commands = [line.split() for line in SAME_AS_A_PRIVATE_REDIS.splitlines() if line]
     ours = await replies(server.port, commands)
@@ -918,3 +961,34 @@ async def test_the_reads_of_one_turn_share_one_select(
     after = server.store.stats()
     assert after["lookups"] - before["lookups"] == 104
     assert after["reads"] - before["reads"] <= 3  # one per loop turn the pipeline came in
+
+
+async def test_redis_py_in_database_15_and_redis_cli_n(server: RespServer) -> None:
+    fifteen = aioredis.Redis(port=server.port, db=15)  # the usual test setup
+    zero = aioredis.Redis(port=server.port)
+    try:
+        await fifteen.set("k", "in 15")
+        await zero.set("k", "in 0")
+        assert await fifteen.get("k") == b"in 15"
+        assert await fifteen.pipeline().set("n", 1).incr("n").execute() == [True, 2]
+        assert await fifteen.flushdb()
+        assert await fifteen.dbsize() == 0
+        assert await zero.get("k") == b"in 0"
+        cli = shutil.which("redis-cli")
+        assert cli is not None
+        done = await asyncio.to_thread(
+            subprocess.run, [cli, "-p", str(server.port), "-n", "3", "set", "c", "3"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert done.stdout.strip() == "OK"
+        three = aioredis.Redis(port=server.port, db=3)
+        try:
+            assert await three.get("c") == b"3"
+            assert await zero.get("c") is None
+            assert await zero.flushall()
+            assert await three.get("c") is None
+        finally:
+            await three.aclose()
+    finally:
+        await fifteen.aclose()
+        await zero.aclose()

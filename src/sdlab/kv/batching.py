@@ -21,6 +21,7 @@ from typing import Any
 from sdlab.kv import ops
 from sdlab.kv.backends import Backend
 from sdlab.kv.core import KVError, StoreClosed, now_ms
+from sdlab.kv.sql import Dialect
 from sdlab.latency import Latency
 
 logger = logging.getLogger("sdlab.kv")
@@ -130,8 +131,11 @@ class GroupRead:
     with `concurrency` reads already running, as soon as one of them ends (so under load
     batches grow, as group commit's do, instead of queueing up for the connections)."""
 
-    def __init__(self, backend: Backend, *, concurrency: int = 1) -> None:
+    def __init__(
+        self, backend: Backend, *, dialect: Dialect | None = None, concurrency: int = 1
+    ) -> None:
         self.backend = backend
+        self.dialect = dialect or backend.dialect  # the table (a database's, say)
         self.concurrency = concurrency
         self._waiting: list[asyncio.Future[tuple[ops.Found, int]]] = []
         self._keys: set[bytes] = set()
@@ -172,7 +176,7 @@ class GroupRead:
     ) -> None:
         now = now_ms()
         try:
-            found = await self.backend.read(ops.rows(self.backend.dialect, now, keys))
+            found = await self.backend.read(ops.rows(self.dialect, now, keys))
         except Exception as exc:
             for future in waiting:
                 if not future.done():

@@ -10,6 +10,7 @@ others (PING, CONFIG, INFO ...) are plain async handlers that touch no key.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import functools
 import hmac
@@ -41,7 +42,7 @@ from sdlab.kv.core import (
 )
 from sdlab.kv.match import compile_pattern, literal_prefix
 from sdlab.kv.resp import NULL_ARRAY, OK, Error, Map, Reply, Simple
-from sdlab.kv.store import Store, seconds_left
+from sdlab.kv.store import DATABASES, Store, seconds_left
 from sdlab.kv.transaction import Multi, Watch
 
 if TYPE_CHECKING:
@@ -100,6 +101,7 @@ class Session:
     multi: Multi | None = None  # between MULTI and EXEC (or DISCARD)
     watch: Watch = field(default_factory=Watch)
     authenticated: bool = True  # False until AUTH, when the server has a password
+    db: int = 0  # SELECT's
     cursors: Cursors = field(default_factory=lambda: Cursors())  # this connection's SCAN
 
     @property
@@ -109,6 +111,12 @@ class Session:
     def unwatch(self) -> None:
         self.server.watches.remove(self.watch)
         self.watch = Watch()
+
+    def wrap(self, step: Any, db: int | None = None) -> Any:
+        """A step as it runs in this session's database (or `db`): as it is in 0, else
+        on that database's table (`ops.In`)."""
+        db = self.db if db is None else db
+        return step if db == 0 else ops.In(self.store.dialect(db), db, step)
 
 
 @dataclass(frozen=True)
@@ -177,12 +185,15 @@ def prepared(kind: str, arity: int, **options: Any) -> Callable[[Prepare], Prepa
         @functools.wraps(prepare)
         async def handler(session: Session, args: list[bytes]) -> Reply:
             step, answer = prepare(session, args)
+            store, db = session.store, session.db
             if isinstance(step, ops.Lookup):
-                return answer(await session.store.find(step))
+                return answer(await store.find(step, db))
             if isinstance(step, ops.Read):
-                store = session.store
-                return answer(await store.read(step.script(store.backend.dialect, now_ms())))
-            return answer(await session.store.apply(step))
+                return answer(await store.read(step.script(store.dialect(db), now_ms())))
+            if isinstance(step, ops.FlushAll):  # every database's table: made first
+                await store.databases()
+                step = ops.FlushAll(tuple(store.dialects()))
+            return answer(await store.apply(session.wrap(step)))
 
         command(arity, kind, prepare=prepare, **options)(handler)
         return prepare
@@ -244,11 +255,22 @@ async def echo(session: Session, args: list[bytes]) -> Reply:
     return args[0]
 
 
-@command(2, "none")
+@command(2, "session")
 async def select(session: Session, args: list[bytes]) -> Reply:
-    if _int(args[0]) != 0:
-        raise CommandError("ERR DB index is out of range (this server has database 0 only)")
+    """SELECT 0 to 15. The commands after it wait for it (it is a session command), so
+    that they run in the database it chose; 1 to 15's tables are made the first time."""
+    db = _database(args[0])
+    if db:
+        await session.store.databases()
+    session.db = db
     return OK
+
+
+def _database(raw: bytes) -> int:
+    db = _int(raw)
+    if not 0 <= db < DATABASES:
+        raise CommandError("ERR DB index is out of range")
+    return db
 
 
 @command(-1, "none")
@@ -400,7 +422,7 @@ async def config(session: Session, args: list[bytes]) -> Reply:
     known = {
         "save": "",
         "appendonly": "no",
-        "databases": "1",
+        "databases": str(DATABASES),
         "proto-max-bulk-len": str(session.store.max_value),
     }
     pattern = args[1].decode(errors="replace").lower()
@@ -746,8 +768,10 @@ def flushdb(session: Session, args: list[bytes]) -> Prepared:
 
 @write_command(-1, keys=(0, 0, 0))
 def flushall(session: Session, args: list[bytes]) -> Prepared:
+    """FLUSHALL [ASYNC|SYNC]: every database (the tables it runs on are filled in as it
+    runs, once 1 to 15's are made: see the handler and `execute`)."""
     _flush_options(args)
-    return ops.Flush(), _ok
+    return ops.FlushAll(()), _ok
 
 
 def _flush_options(args: list[bytes]) -> None:
@@ -945,11 +969,19 @@ async def execute(session: Session, queued: Multi) -> Reply:
         raise CommandError(EXECABORT)
     if watch.touched:  # written by this process since WATCH: no need to ask the database
         return NULL_ARRAY
-    steps: list[ops.Step] = []
+    store = session.store
+    names = {lookup(args).name for args in queued.queued}  # type: ignore[union-attr]
+    if names & {"select", "flushall"}:
+        await store.databases()
+    steps: list[Any] = []
     slots: list[tuple[Command, list[bytes], Callable[[Any], Reply] | Error | None]] = []
+    db = session.db  # SELECT inside MULTI: the commands after it are in its database
     for args in queued.queued:
         found = lookup(args)
         assert found is not None  # unknown commands were refused while queueing
+        if found.name == "select":
+            with contextlib.suppress(CommandError):  # (its handler answers the error)
+                db = _database(args[1])
         if found.prepare is None:
             slots.append((found, args, None))
             continue
@@ -958,7 +990,9 @@ async def execute(session: Session, queued: Multi) -> Reply:
         except Exception as exc:  # a syntax error, say: its reply, and the others run
             slots.append((found, args, error_reply(found.name, exc)))
             continue
-        steps.append(step)
+        if isinstance(step, ops.FlushAll):
+            step = ops.FlushAll(tuple(store.dialects()))
+        steps.append(session.wrap(step, db))
         slots.append((found, args, answer))
     results: list[Any] = []
     if steps or watch:
@@ -995,19 +1029,21 @@ async def discard(session: Session, args: list[bytes]) -> Reply:
 @command(-2, "session", flags=("fast",), keys=(1, -1, 1))
 async def watch(session: Session, args: list[bytes]) -> Reply:
     """WATCH key ...: remember each key's state now; EXEC compares (transaction.py)."""
-    keys = [k for k in dict.fromkeys(_key(a) for a in args) if k not in session.watch.seen]
-    if not keys:
+    db, current, store = session.db, session.watch, session.store
+    named = {ops.qualified(db, k): k for k in (_key(a) for a in args)}
+    named = {q: k for q, k in named.items() if q not in current.seen}
+    if not named:
         return OK
-    current = session.watch
-    session.server.watches.add(current, keys)  # first: a write from now on marks it
-    current.seen.update(dict.fromkeys(keys))
-    store = session.store
+    session.server.watches.add(current, named)  # first: a write from now on marks it
+    current.seen.update(dict.fromkeys(named))
+    dialect = store.dialect(db)
+    current.where.update({q: (dialect if db else None, k) for q, k in named.items()})
     try:
-        seen = await store.read(ops.states(store.backend.dialect, now_ms(), keys))
+        seen = await store.read(ops.states(dialect, now_ms(), list(named.values())))
     except Exception:
         current.touched = True  # unknown: EXEC must not trust it
         raise
-    current.seen.update(seen)
+    current.seen.update({ops.qualified(db, k): state for k, state in seen.items()})
     return OK
 
 

@@ -487,6 +487,44 @@ Step = Write | Read | Lookup
 State = tuple[bytes, int | None] | None  # a key's value and expiry if it is alive, or None
 
 
+def qualified(db: int, key: bytes) -> bytes:
+    """A key as WATCH tells databases apart (database 0's keys as they are). Two keys may
+    come out the same (`1\\0a` in 0, `a` in 1): then a write to one breaks a WATCH of the
+    other, a needless null EXEC, never a missed one."""
+    return key if db == 0 else b"%d\0%s" % (db, key)
+
+
+@dataclass(frozen=True, slots=True)
+class In:
+    """A step on another database than 0 (SELECT n): its script run on that database's
+    table, its keys qualified for WATCH."""
+
+    dialect: Dialect
+    db: int
+    step: Write | Read | Lookup
+
+    def script(self, d: Dialect, now: int) -> Script[Any]:
+        return self.step.script(self.dialect, now)
+
+    def written(self) -> Iterable[bytes]:
+        return (k if k == EVERY_KEY else qualified(self.db, k) for k in self.step.written())
+
+
+@dataclass(frozen=True, slots=True)
+class FlushAll:
+    """FLUSHALL: every database's table flushed, in one transaction."""
+
+    dialects: tuple[Dialect, ...]
+
+    def script(self, d: Dialect, now: int) -> Script[bool]:
+        for dialect in self.dialects:
+            yield from Flush().script(dialect, now)
+        return True
+
+    def written(self) -> Iterable[bytes]:
+        return (EVERY_KEY,)
+
+
 @dataclass(frozen=True, slots=True)
 class Transaction:
     """MULTI ... EXEC: every step in order, in one SQL transaction, so nobody sees half
@@ -495,12 +533,14 @@ class Transaction:
     Otherwise a list with each step's result, or the KVError it raised: a step raises
     before it writes anything, so the others apply, as Redis runs the rest of an EXEC."""
 
-    watched: tuple[tuple[bytes, State], ...] = ()
-    steps: tuple[Step, ...] = ()
+    watched: tuple[tuple[Dialect | None, bytes, State], ...] = ()  # None: the main table
+    steps: tuple[Step | In, ...] = ()
 
     def script(self, d: Dialect, now: int) -> Script[list[Any] | None]:
-        for key, seen in sorted(self.watched):  # sorted: locks taken in one order
-            if state((yield d.select(key, lock=True)).rows, now) != seen:
+        # Sorted: locks taken in one order.
+        for where, key, seen in sorted(self.watched, key=lambda w: (w[0] is not None, w[1])):
+            rows = (yield (where or d).select(key, lock=True)).rows
+            if state(rows, now) != seen:
                 return None
         return (yield from batch(d, self.steps, now))  # as a batch: runs of SETs merge
 
@@ -526,7 +566,7 @@ def states(d: Dialect, now: int, keys: Sequence[bytes]) -> Script[dict[bytes, St
     return found
 
 
-def batch(d: Dialect, writes: Sequence[Write | Read], now: int) -> Script[list[Any]]:
+def batch(d: Dialect, writes: Sequence[Write | Read | Lookup], now: int) -> Script[list[Any]]:
     """Every write of a batch (or step of a transaction), in order, in the caller's one
     transaction. Each gets its result, or the KVError it raised (a script raises before
     it writes anything)."""

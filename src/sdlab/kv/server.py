@@ -275,7 +275,8 @@ class Connection:
         if kind != "none":
             gate = self.ordering.admit(kind, serial=naive or kind == "session")
         started: asyncio.Future[None] | None = None
-        if kind == "write" and prepare is not None and not naive and gate is None:
+        fast = gate is None and found.name != "flushall"  # (FLUSHALL makes tables first)
+        if kind == "write" and prepare is not None and not naive and fast:
             reply = self._queue_write(found.name, prepare, args)  # in the batcher now
         elif kind == "read" and found.lookup and gate is None:
             reply = self._queue_read(found.name, prepare, args)  # in this turn's SELECT
@@ -297,7 +298,7 @@ class Connection:
         reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         try:
             write, answer = prepare(self.session, args)
-            committed = self.server.store.submit(write)
+            committed = self.server.store.submit(self.session.wrap(write))
         except Exception as exc:  # refused before it was queued (a bad request, a closed store)
             reply.set_result(encode(error_reply(name, exc), self.session.resp3))
             return reply
@@ -327,7 +328,7 @@ class Connection:
             assert prepare is not None
             step, answer = prepare(self.session, args)
             assert isinstance(step, ops.Lookup)
-            found = store.lookup(step.keys)
+            found = store.lookup(step.keys, self.session.db)
         except Exception as exc:
             reply.set_result(encode(error_reply(name, exc), self.session.resp3))
             return reply
@@ -431,7 +432,7 @@ class Connection:
             "age": int(now - self.created),
             "idle": int(now - self.active),
             "flags": "x" if multi is not None else "N",
-            "db": 0,
+            "db": session.db,
             "sub": 0,
             "psub": 0,
             "ssub": 0,
