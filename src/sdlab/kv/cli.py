@@ -92,15 +92,17 @@ def serve(
     """Serve one store over HTTP and the Redis protocol until Ctrl-C (or SIGTERM).
 
     redis-cli, redis-py and redis-benchmark work against the Redis port unchanged:
-    GET, SET (EX/PX/EXAT/PXAT/NX/XX/KEEPTTL), DEL, EXISTS, EXPIRE, TTL, PERSIST, INCR,
-    MGET, MSET, SCAN, and PING, ECHO, SELECT 0, INFO, COMMAND, QUIT. A write is
-    answered once its transaction has committed.
+    Redis 7's string and keyspace commands, MULTI/EXEC/WATCH, databases 0 to 15, AUTH
+    (docs/kv.md lists them). A write is answered once its transaction has committed.
+    Without --requirepass it listens on loopback only, unless --insecure.
 
     Examples:
 
       sdlab kv serve
 
       sdlab kv serve --backend mysql://root@127.0.0.1:3306/sdlab_kv --resp-port 6380
+
+      SDLAB_KV_PASSWORD=s3cret sdlab kv serve --host 0.0.0.0
 
       redis-cli -p 6380 set greeting hello EX 60
 
@@ -155,9 +157,10 @@ def experiment(
     quick: lab.Quick = False,
     out: lab.ReportDir = None,
 ) -> None:
-    """redis-benchmark -t set,get at 50 clients against our server on SQLite, MariaDB
-    and PostgreSQL, with group commit and without (one transaction per write), and
-    against a private real Redis as the ceiling.
+    """redis-benchmark -t set,get at 50 clients, unpipelined and -P 16, against our
+    server on SQLite, MariaDB and PostgreSQL, with group commit and without (one
+    transaction per write), and against two private Redis servers: one with appendfsync
+    always (the durable peer, with our ratios to it) and one in memory (the ceiling).
 
     Examples:
 

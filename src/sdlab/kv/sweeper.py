@@ -50,9 +50,7 @@ class Sweeper:
         total = 0
         for table in self.tables():
             while True:
-                removed = await self.backend.write(
-                    lambda table=table: ops.sweep(table, now_ms(), self.batch)  # type: ignore[misc]
-                )
+                removed = await self.backend.write(self._sweeping(table))
                 self.statements += 1
                 total += removed
                 self.swept += removed
@@ -60,6 +58,9 @@ class Sweeper:
                     break
                 await asyncio.sleep(self.pause)
         return total
+
+    def _sweeping(self, table: Dialect) -> Callable[[], ops.Script[int]]:
+        return lambda: ops.sweep(table, now_ms(), self.batch)
 
     async def _run(self) -> None:
         while True:
