@@ -23,7 +23,8 @@ INSTALLED := $(VENV)/.installed
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-test: services  ## set up, then run every test (slow ones included)
+test: services  ## set up, type-check src/, then run every test (slow ones included)
+	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lab: services  ## set up, then run every experiment and write reports/latest/

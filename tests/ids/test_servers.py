@@ -22,13 +22,13 @@ from sdlab.ids import (
 from sdlab.infra.pytest_plugin import Servers
 from sdlab.infra.services import redis as redis_service
 from sdlab.locks import LockLost
-from sdlab.pool import MariaDB, Pool, PostgreSQL
+from sdlab.sql import Database
 
 
 @pytest.fixture
 async def counters(mysql_db: str) -> AsyncIterator[CounterTable]:
-    async with Pool(MariaDB(mysql_db), min_size=2, max_size=8) as pool:
-        table = CounterTable(pool)
+    async with Database(mysql_db, min_size=2, max_size=8) as db:
+        table = CounterTable(db)
         await table.create()
         yield table
 
@@ -85,19 +85,16 @@ async def test_ticket_servers_alternate_and_survive_one_down(servers: Servers) -
 
 
 async def test_instagram_ids_are_made_by_postgres(postgres_db: str) -> None:
-    async with (
-        Pool(PostgreSQL(postgres_db, autocommit=True), min_size=1) as pool,
-        pool.connection() as conn,
-    ):
-        await install_instagram(conn, schema="shard_5", shard=5)
-        await conn.execute(
+    async with Database(postgres_db, min_size=1) as db, db.session() as session:
+        await install_instagram(session, schema="shard_5", shard=5)
+        await session.execute(
             "CREATE TABLE shard_5.photos (id bigint NOT NULL DEFAULT shard_5.next_id() "
             "PRIMARY KEY, caption text)"
         )
         for i in range(50):
-            await conn.execute("INSERT INTO shard_5.photos (caption) VALUES (%s)", (str(i),))
-        cur = await conn.execute("SELECT id FROM shard_5.photos ORDER BY caption::int")
-        ids = [row[0] for row in await cur.fetchall()]
+            await session.execute("INSERT INTO shard_5.photos (caption) VALUES (%s)", (str(i),))
+        rows = await session.fetch("SELECT id FROM shard_5.photos ORDER BY caption::int")
+        ids = [row[0] for row in rows]
     assert len(set(ids)) == 50
     parts = INSTAGRAM.decode(ids[-1])
     assert parts.node == 5

@@ -9,13 +9,13 @@ import sys
 
 from sdlab.infra.services import redis
 from sdlab.locks import FencedStore, RedisLock, StaleToken
-from sdlab.pool import MariaDB, Pool
+from sdlab.sql import Database
 
 
 async def main(redis_url: str, mysql_url: str, name: str, table: str) -> None:
     client = redis.connect(redis_url)
-    async with Pool(MariaDB(mysql_url), min_size=1) as pool:
-        store = FencedStore(pool, table)
+    async with Database(mysql_url, min_size=1) as db:
+        store = FencedStore(db, table)
         lock = RedisLock(client, name, ttl=0.5)
         await lock.acquire()
         print(lock.fence, flush=True)

@@ -18,7 +18,7 @@ import pytest
 from sdlab.infra.pytest_plugin import Servers
 from sdlab.infra.services import redis as redis_service
 from sdlab.locks import FencedStore, LockTimeout, RedisLock, Redlock, StaleToken, demo
-from sdlab.pool import MariaDB, Pool
+from sdlab.sql import Database
 
 
 @pytest.mark.slow
@@ -144,8 +144,8 @@ async def test_a_holder_frozen_past_its_ttl_is_refused_by_the_fence(
     assert holder.stdout is not None
     client = redis_service.connect(redis_url)
     try:
-        async with Pool(MariaDB(mysql_db), min_size=1) as pool:
-            store = FencedStore(pool, "fenced")
+        async with Database(mysql_db, min_size=1) as db:
+            store = FencedStore(db, "fenced")
             await store.create()
             stale_fence = int(await holder.stdout.readline())
             os.kill(holder.pid, signal.SIGSTOP)  # a GC pause, a swap storm, a VM migration

@@ -12,7 +12,7 @@ import pytest
 from sdlab.infra.pytest_plugin import Servers
 from sdlab.infra.services import redis as redis_service
 from sdlab.locks import FencedStore, LockError, LockLost, RedisLock, Redlock
-from sdlab.pool import MariaDB, Pool
+from sdlab.sql import Database
 from tests.helpers import Proxy
 
 
@@ -113,8 +113,8 @@ async def test_a_cancelled_redlock_attempt_is_undone_everywhere(
 async def test_fenced_writes_are_atomic_even_on_autocommit_connections(
     mysql_db: str, namespace: str
 ) -> None:
-    async with Pool(MariaDB(mysql_db, autocommit=True), min_size=4, max_size=16) as pool:
-        store = FencedStore(pool, "fenced")
+    async with Database(mysql_db, min_size=4, max_size=16) as db:  # autocommit sessions
+        store = FencedStore(db, "fenced")
         await store.create()
         for _ in range(10):
 
@@ -132,25 +132,22 @@ async def test_fenced_writes_are_atomic_even_on_autocommit_connections(
 async def test_the_heartbeat_tells_a_holder_its_session_is_gone(
     kind: str, mysql_url: str, postgres_url: str, namespace: str
 ) -> None:
-    from sdlab.infra.services import mariadb, postgres
     from sdlab.locks import MariaDBLock, PostgresLock
 
     if kind == "mysql":
         holder: Any = MariaDBLock(mysql_url, namespace, heartbeat=0.2)
         await holder.acquire()
-        admin = await mariadb.connect(mysql_url, autocommit=True)
-        async with admin.cursor() as cur:
-            await cur.execute("SELECT IS_USED_LOCK(%s)", (namespace,))
-            (session,) = await cur.fetchone()
-            await cur.execute(f"KILL CONNECTION {int(session)}")  # a server-side end
-        await admin.ensure_closed()
+        async with Database(mysql_url) as admin:
+            session = await admin.fetchval("SELECT IS_USED_LOCK(%s)", (namespace,))
+            await admin.execute(f"KILL CONNECTION {int(session)}")  # a server-side end
     else:
         holder = PostgresLock(postgres_url, namespace, heartbeat=0.2)
         await holder.acquire()
         await asyncio.sleep(0.5)
         assert holder.held  # the heartbeat finds it still ours
-        async with await postgres.connect(postgres_url, autocommit=True) as admin:
-            await admin.execute("SELECT pg_terminate_backend(%s)", (holder._conn.info.backend_pid,))
+        pid = holder.session.raw.info.backend_pid
+        async with Database(postgres_url) as admin:
+            await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
     try:
         await asyncio.wait_for(holder.lost.wait(), 2)  # told within a heartbeat or two
         assert not holder.held

@@ -138,6 +138,28 @@ async def test_a_failed_block_rolls_back_and_its_error_goes_on(db: sql.Database)
     assert db.pool.stats()["connections_lost"] == 0
 
 
+async def test_a_commit_after_a_failed_statement(db: sql.Database, db_url: str) -> None:
+    """PostgreSQL aborts the whole transaction at a failed statement, and answers the
+    COMMIT with ROLLBACK: that is an error here, not a quiet success. MariaDB undoes
+    only the failed statement and commits the rest."""
+    session = await sql.connect(db_url)
+    try:
+        await session.begin()
+        await session.execute("UPDATE seats SET user_id = 5 WHERE id = 2")
+        with pytest.raises(sql.DuplicateKey):
+            await session.execute("INSERT INTO seats (id) VALUES (1)")
+        if session.dialect.engine == "postgresql":
+            with pytest.raises(sql.TransactionRolledBack):
+                await session.commit()
+            assert await db.fetchval("SELECT user_id FROM seats WHERE id = 2") is None
+        else:
+            await session.commit()
+            assert await db.fetchval("SELECT user_id FROM seats WHERE id = 2") == 5
+        assert not session.in_transaction
+    finally:
+        await session.close()
+
+
 async def test_a_deadlock_is_named_and_run_again(db: sql.Database) -> None:
     """T1 locks 1 then 2, T2 locks 2 then 1: the server kills one, which runs again."""
     both_hold_one = asyncio.Barrier(2)
@@ -224,17 +246,33 @@ async def test_serialization_failure_on_postgres(postgres_db: str) -> None:
 async def test_a_killed_session_is_connection_lost(db: sql.Database, db_url: str) -> None:
     victim = await sql.connect(db_url)
     try:
+        pid = await victim.server_id()
         if victim.dialect.engine == "mariadb":
-            pid = await victim.fetchval("SELECT CONNECTION_ID()")
-            await db.execute(f"KILL {int(pid)}")
+            await db.execute(f"KILL {pid}")
         else:
-            pid = victim.raw.info.backend_pid
             await db.execute("SELECT pg_terminate_backend(%s)", (pid,))
         await asyncio.sleep(0.2)
         with pytest.raises(sql.ConnectionLost):
             await victim.fetch("SELECT 1")
     finally:
         await victim.close()
+
+
+async def test_server_id_names_the_session_in_the_servers_own_views(
+    db: sql.Database, db_url: str
+) -> None:
+    first, second = await sql.connect(db_url), await sql.connect(db_url)
+    try:
+        ids = [await first.server_id(), await second.server_id()]
+        assert ids[0] != ids[1]
+        if first.dialect.engine == "mariadb":
+            seen = "SELECT ID FROM information_schema.PROCESSLIST WHERE ID IN (%s, %s)"
+        else:
+            seen = "SELECT pid FROM pg_stat_activity WHERE pid IN (%s, %s)"
+        assert sorted(row[0] for row in await db.fetch(seen, ids)) == sorted(ids)
+    finally:
+        await first.close()
+        await second.close()
 
 
 @pytest.mark.parametrize("scheme", ["mysql://root", "postgresql://postgres"])
@@ -277,3 +315,24 @@ async def test_a_url_without_a_database_gets_the_default(mysql_url: str) -> None
             assert await db.fetchval("SELECT DATABASE()") == "sdlab_sqltest"
     finally:
         await sql.drop_database(url)
+
+
+async def test_an_aborted_session_is_broken_and_its_locks_are_freed(db_url: str) -> None:
+    holder, other = await sql.connect(db_url), await sql.connect(db_url)
+    mariadb = holder.dialect.engine == "mariadb"
+    take = "SELECT GET_LOCK('t', 0)" if mariadb else "SELECT pg_try_advisory_lock(42)"
+    try:
+        assert not holder.broken
+        assert await holder.fetchval(take)
+        assert not await other.fetchval(take)
+        holder.abort()  # no goodbye: the server sees the socket close
+        assert holder.broken
+        for _ in range(50):  # the server notices within moments
+            if await other.fetchval(take):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("the aborted session's lock was not freed")
+    finally:
+        await holder.close()
+        await other.close()

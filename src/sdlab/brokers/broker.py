@@ -38,10 +38,10 @@ from urllib.parse import urlsplit
 
 from aio_pika.abc import ExchangeType
 
+from sdlab.addresses import bootstrap_servers
 from sdlab.brokers.errors import Unroutable
 from sdlab.brokers.kafka import GroupConsumer, Producer, Record, create_topic, delete_topic
 from sdlab.brokers.rabbit import QUORUM, Body, Rabbit
-from sdlab.infra.services.kafka import bootstrap_servers
 
 
 @dataclass(eq=False, slots=True)

@@ -19,11 +19,11 @@ from aiokafka.errors import KafkaError
 from aiormq.exceptions import AMQPError
 
 from sdlab import infra, lab
+from sdlab.addresses import bootstrap_servers
 from sdlab.brokers import kafka, kafka_demo, tutorials
 from sdlab.brokers.errors import BrokerError
 from sdlab.brokers.rpc import RPC_QUEUE
 from sdlab.console import console, stderr
-from sdlab.infra.services.kafka import bootstrap_servers
 
 app = typer.Typer(
     help="Message brokers (sdlab.brokers): every RabbitMQ tutorial pattern (hello, work "

@@ -5,7 +5,9 @@ counter service, the seed's simple generator, and ULID / UUIDv7 for comparison.
     ids = Snowflake(machine=7)
     ids.next_id(), ids.decode(ids.next_id())
 
-`layout.py` is the bit layout shared by the time-ordered kinds; one module per kind.
+`layout.py` is the bit layout shared by the time-ordered kinds; one module per kind;
+`kinds.py` the registry of kinds that `sdlab ids` and the HTTP service read, and
+`generators.py` what makes each kind's ids on first use.
 """
 
 from sdlab.ids.central import BatchClient, CounterTable

@@ -1,7 +1,7 @@
 """The central id service ("the Amazon way"): a SQL table of counters, one row per
 service; clients take ids in batches and keep the next batch ready.
 
-    counters = CounterTable(pool)            # a sdlab.pool.Pool of MariaDB connections
+    counters = CounterTable(db)              # a sdlab.sql.Database on MariaDB
     await counters.create()
     batch = await counters.allocate("orders", 1000)     # range(n, n + 1000), all ours
     client = BatchClient(lambda n: counters.allocate("orders", n), batch=1000)
@@ -17,46 +17,42 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-from sdlab.pool import Pool
+from sdlab import sql
 
-_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+SERVICE_NAME = r"^[A-Za-z0-9_.:-]{1,64}$"
+"""What a counter (a service) may be called."""
 
 
 class CounterTable:
-    def __init__(self, pool: Pool[Any], table: str = "id_counters") -> None:
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", table):
-            raise ValueError(f"not a plain table name: {table!r}")
-        self.pool = pool
-        self.table = table
+    """One row per service: the next id it has not handed out."""
+
+    def __init__(self, db: sql.Database, table: str = "id_counters") -> None:
+        self.db = db
+        self.table = sql.identifier(table)
+        self._quoted = db.dialect.quote(table)
 
     async def create(self) -> None:
-        async with self.pool.connection() as conn, conn.cursor() as cur:
-            await cur.execute("SET SESSION sql_notes = 0")  # no "already exists" notes
-            await cur.execute(
-                f"CREATE TABLE IF NOT EXISTS {self.table} ("
-                " service VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin PRIMARY KEY,"
-                " next_id BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB"
-            )
-            await conn.commit()
+        await self.db.execute(
+            f"CREATE TABLE IF NOT EXISTS {self._quoted} ("
+            " service VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin PRIMARY KEY,"
+            " next_id BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB"
+        )
 
     async def allocate(self, service: str, count: int) -> range:
         """`count` consecutive ids for `service`, never handed out before (ids start at 1)."""
-        if not _NAME.match(service):
+        if not re.match(SERVICE_NAME, service):
             raise ValueError(f"service names are 1-64 of A-Z a-z 0-9 _ . : -, got {service!r}")
         if count < 1:
             raise ValueError("count must be at least 1")
-        async with self.pool.connection() as conn, conn.cursor() as cur:
-            await cur.execute(
-                f"INSERT INTO {self.table} (service, next_id) VALUES (%s, LAST_INSERT_ID(%s)) "
+        async with self.db.session() as session:  # LAST_INSERT_ID() is per session
+            await session.execute(
+                f"INSERT INTO {self._quoted} (service, next_id) VALUES (%s, LAST_INSERT_ID(%s)) "
                 "ON DUPLICATE KEY UPDATE next_id = LAST_INSERT_ID(next_id + %s)",
                 (service, 1 + count, count),
             )
-            await cur.execute("SELECT LAST_INSERT_ID()")
-            (end,) = await cur.fetchone()
-            await conn.commit()
-        return range(int(end) - count, int(end))
+            end = int(await session.fetchval("SELECT LAST_INSERT_ID()"))
+        return range(end - count, end)
 
 
 class BatchClient:

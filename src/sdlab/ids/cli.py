@@ -14,9 +14,10 @@ from sdlab import infra, lab
 from sdlab.config import settings
 from sdlab.console import console, stderr
 from sdlab.ids import kinds
+from sdlab.ids.generators import Generators
+from sdlab.ids.kinds import DECODE_DEFAULT, KINDS, DecodableName, KindName
 from sdlab.ids.layout import InvalidId
 from sdlab.ids.lease import NoMachineId
-from sdlab.ids.service import Decodable, Generators, Kind, create_app
 from sdlab.ids.simple import StateInUse
 from sdlab.ids.snowflake import ClockMovedBackwards
 from sdlab.ids.tickets import NoTicketServer
@@ -55,15 +56,10 @@ Tickets = Annotated[
 def _generators(
     kinds_needed: set[str], machine: int | None, state_dir: Path | None, tickets: list[str] | None
 ) -> Generators:
-    needs = (
-        {"redis"}
-        if machine is None and kinds_needed & {"snowflake", "simple", "instagram"}
-        else set()
-    )
-    if kinds_needed & {"central", "ticket"}:
-        needs.add("mysql")
-    if "instagram" in kinds_needed:
-        needs.add("postgres")
+    wanted: set[str] = set().union(*(KINDS[kind].needs for kind in kinds_needed))
+    needs = wanted & {"mysql", "postgres"}
+    if machine is None and "machine" in wanted:
+        needs.add("redis")  # the machine id is leased there
     endpoints = infra.up(sorted(needs)) if needs else {}
     return Generators(
         state_dir or settings().state_dir / "ids",
@@ -77,7 +73,7 @@ def _generators(
 
 @app.command()
 def gen(
-    kind: Annotated[Kind, typer.Argument(help="Which kind of id.")],
+    kind: Annotated[KindName, typer.Argument(help="Which kind of id.")],
     count: Annotated[int, typer.Option("--count", "-n", min=1, help="How many.")] = 1,
     machine: Machine = None,
     state_dir: StateDir = None,
@@ -121,7 +117,7 @@ def gen(
 @app.command()
 def decode(
     value: Annotated[str, typer.Argument(metavar="ID", help="Decimal, UUID or ULID text.")],
-    kind: Annotated[Decodable, typer.Option(help="How the id is laid out.")] = "snowflake",  # type: ignore[assignment]
+    kind: Annotated[DecodableName, typer.Option(help="How the id is laid out.")] = DECODE_DEFAULT,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show an id's time (ISO 8601, UTC), machine or shard, and sequence.
@@ -134,13 +130,13 @@ def decode(
 
       sdlab ids decode 01a21274-de85-76eb-bfd3-666d93b60d22 --kind uuid7
     """
+    chosen = KINDS[kind.value]
     try:
-        parts = kinds.decode(kind.value, kinds.parse(value))
+        parts = chosen.decode(kinds.parse(value))
     except InvalidId as exc:
         stderr.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from None
-    label = kinds.DECODABLE[kind.value].node_label if kind.value in kinds.DECODABLE else "node"
-    fields = {"kind": kind.value, **parts.as_dict(label)}
+    fields = {"kind": chosen.name, **parts.as_dict(chosen.node_label)}
     if as_json:
         typer.echo(json.dumps({**fields, "id": str(parts.id)}))
     else:
@@ -167,9 +163,9 @@ def serve(
     """
     import uvicorn
 
-    generators = _generators(
-        {"snowflake", "central", "instagram"}, machine, state_dir, ticket_server
-    )
+    from sdlab.ids.service import create_app
+
+    generators = _generators(set(KINDS), machine, state_dir, ticket_server)
     uvicorn.run(create_app(generators), host=host, port=port, log_level="warning")
 
 

@@ -21,40 +21,23 @@ import snowflake as snowflake_id
 import ulid
 import uuid6
 
+from sdlab import sql
 from sdlab.bench import Bench, Chart, Experiment, Outcome, register
 from sdlab.bench.seed import published
 from sdlab.ids.central import BatchClient, CounterTable
 from sdlab.ids.simple import SimpleGenerator
 from sdlab.ids.snowflake import Snowflake
 from sdlab.ids.tickets import TicketServers
-from sdlab.infra.services import mariadb
-from sdlab.pool import MariaDB, Pool
 
 
 @asynccontextmanager
-async def scratch_database(url: str, size: int = 8) -> AsyncIterator[Pool[Any]]:
+async def scratch_database(url: str, size: int = 8) -> AsyncIterator[sql.Database]:
     """A database of its own on the MariaDB at `url`, dropped afterwards; a pool on it."""
-    name = f"sdlab_ids_{uuid.uuid4().hex[:8]}"
-    admin = await mariadb.connect(url, autocommit=True)
-    try:
-        async with admin.cursor() as cur:
-            await cur.execute(f"CREATE DATABASE {name}")
-        async with Pool(
-            MariaDB(url.rstrip("/") + f"/{name}", autocommit=True),
-            min_size=size,
-            timeout=600,
-        ) as pool:
-            yield pool
-    finally:
-        async with admin.cursor() as cur:
-            await cur.execute(f"DROP DATABASE IF EXISTS {name}")
-        await admin.ensure_closed()
-
-
-async def execute(pool: Pool[Any], sql: str, args: Any = None) -> list[Any]:
-    async with pool.connection() as conn, conn.cursor() as cur:
-        await cur.execute(sql, args)
-        return list(await cur.fetchall())
+    async with (
+        sql.scratch_database(url, prefix="sdlab_ids") as scratch,
+        sql.Database(scratch, isolation=None, min_size=size, max_size=size, timeout=600) as db,
+    ):
+        yield db
 
 
 def _rate(count: int, seconds: float) -> float:
@@ -116,8 +99,8 @@ class Throughput(Experiment):
                     advance(self.ids)
             rows += [_row(label, self.ids, seconds) for label, seconds in best.items()]
 
-        async with scratch_database(url, size=2) as pool:
-            table = CounterTable(pool)
+        async with scratch_database(url, size=2) as db:
+            table = CounterTable(db)
             await table.create()
             client = BatchClient(lambda n: table.allocate("bench", n), batch=1000)
             with bench.progress("central, batches of 1,000", total=None):
@@ -128,7 +111,9 @@ class Throughput(Experiment):
                     _row("sdlab central, batches of 1,000", self.ids, time.perf_counter() - start)
                 )
             await client.close()
-        tickets = TicketServers([url.rstrip("/") + f"/sdlab_bench_tickets_{i}" for i in (1, 2)])
+        tickets = TicketServers(
+            [sql.with_database(url, f"sdlab_bench_tickets_{i}") for i in (1, 2)]
+        )
         await tickets.create()
         with bench.progress("ticket servers", total=self.server_ids) as advance:
             start = time.perf_counter()
@@ -262,11 +247,10 @@ class KeyGrowth(Experiment):
             "UUIDv7": ("id BINARY(16) PRIMARY KEY", lambda: uuid6.uuid7().bytes),
         }
         seconds: dict[str, list[float]] = {k: [] for k in keys}
-        async with scratch_database(bench.endpoint("mysql").url, self.connections) as pool:
+        async with scratch_database(bench.endpoint("mysql").url, self.connections) as db:
             for key, (column, _) in keys.items():
                 table = key.replace("-", "_").lower()
-                await execute(
-                    pool,
+                await db.execute(
                     f"CREATE TABLE {table} ({column}, payload VARCHAR(100) NOT NULL) ENGINE=InnoDB",
                 )
             total = self.rounds * self.rows_per_round * len(keys)
@@ -274,7 +258,7 @@ class KeyGrowth(Experiment):
                 for _ in range(self.rounds):
                     for key, (_, make) in keys.items():
                         table = key.replace("-", "_").lower()
-                        seconds[key].append(await self._insert(pool, table, make, advance))
+                        seconds[key].append(await self._insert(db, table, make, advance))
         rows = []
         for i in range(self.rounds):
             rows.append(
@@ -305,7 +289,7 @@ class KeyGrowth(Experiment):
         )
 
     async def _insert(
-        self, pool: Pool[Any], table: str, make: Callable[[], bytes] | None, advance: Any
+        self, db: sql.Database, table: str, make: Callable[[], bytes] | None, advance: Any
     ) -> float:
         batches = self.rows_per_round // self.rows_per_insert
         queue: asyncio.Queue[int] = asyncio.Queue()
@@ -313,21 +297,21 @@ class KeyGrowth(Experiment):
             queue.put_nowait(i)
 
         async def worker() -> None:
-            async with pool.connection() as conn, conn.cursor() as cur:
+            async with db.session() as session:
                 while not queue.empty():
                     queue.get_nowait()
                     payload = "x" * 100
                     if make is None:
-                        sql = f"INSERT INTO {table} (payload) VALUES " + ",".join(
+                        statement = f"INSERT INTO {table} (payload) VALUES " + ",".join(
                             ["(%s)"] * self.rows_per_insert
                         )
                         args: list[Any] = [payload] * self.rows_per_insert
                     else:
-                        sql = f"INSERT INTO {table} (id, payload) VALUES " + ",".join(
+                        statement = f"INSERT INTO {table} (id, payload) VALUES " + ",".join(
                             ["(%s, %s)"] * self.rows_per_insert
                         )
                         args = [v for _ in range(self.rows_per_insert) for v in (make(), payload)]
-                    await cur.execute(sql, args)
+                    await session.execute(statement, args)
                     advance(self.rows_per_insert)
 
         start = time.perf_counter()
@@ -335,18 +319,16 @@ class KeyGrowth(Experiment):
         return time.perf_counter() - start
 
 
-async def _fill(pool: Pool[Any], table: str, rows: int) -> None:
+async def _fill(db: sql.Database, table: str, rows: int) -> None:
     """`rows` rows with ids 1..rows, made inside the server (the sequence engine)."""
-    await execute(
-        pool,
+    await db.execute(
         f"CREATE TABLE {table} (id BIGINT AUTO_INCREMENT PRIMARY KEY, "
         "k BIGINT NOT NULL UNIQUE, payload VARCHAR(100) NOT NULL) ENGINE=InnoDB",
     )
     step = 500_000
     for first in range(1, rows + 1, step):
         last = min(rows, first + step - 1)
-        await execute(
-            pool,
+        await db.execute(
             f"INSERT INTO {table} (k, payload) SELECT seq, REPEAT('x', 100) "
             f"FROM seq_{first}_to_{last}",
         )
@@ -376,16 +358,16 @@ class Pagination(Experiment):
         seed = published("pagination")
         offsets = [0, self.rows // 6, self.rows // 2, self.rows * 5 // 6]
         rows = []
-        async with scratch_database(bench.endpoint("mysql").url, 2) as pool:
+        async with scratch_database(bench.endpoint("mysql").url, 2) as db:
             with bench.progress(f"filling {self.rows:,} rows", total=None):
-                await _fill(pool, "pages", self.rows)
+                await _fill(db, "pages", self.rows)
             with bench.progress("paging", total=len(offsets)) as advance:
                 for offset in offsets:
                     by_offset = await self._median(
-                        pool, f"SELECT * FROM pages ORDER BY id LIMIT {self.page} OFFSET {offset}"
+                        db, f"SELECT * FROM pages ORDER BY id LIMIT {self.page} OFFSET {offset}"
                     )
                     by_cursor = await self._median(
-                        pool,
+                        db,
                         f"SELECT * FROM pages WHERE id > {offset} ORDER BY id LIMIT {self.page}",
                     )
                     rows.append(
@@ -415,11 +397,11 @@ class Pagination(Experiment):
             ],
         )
 
-    async def _median(self, pool: Pool[Any], sql: str) -> float:
+    async def _median(self, db: sql.Database, query: str) -> float:
         times = []
         for _ in range(self.repeats):
             start = time.perf_counter()
-            await execute(pool, sql)
+            await db.fetch(query)
             times.append((time.perf_counter() - start) * 1000)
         return statistics.median(times)
 
@@ -454,15 +436,15 @@ class Upsert(Experiment):
             "REPLACE INTO": "REPLACE INTO t (k, payload) VALUES (%s, %s)",
         }
         rows = []
-        async with scratch_database(bench.endpoint("mysql").url, self.connections) as pool:
+        async with scratch_database(bench.endpoint("mysql").url, self.connections) as db:
             with bench.progress(f"filling {self.rows:,} rows", total=None):
-                await _fill(pool, "t", self.rows)
-            for label, sql in statements.items():
+                await _fill(db, "t", self.rows)
+            for label, statement in statements.items():
                 keys = random.sample(range(1, self.rows + 1), self.upserts)
-                (before,) = (await execute(pool, "SELECT MAX(id) FROM t"))[0]
+                before = await db.fetchval("SELECT MAX(id) FROM t")
                 with bench.progress(label, total=self.upserts) as advance:
-                    elapsed = await self._upsert(pool, sql, keys, advance)
-                (moved,) = (await execute(pool, "SELECT COUNT(*) FROM t WHERE id > %s", before))[0]
+                    elapsed = await self._upsert(db, statement, keys, advance)
+                moved = await db.fetchval("SELECT COUNT(*) FROM t WHERE id > %s", (before,))
                 rows.append(
                     {
                         "statement": label,
@@ -482,13 +464,15 @@ class Upsert(Experiment):
             ],
         )
 
-    async def _upsert(self, pool: Pool[Any], sql: str, keys: list[int], advance: Any) -> float:
+    async def _upsert(
+        self, db: sql.Database, statement: str, keys: list[int], advance: Any
+    ) -> float:
         queue = list(keys)
 
         async def worker() -> None:
-            async with pool.connection() as conn, conn.cursor() as cur:
+            async with db.session() as session:
                 while queue:
-                    await cur.execute(sql, (queue.pop(), "y" * 100))
+                    await session.execute(statement, (queue.pop(), "y" * 100))
                     advance()
 
         start = time.perf_counter()
@@ -500,7 +484,7 @@ def _seed_label(label: str) -> str:
     return label  # the seed's table names the statements as we do
 
 
-ALL = [Throughput, SaveInterval, KeyGrowth, Pagination, Upsert]
+ALL: list[type[Experiment]] = [Throughput, SaveInterval, KeyGrowth, Pagination, Upsert]
 
 
 def seed_sizes() -> list[Experiment]:

@@ -1,7 +1,7 @@
 """Instagram's ids, made inside PostgreSQL: 41 bits of ms since 2011-01-01, a 13-bit
 logical shard, a 10-bit sequence from a per-shard-schema sequence.
 
-    await install(conn, schema="shard_5", shard=5)     # the function and its sequence
+    await install(session, schema="shard_5", shard=5)  # the function and its sequence
     CREATE TABLE shard_5.photos (id bigint NOT NULL DEFAULT shard_5.next_id(), ...)
 
 The sequence is taken modulo 1,024, so one schema makes at most 1,024 ids per
@@ -10,9 +10,7 @@ millisecond before it could repeat one: Instagram's own limit.
 
 from __future__ import annotations
 
-import re
-from typing import Any
-
+from sdlab import sql
 from sdlab.ids.layout import INSTAGRAM
 
 FUNCTION = """
@@ -34,11 +32,12 @@ $$ LANGUAGE PLPGSQL;
 """
 
 
-async def install(conn: Any, *, schema: str, shard: int) -> None:
-    """Create `schema` with its id sequence and `schema.next_id()` (psycopg connection)."""
-    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", schema):
-        raise ValueError(f"not a plain schema name: {schema!r}")
+async def install(session: sql.Session, *, schema: str, shard: int) -> None:
+    """Create `schema` with its id sequence and `schema.next_id()` (on PostgreSQL)."""
     if not 0 <= shard <= INSTAGRAM.max_node:
         raise ValueError(f"shard must be in 0..{INSTAGRAM.max_node}, got {shard}")
-    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-    await conn.execute(FUNCTION.format(schema=schema, epoch=INSTAGRAM.epoch_ms, shard=shard))
+    # Unquoted on purpose: the function's body names the schema unquoted too, and both
+    # fold it to lower case the same way.
+    sql.identifier(schema)
+    await session.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    await session.execute(FUNCTION.format(schema=schema, epoch=INSTAGRAM.epoch_ms, shard=shard))

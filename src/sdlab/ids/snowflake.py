@@ -66,7 +66,7 @@ class Snowflake:
                 with self._lock:
                     return unlocked()
 
-            self.next_id = next_id  # type: ignore[method-assign]
+            self.next_id = next_id  # type: ignore[method-assign]  # this instance locks: its own next_id
 
     def next_id(self) -> int:
         """The next id: greater than every id this generator made before."""

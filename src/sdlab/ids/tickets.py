@@ -22,14 +22,20 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-from sdlab.infra.service import describe
-from sdlab.infra.services import mariadb
-from sdlab.pool import MariaDB, Pool
+from sdlab import sql
+from sdlab.failure import describe
 
 SKIP_AFTER_FAILURE = 1.0  # seconds a failed server is left out of the rotation
+DEFAULT_DATABASE = "tickets"
+
+_SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS tickets64 ("
+    " id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,"
+    " stub CHAR(1) NOT NULL UNIQUE) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS ticket_config ("
+    " id TINYINT PRIMARY KEY, step INT NOT NULL, `offset` INT NOT NULL)",
+]
 
 
 class NoTicketServer(RuntimeError):
@@ -43,11 +49,15 @@ class TicketServers:
     def __init__(self, urls: list[str], *, timeout: float = 2.0) -> None:
         if not urls:
             raise ValueError("need at least one ticket server")
-        self.urls = [_with_database(url) for url in urls]
+        self.urls = [
+            url if sql.database_of(url) else sql.with_database(url, DEFAULT_DATABASE)
+            for url in urls
+        ]
         self.timeout = timeout
-        self.pools: list[Pool[Any]] = [
-            Pool(MariaDB(url, autocommit=True), min_size=0, max_size=4, timeout=timeout,
-                 reconnect_timeout=timeout, configure=_session_offsets, name=f"tickets-{i + 1}")
+        self.servers = [
+            sql.Database(url, isolation=None, configure=_session_offsets, min_size=0,
+                         max_size=4, timeout=timeout, reconnect_timeout=timeout,
+                         name=f"tickets-{i + 1}")
             for i, url in enumerate(self.urls)
         ]  # fmt: skip
         self._turn = itertools.cycle(range(len(urls)))
@@ -57,35 +67,23 @@ class TicketServers:
         """Create each server's database and tables; give server i (from 1) the offset i
         and the step len(urls), unless it already has them."""
         for i, url in enumerate(self.urls, 1):
-            database = urlsplit(url).path.strip("/")
-            admin = await mariadb.connect(_without_database(url), autocommit=True)
+            await sql.ensure_database(url)
+            session = await sql.connect(url, isolation=None)
             try:
-                async with admin.cursor() as cur:
-                    await cur.execute("SET SESSION sql_notes = 0")  # no "already exists" notes
-                    await cur.execute(f"CREATE DATABASE IF NOT EXISTS `{database}`")
-                    await cur.execute(
-                        f"CREATE TABLE IF NOT EXISTS `{database}`.tickets64 ("
-                        " id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,"
-                        " stub CHAR(1) NOT NULL UNIQUE) ENGINE=InnoDB"
-                    )
-                    await cur.execute(
-                        f"CREATE TABLE IF NOT EXISTS `{database}`.ticket_config ("
-                        " id TINYINT PRIMARY KEY, step INT NOT NULL, `offset` INT NOT NULL)"
-                    )
-                    await cur.execute(
-                        f"INSERT INTO `{database}`.ticket_config VALUES (1, %s, %s) "
-                        "ON DUPLICATE KEY UPDATE id = id",
-                        (len(self.urls), i),
-                    )
+                await sql.ensure_schema(session, _SCHEMA, lock="tickets")
+                config = session.dialect.insert_ignore(
+                    "ticket_config", ["id", "step", "offset"], key=["id"]
+                )
+                await session.execute(config, (1, len(self.urls), i))
             finally:
-                await admin.ensure_closed()
+                await session.close()
 
     async def next_id(self) -> int:
         """A ticket from the next server in turn; if it fails or hangs past `timeout`,
         from the next one (a failed server sits out for a second)."""
         errors = []
         now = time.monotonic()
-        first, count = next(self._turn), len(self.pools)
+        first, count = next(self._turn), len(self.servers)
         order = [(first + k) % count for k in range(count)]
         order.sort(key=lambda i: self._skip_until[i] > now)  # healthy ones first, in turn
         for index in order:
@@ -99,33 +97,18 @@ class TicketServers:
         raise NoTicketServer("no ticket server answered: " + "; ".join(errors))
 
     async def close(self) -> None:
-        for pool in self.pools:
-            await pool.close()
+        for server in self.servers:
+            await server.close()
 
     async def _ticket(self, index: int) -> int:
-        async with self.pools[index].connection() as conn, conn.cursor() as cur:
-            await cur.execute("REPLACE INTO tickets64 (stub) VALUES ('a')")
-            await cur.execute("SELECT LAST_INSERT_ID()")
-            (value,) = await cur.fetchone()
-        return int(value)
+        async with self.servers[index].session() as session:  # LAST_INSERT_ID() is per session
+            await session.execute("REPLACE INTO tickets64 (stub) VALUES ('a')")
+            return int(await session.fetchval("SELECT LAST_INSERT_ID()"))
 
 
-async def _session_offsets(conn: Any) -> None:
-    """Every connection counts with its server's own step and offset."""
-    async with conn.cursor() as cur:
-        await cur.execute("SELECT step, `offset` FROM ticket_config WHERE id = 1")
-        row = await cur.fetchone()
-        if row is None:
-            raise NoTicketServer("this server has no ticket_config: run create() first")
-        await cur.execute(
-            "SET SESSION auto_increment_increment = %s, auto_increment_offset = %s", row
-        )
-
-
-def _with_database(url: str) -> str:
-    parts = urlsplit(url)
-    return url if parts.path.strip("/") else urlunsplit(parts._replace(path="/tickets"))
-
-
-def _without_database(url: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path="/"))
+async def _session_offsets(session: sql.Session) -> None:
+    """Every session counts with its server's own step and offset."""
+    row = await session.fetchone("SELECT step, `offset` FROM ticket_config WHERE id = 1")
+    if row is None:
+        raise NoTicketServer("this server has no ticket_config: run create() first")
+    await session.run("SET SESSION auto_increment_increment = %s, auto_increment_offset = %s", row)

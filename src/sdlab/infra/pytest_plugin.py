@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
-from sdlab import infra
+from sdlab import infra, sql
 from sdlab.infra.instance import Instance, Instances
 from sdlab.infra.service import Endpoint
 from sdlab.infra.services import kafka as kafka_service
@@ -120,17 +121,21 @@ def namespace() -> str:
     return f"t{uuid.uuid4().hex[:12]}"
 
 
+@asynccontextmanager
+async def _database(server_url: str, name: str) -> AsyncIterator[str]:
+    """The URL of database `name` on the server of `server_url`, created for the block
+    and dropped after it."""
+    url = await sql.ensure_database(sql.with_database(server_url, name))
+    try:
+        yield url
+    finally:
+        await sql.drop_database(url)
+
+
 @pytest_asyncio.fixture
 async def mysql_db(mysql_url: str, namespace: str) -> AsyncIterator[str]:
-    admin = await mariadb.connect(mysql_url, autocommit=True)
-    try:
-        async with admin.cursor() as cur:
-            await cur.execute(f"CREATE DATABASE `{namespace}`")
-        yield mysql_url.rstrip("/") + f"/{namespace}"
-        async with admin.cursor() as cur:
-            await cur.execute(f"DROP DATABASE IF EXISTS `{namespace}`")
-    finally:
-        await admin.ensure_closed()
+    async with _database(mysql_url, namespace) as url:
+        yield url
 
 
 @pytest_asyncio.fixture
@@ -144,12 +149,8 @@ async def mysql(mysql_db: str) -> AsyncIterator[Any]:
 
 @pytest_asyncio.fixture
 async def postgres_db(postgres_url: str, namespace: str) -> AsyncIterator[str]:
-    async with await postgres_service.connect(postgres_url, autocommit=True) as admin:
-        await admin.execute(f'CREATE DATABASE "{namespace}"')
-        try:
-            yield postgres_url.rsplit("/", 1)[0] + f"/{namespace}"
-        finally:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{namespace}" WITH (FORCE)')
+    async with _database(postgres_url, namespace) as url:
+        yield url
 
 
 @pytest_asyncio.fixture

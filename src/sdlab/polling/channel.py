@@ -33,7 +33,6 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from sdlab import sql
-from sdlab.infra.services import postgres, redis
 from sdlab.polling.model import PollingError
 
 logger = logging.getLogger("sdlab.polling")
@@ -136,8 +135,8 @@ class RedisChannel(Channel):
         self.url, self.name = url, name
         # No retries inside redis-py: a reconnect must go through _run, which resyncs.
         # (redis-py would otherwise resubscribe silently, with the gap unnoticed.)
-        self._listener = redis.connect(url, retry=Retry(NoBackoff(), 0), socket_keepalive=True)
-        self._publisher = redis.connect(
+        self._listener = aioredis.from_url(url, retry=Retry(NoBackoff(), 0), socket_keepalive=True)
+        self._publisher = aioredis.from_url(
             url, retry=Retry(NoBackoff(), 0), socket_timeout=1.0, socket_connect_timeout=1.0
         )
         self._publishing: set[asyncio.Task[None]] = set()
@@ -224,7 +223,7 @@ class _PostgresSubscription:
     async def __aenter__(self) -> Any:
         # TCP keepalives: a listener whose server vanished without a FIN learns it in
         # about 10 s instead of hours.
-        self.conn = await postgres.connect(
+        self.conn = await psycopg.AsyncConnection.connect(
             self.url,
             autocommit=True,
             connect_timeout=5,

@@ -28,6 +28,7 @@ from sdlab.sql.errors import (
     QueryTimeout,
     SerializationFailure,
     SQLError,
+    TransactionRolledBack,
     UnknownDatabase,
     translate,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "SQLError",
     "SerializationFailure",
     "Session",
+    "TransactionRolledBack",
     "UnknownDatabase",
     "address_of",
     "connect",

@@ -38,7 +38,13 @@ from typing import Any, Literal, NamedTuple, Self, TypeVar
 from sdlab.failure import describe
 from sdlab.pool import MariaDB, Pool, PoolError, PostgreSQL
 from sdlab.sql.dialect import Dialect, dialect_for
-from sdlab.sql.errors import DatabaseUnavailable, SQLError, UnknownDatabase, translate
+from sdlab.sql.errors import (
+    DatabaseUnavailable,
+    SQLError,
+    TransactionRolledBack,
+    UnknownDatabase,
+    translate,
+)
 from sdlab.sql.urls import address_of, engine_of, redact
 
 T = TypeVar("T")
@@ -106,6 +112,13 @@ class Session:
         row = await self.fetchone(sql, params)
         return None if row is None else row[0]
 
+    async def server_id(self) -> int:
+        """The server's id for this session (MariaDB's CONNECTION_ID(), PostgreSQL's
+        backend pid): what lock-wait views, KILL and pg_terminate_backend call it."""
+        if self._mariadb:
+            return int(await self.fetchval("SELECT CONNECTION_ID()"))
+        return int(self.raw.info.backend_pid)
+
     @property
     def in_transaction(self) -> bool:
         if self._mariadb:
@@ -125,7 +138,13 @@ class Session:
             await self.run(f"START TRANSACTION{level}")
 
     async def commit(self) -> None:
+        """COMMIT; `TransactionRolledBack` if the server rolled back instead."""
         await self.run("COMMIT")
+        if not self._mariadb and self._cursor.statusmessage == "ROLLBACK":
+            raise TransactionRolledBack(
+                "COMMIT rolled back: a statement of the transaction had failed, so "
+                "PostgreSQL kept none of it"
+            )
 
     async def rollback(self) -> None:
         await self.run("ROLLBACK")
@@ -141,6 +160,23 @@ class Session:
                 await self.rollback()
             raise
         await self.commit()
+
+    @property
+    def broken(self) -> bool:
+        """True if the connection is known to be dead (closed, or its socket failed)."""
+        if self._mariadb:
+            return not self.raw.connected or bool(getattr(self.raw, "_stream_broken", False))
+        return bool(self.raw.closed or self.raw.broken)
+
+    def abort(self) -> None:
+        """Drop the connection at once, without a goodbye: the server ends the session
+        (and frees its locks) when it sees the socket close. For a session whose state is
+        unknown, such as one whose statement was cancelled mid-wait."""
+        with suppress(Exception):
+            if self._mariadb:
+                self.raw.close()
+            else:
+                self.raw.pgconn.finish()
 
     async def close(self) -> None:
         """Close the connection (a session from `connect()`; pooled ones go back instead)."""

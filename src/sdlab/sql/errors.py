@@ -14,6 +14,7 @@ the driver's exception stays as `__cause__`, and `code` keeps the number or SQLS
       QueryTimeout          MariaDB 1969, PostgreSQL 57014   max_statement_time, statement_timeout
       ConstraintViolation   MariaDB 1048/1451/1452/4025, PostgreSQL 23xxx
         DuplicateKey        MariaDB 1062/1586, PostgreSQL 23505, SQLite UNIQUE/PRIMARY KEY
+      TransactionRolledBack COMMIT rolled back instead (PostgreSQL, after a failed statement)
       ConnectionLost        the session died mid-use: whether the last COMMIT happened is
                             unknown
       DatabaseUnavailable   no session could be opened (refused, unreachable, bad login)
@@ -71,6 +72,12 @@ class ConstraintViolation(SQLError):
 
 class DuplicateKey(ConstraintViolation):
     """A row with that primary or unique key is already there."""
+
+
+class TransactionRolledBack(SQLError):
+    """COMMIT was answered with a rollback: on PostgreSQL, a statement of the
+    transaction had failed (the error was caught and the block went on), so the server
+    rolled all of it back. psycopg reports that COMMIT as a success."""
 
 
 class ConnectionLost(SQLError):

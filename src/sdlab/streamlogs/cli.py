@@ -79,7 +79,7 @@ def serve(
     """
     from uvicorn.config import STARTUP_FAILURE
 
-    from sdlab.streamlogs import original as seed
+    from sdlab.streamlogs import original_service as seed
     from sdlab.streamlogs.service import create_app, server
 
     folder = data_dir or settings().state_dir / "streamlogs"

