@@ -41,13 +41,32 @@ def test_serve_fails_in_one_line() -> None:
     assert done.stderr.strip() == ("error: table name 'no-dashes': letters, digits and _ only")
 
 
+def test_serve_with_a_password_and_protected_mode() -> None:
+    done = sdlab("kv", "serve", "--backend", "sqlite://", "--host", "0.0.0.0")
+    assert done.returncode == 1
+    assert done.stderr.strip().startswith("error: refusing to listen on 0.0.0.0 with no password")
+    secret = "pw-not-in-any-output"
+    with ServerProcess("sqlite://", extra=["--requirepass", secret]) as server:
+        assert redis.Redis(port=server.resp_port, password=secret).set("k", "v")
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=server.resp_port, password="wrong").get("k")
+        with pytest.raises(redis.AuthenticationError, match="HELLO must be called"):
+            redis.Redis(port=server.resp_port).get("k")  # HELLO 3 first, as from Redis
+        assert httpx.get(f"{server.http_url}/keys/k").status_code == 401
+        bearer = {"Authorization": f"Bearer {secret}"}
+        assert httpx.get(f"{server.http_url}/keys/k", headers=bearer).content == b"v"
+        assert "password required" in server.output()
+        assert secret not in server.output()
+
+
 @pytest.mark.slow
 async def test_the_benchmark_runs_every_server(sdlab_endpoints: Endpoints) -> None:
     endpoints = {name: sdlab_endpoints[name] for name in Throughput.services}
     experiment = Throughput(requests=600, naive_requests=300, clients=10, keyspace=100)
     outcome = await experiment.run(Bench(endpoints, Progress()))
     assert [row["server"] for row in outcome.rows] == [
-        "Redis 7 (the ceiling)",
+        "Redis 7 (the ceiling, no fsync)",
+        "Redis 7, appendfsync always",
         *(
             f"sdlab kv on {db}, {mode}"
             for db in ("SQLite", "MariaDB", "PostgreSQL")
@@ -58,3 +77,6 @@ async def test_the_benchmark_runs_every_server(sdlab_endpoints: Endpoints) -> No
         assert row["SET (req/s)"] > 0
         assert row["GET (req/s)"] > 0
     assert sum("as fast as one transaction per write" in note for note in outcome.notes) == 3
+    assert outcome.rows[3]["durability"] == "synchronous=FULL (WAL)"
+    assert outcome.rows[4]["durability"] == "innodb_flush_log_at_trx_commit=1"
+    assert outcome.rows[6]["durability"] == "synchronous_commit=on"

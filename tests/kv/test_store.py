@@ -18,6 +18,7 @@ from sdlab.kv import (
     StoreClosed,
     UnknownBackend,
     ValueTooLarge,
+    ops,
 )
 from sdlab.kv.core import MAX_KEY_BYTES
 from sdlab.kv.ops import Script
@@ -406,3 +407,15 @@ async def test_a_cancelled_close_still_answers_every_queued_write(backend_url: s
         await kv.get("q0")
     async with Store(backend_url, sweep_interval=0) as again:
         assert await again.exists(*(f"q{i}" for i in range(50))) == 50
+
+
+async def test_each_database_is_a_table_of_its_own_and_swept(store: Store) -> None:
+    await store.databases()
+    three = store.dialect(3)
+    await store.apply(ops.In(three, 3, ops.Put(((b"k", b"in 3", None), (b"old", b"x", 1)))))
+    await store.set("k", "in 0")
+    found, _ = await store.lookup([b"k", b"old"], 3)
+    assert found[b"k"][0] == b"in 3"
+    assert b"old" not in found  # expired long ago
+    assert await store.get("k") == b"in 0"
+    assert await store.sweep() == 1  # the expired row of database 3

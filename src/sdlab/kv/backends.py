@@ -71,6 +71,10 @@ class Backend(ABC):
     async def close(self) -> None: ...
 
     @abstractmethod
+    async def create(self, dialect: Dialect) -> None:
+        """Create another table (a Redis database's: see `Store.dialect`) if missing."""
+
+    @abstractmethod
     async def read(self, script: Script[T]) -> T:
         """Run a script outside any transaction (each statement sees committed data)."""
 
@@ -177,6 +181,9 @@ class SQLBackend(Backend):
     async def close(self) -> None:
         await self.db.close()
 
+    async def create(self, dialect: Dialect) -> None:
+        await ensure_schema(self.db, dialect.create(), lock="sdlab.kv")
+
     async def read(self, script: Script[T]) -> T:
         async with self.db.session() as session:
             return await drive(script, session.run)
@@ -218,10 +225,14 @@ class SQLiteBackend(Backend):
             self._reader = ThreadPoolExecutor(1, thread_name_prefix="kv-sqlite-reader")
             self._read_conn = await self._in(self._reader, self._connect)
 
+        await self.create(self.dialect)
+
+    async def create(self, dialect: Dialect) -> None:
         def create(conn: sqlite3.Connection) -> None:
-            for ddl in self.dialect.create():
+            for ddl in dialect.create():
                 conn.execute(ddl)
 
+        assert self._writer is not None
         await self._in(self._writer, create, self._write_conn)
 
     def _connect(self) -> sqlite3.Connection:

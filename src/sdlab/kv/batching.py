@@ -1,5 +1,6 @@
 """Group commit: writes from many callers share one transaction, and each caller hears
-back only once that transaction has committed.
+back only once that transaction has committed. And the same for reads (`GroupRead`):
+the keys asked for in one turn of the event loop are read with one statement.
 
 One writer task takes everything queued (up to `max_batch`) and runs it as one
 transaction; while that commits, new writes queue up and form the next batch. There is
@@ -14,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 from sdlab.kv import ops
 from sdlab.kv.backends import Backend
 from sdlab.kv.core import KVError, StoreClosed, now_ms
+from sdlab.kv.sql import Dialect
 from sdlab.latency import Latency
 
 logger = logging.getLogger("sdlab.kv")
@@ -117,4 +120,81 @@ class GroupCommit:
             "largest_batch": self.largest,
             "mean_batch": round(self.writes / self.batches, 2) if self.batches else 0.0,
             "queued": len(self._queue),
+        }
+
+
+class GroupRead:
+    """Lookups of keys made in the same turn of the event loop (GETs from 50 clients,
+    the GETs of a pipeline) go to the database as one `SELECT ... WHERE k IN (...)`,
+    where each would have been a query, a round trip and on SQLite a thread hop. There
+    is no timer: the batch is read at the end of the turn its first lookup came in, or,
+    with `concurrency` reads already running, as soon as one of them ends (so under load
+    batches grow, as group commit's do, instead of queueing up for the connections)."""
+
+    def __init__(
+        self, backend: Backend, *, dialect: Dialect | None = None, concurrency: int = 1
+    ) -> None:
+        self.backend = backend
+        self.dialect = dialect or backend.dialect  # the table (a database's, say)
+        self.concurrency = concurrency
+        self._waiting: list[asyncio.Future[tuple[ops.Found, int]]] = []
+        self._keys: set[bytes] = set()
+        self._scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.reads = 0
+        self.lookups = 0
+
+    def lookup(self, keys: Iterable[bytes]) -> asyncio.Future[tuple[ops.Found, int]]:
+        """A future of the live rows found (of these keys and others asked for in the
+        same turn) and the time they were judged alive at."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[ops.Found, int]] = loop.create_future()
+        self._waiting.append(future)
+        self._keys.update(keys)
+        if not self._scheduled and len(self._tasks) < self.concurrency:
+            self._scheduled = True
+            loop.call_soon(self._read)
+        return future
+
+    def _read(self) -> None:
+        self._scheduled = False
+        if not self._waiting:
+            return
+        waiting, keys = self._waiting, self._keys
+        self._waiting, self._keys = [], set()
+        task = asyncio.get_running_loop().create_task(self._answer(waiting, keys))
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if self._waiting and not self._scheduled:  # they came while all readers were busy
+            self._read()
+
+    async def _answer(
+        self, waiting: list[asyncio.Future[tuple[ops.Found, int]]], keys: set[bytes]
+    ) -> None:
+        now = now_ms()
+        try:
+            found = await self.backend.read(ops.rows(self.dialect, now, keys))
+        except Exception as exc:
+            for future in waiting:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        self.reads += 1
+        self.lookups += len(waiting)
+        for future in waiting:
+            if not future.done():
+                future.set_result((found, now))
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "lookups": self.lookups,
+            "reads": self.reads,
+            "mean_read_batch": round(self.lookups / self.reads, 2) if self.reads else 0.0,
         }

@@ -16,6 +16,8 @@ from sdlab import lab
 from sdlab.config import settings
 from sdlab.console import console, stderr
 from sdlab.kv.core import DEFAULT_MAX_VALUE, KVError
+from sdlab.kv.server import OUTPUT_LIMIT
+from sdlab.kv.service import check_exposure
 from sdlab.kv.service import serve as serve_store
 from sdlab.kv.store import Store
 
@@ -65,13 +67,34 @@ def serve(
     pool_size: Annotated[
         int, typer.Option(min=1, help="Connections to MariaDB or PostgreSQL.")
     ] = 10,
+    requirepass: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SDLAB_KV_PASSWORD",
+            show_default=False,
+            help="The password clients must give (AUTH over RESP, a bearer token over "
+            "HTTP). Prefer the environment variable: an option shows in `ps`.",
+        ),
+    ] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure", help="Listen beyond loopback with no password (protected mode off)."
+        ),
+    ] = False,
+    max_output: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Unread reply bytes a RESP client may hold before it is disconnected."
+        ),
+    ] = OUTPUT_LIMIT,
 ) -> None:
     """Serve one store over HTTP and the Redis protocol until Ctrl-C (or SIGTERM).
 
     redis-cli, redis-py and redis-benchmark work against the Redis port unchanged:
-    GET, SET (EX/PX/EXAT/PXAT/NX/XX/KEEPTTL), DEL, EXISTS, EXPIRE, TTL, PERSIST, INCR,
-    MGET, MSET, SCAN, and PING, ECHO, SELECT 0, INFO, COMMAND, QUIT. A write is
-    answered once its transaction has committed.
+    Redis 7's string and keyspace commands, MULTI/EXEC/WATCH, databases 0 to 15, AUTH
+    (docs/kv.md lists them). A write is answered once its transaction has committed.
+    Without --requirepass it listens on loopback only, unless --insecure.
 
     Examples:
 
@@ -79,12 +102,15 @@ def serve(
 
       sdlab kv serve --backend mysql://root@127.0.0.1:3306/sdlab_kv --resp-port 6380
 
+      SDLAB_KV_PASSWORD=s3cret sdlab kv serve --host 0.0.0.0
+
       redis-cli -p 6380 set greeting hello EX 60
 
       curl -X PUT --data-binary hello 'localhost:8080/keys/greeting?ttl=60'
     """
     url = backend or default_backend()
     try:
+        check_exposure(host, requirepass, insecure)
         store = Store(
             url,
             group_commit=not naive,
@@ -103,6 +129,7 @@ def serve(
         if "resp" in ports:
             where.append(f"Redis protocol on redis://{host}:{ports['resp']}")
         mode = "one transaction per write" if naive else "group commit"
+        mode += ", password required" if requirepass else ""
         console.print(f"kv ({store.backend.name}, {mode}): {', '.join(where)}", highlight=False)
 
     serving = serve_store(
@@ -111,6 +138,9 @@ def serve(
         http_port=http_port if http else None,
         resp_port=resp_port if resp else None,
         ready=ready,
+        password=requirepass,
+        insecure=insecure,
+        output_limit=max_output,
     )
     try:
         if uvloop is not None:  # a faster event loop: the server is CPU-bound under load
@@ -127,9 +157,10 @@ def experiment(
     quick: lab.Quick = False,
     out: lab.ReportDir = None,
 ) -> None:
-    """redis-benchmark -t set,get at 50 clients against our server on SQLite, MariaDB
-    and PostgreSQL, with group commit and without (one transaction per write), and
-    against a private real Redis as the ceiling.
+    """redis-benchmark -t set,get at 50 clients, unpipelined and -P 16, against our
+    server on SQLite, MariaDB and PostgreSQL, with group commit and without (one
+    transaction per write), and against two private Redis servers: one with appendfsync
+    always (the durable peer, with our ratios to it) and one in memory (the ceiling).
 
     Examples:
 

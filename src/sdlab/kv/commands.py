@@ -10,13 +10,18 @@ others (PING, CONFIG, INFO ...) are plain async handlers that touch no key.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import functools
+import hmac
+import itertools
 import logging
 import os
 import platform
+import random
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
@@ -37,7 +42,7 @@ from sdlab.kv.core import (
 )
 from sdlab.kv.match import compile_pattern, literal_prefix
 from sdlab.kv.resp import NULL_ARRAY, OK, Error, Map, Reply, Simple
-from sdlab.kv.store import Store, seconds_left
+from sdlab.kv.store import DATABASES, Store, seconds_left
 from sdlab.kv.transaction import Multi, Watch
 
 if TYPE_CHECKING:
@@ -52,6 +57,30 @@ EXECABORT = "EXECABORT Transaction discarded because of previous errors."
 
 class CommandError(Exception):
     """A request the store cannot take: its text is the error reply (`ERR ...`)."""
+
+
+class Cursors:
+    """One connection's SCAN cursors: each a number standing for the last key returned
+    (redis-cli needs a 64-bit cursor; a key would not fit). Per connection, so that one
+    client's scans never push out another's; the latest `limit` are kept."""
+
+    def __init__(self, limit: int = 1000) -> None:
+        self.limit = limit
+        self._after: OrderedDict[int, bytes] = OrderedDict()
+        self._next = itertools.count(random.randrange(1, 1 << 30))
+
+    def remember(self, after: bytes) -> int:
+        cursor = next(self._next)
+        self._after[cursor] = after
+        while len(self._after) > self.limit:
+            self._after.popitem(last=False)
+        return cursor
+
+    def recall(self, cursor: int) -> bytes:
+        try:
+            return self._after[cursor]
+        except KeyError:
+            raise CommandError("ERR invalid cursor") from None
 
 
 # A data command's request as its one step and how to answer with the step's result,
@@ -71,6 +100,9 @@ class Session:
     resp3: bool = False
     multi: Multi | None = None  # between MULTI and EXEC (or DISCARD)
     watch: Watch = field(default_factory=Watch)
+    authenticated: bool = True  # False until AUTH, when the server has a password
+    db: int = 0  # SELECT's
+    cursors: Cursors = field(default_factory=lambda: Cursors())  # this connection's SCAN
 
     @property
     def store(self) -> Store:
@@ -79,6 +111,12 @@ class Session:
     def unwatch(self) -> None:
         self.server.watches.remove(self.watch)
         self.watch = Watch()
+
+    def wrap(self, step: Any, db: int | None = None) -> Any:
+        """A step as it runs in this session's database (or `db`): as it is in 0, else
+        on that database's table (`ops.In`)."""
+        db = self.db if db is None else db
+        return step if db == 0 else ops.In(self.store.dialect(db), db, step)
 
 
 @dataclass(frozen=True)
@@ -90,6 +128,7 @@ class Command:
     flags: tuple[str, ...] = ()
     keys: tuple[int, int, int] = (0, 0, 0)  # first key, last key, step (COMMAND INFO)
     prepare: Prepare | None = None  # for a command that reads or writes keys (see above)
+    lookup: bool = False  # prepared as an ops.Lookup: its read shares the turn's SELECT
 
     def refusal(self, args: list[bytes]) -> Error | None:
         """The error for a request of the wrong length (checked before anything runs,
@@ -118,6 +157,7 @@ def command(
     keys: tuple[int, int, int] | None = None,
     aliases: tuple[str, ...] = (),
     prepare: Prepare | None = None,
+    lookup: bool = False,
 ) -> Callable[[Handler], Handler]:
     """Add a command (and its aliases, the same command under other names) to COMMANDS,
     named after its handler (`del_` is DEL)."""
@@ -129,7 +169,9 @@ def command(
             flag_set = flags or (("write",) if kind == "write" else ("readonly", "fast"))
             key_spec = keys or (1, 1, 1)
         for name in (handler.__name__.strip("_"), *aliases):
-            COMMANDS[name] = Command(name, handler, arity, kind, flag_set, key_spec, prepare)
+            COMMANDS[name] = Command(
+                name, handler, arity, kind, flag_set, key_spec, prepare, lookup
+            )
         return handler
 
     return add
@@ -143,10 +185,15 @@ def prepared(kind: str, arity: int, **options: Any) -> Callable[[Prepare], Prepa
         @functools.wraps(prepare)
         async def handler(session: Session, args: list[bytes]) -> Reply:
             step, answer = prepare(session, args)
+            store, db = session.store, session.db
+            if isinstance(step, ops.Lookup):
+                return answer(await store.find(step, db))
             if isinstance(step, ops.Read):
-                store = session.store
-                return answer(await store.read(step.script(store.backend.dialect, now_ms())))
-            return answer(await session.store.apply(step))
+                return answer(await store.read(step.script(store.dialect(db), now_ms())))
+            if isinstance(step, ops.FlushAll):  # every database's table: made first
+                await store.databases()
+                step = ops.FlushAll(tuple(store.dialects()))
+            return answer(await store.apply(session.wrap(step)))
 
         command(arity, kind, prepare=prepare, **options)(handler)
         return prepare
@@ -156,6 +203,11 @@ def prepared(kind: str, arity: int, **options: Any) -> Callable[[Prepare], Prepa
 
 def read_command(arity: int, **options: Any) -> Callable[[Prepare], Prepare]:
     return prepared("read", arity, **options)
+
+
+def lookup_command(arity: int, **options: Any) -> Callable[[Prepare], Prepare]:
+    """A read whose step is always an `ops.Lookup`."""
+    return prepared("read", arity, lookup=True, **options)
 
 
 def write_command(arity: int, **options: Any) -> Callable[[Prepare], Prepare]:
@@ -203,11 +255,22 @@ async def echo(session: Session, args: list[bytes]) -> Reply:
     return args[0]
 
 
-@command(2, "none")
+@command(2, "session")
 async def select(session: Session, args: list[bytes]) -> Reply:
-    if _int(args[0]) != 0:
-        raise CommandError("ERR DB index is out of range (this server has database 0 only)")
+    """SELECT 0 to 15. The commands after it wait for it (it is a session command), so
+    that they run in the database it chose; 1 to 15's tables are made the first time."""
+    db = _database(args[0])
+    if db:
+        await session.store.databases()
+    session.db = db
     return OK
+
+
+def _database(raw: bytes) -> int:
+    db = _int(raw)
+    if not 0 <= db < DATABASES:
+        raise CommandError("ERR DB index is out of range")
+    return db
 
 
 @command(-1, "none")
@@ -215,16 +278,85 @@ async def quit_(session: Session, args: list[bytes]) -> Reply:
     return OK  # the connection stops reading when it sees QUIT, and closes once replied
 
 
-@command(-1, "session")
+# The commands a connection may send before it has authenticated (as in Redis).
+NO_AUTH = frozenset({"auth", "hello", "quit"})
+NOAUTH = "NOAUTH Authentication required."
+NOAUTH_HELLO = (
+    "NOAUTH HELLO must be called with the client already authenticated, otherwise the "
+    "HELLO AUTH <user> <pass> option can be used to authenticate the client and select "
+    "the RESP protocol version at the same time"
+)
+WRONGPASS = "WRONGPASS invalid username-password pair or user is disabled."
+
+
+def authenticate(session: Session, user: bytes, password: bytes) -> None:
+    """AUTH's check: the one user is `default`, and without a server password any
+    password will do (as Redis's default user with `nopass`). Compared in constant time;
+    the password is never logged or echoed."""
+    expected = session.server.password
+    right = expected is None or hmac.compare_digest(password, expected)
+    if user != b"default" or not right:
+        raise CommandError(WRONGPASS)
+    session.authenticated = True
+
+
+@command(-2, "none", flags=("noscript", "loading", "stale", "fast", "no_auth"))
+async def auth(session: Session, args: list[bytes]) -> Reply:
+    """AUTH [username] password."""
+    if len(args) > 2:
+        raise CommandError("ERR syntax error")
+    if len(args) == 1 and session.server.password is None:
+        raise CommandError(
+            "ERR AUTH <password> called without any password configured for the default "
+            "user. Are you sure your configuration is correct?"
+        )
+    user, password = (b"default", args[0]) if len(args) == 1 else (args[0], args[1])
+    authenticate(session, user, password)
+    return OK
+
+
+@command(-1, "session", flags=("noscript", "loading", "stale", "fast", "no_auth"))
 async def hello(session: Session, args: list[bytes]) -> Reply:
-    """HELLO [2|3]: redis-py 8 opens with HELLO 3. Either way the replies are the same
-    but for the null and maps."""
+    """HELLO [2|3 [AUTH user password] [SETNAME name]]: redis-py 8 opens with HELLO 3
+    (with AUTH when it has a password). Either way the replies are the same but for the
+    null and maps. The options are read first, then the credentials checked, then the
+    protocol changed: a refused HELLO changes nothing (as in Redis)."""
+    resp3 = session.resp3
+    credentials: tuple[bytes, bytes] | None = None
+    name: bytes | None = None
     if args:
         if args[0] not in (b"2", b"3"):
+            try:
+                parse_int(args[0])
+            except NotAnInteger:
+                raise CommandError(
+                    "ERR Protocol version is not an integer or out of range"
+                ) from None
             raise CommandError("NOPROTO unsupported protocol version")
-        if len(args) > 1:
-            raise CommandError("ERR this server has no AUTH or SETNAME in HELLO")
-        session.resp3 = args[0] == b"3"
+        resp3 = args[0] == b"3"
+        options = iter(args[1:])
+        for raw in options:
+            option = raw.upper()
+            if option == b"AUTH":
+                user, password = next(options, None), next(options, None)
+                if user is None or password is None:
+                    raise CommandError(f"ERR Syntax error in HELLO option '{raw.decode()}'")
+                credentials = (user, password)
+            elif option == b"SETNAME":
+                name = next(options, None)
+                if name is None:
+                    raise CommandError(f"ERR Syntax error in HELLO option '{raw.decode()}'")
+            else:
+                raise CommandError(
+                    f"ERR Syntax error in HELLO option '{raw.decode(errors='replace')}'"
+                )
+    if credentials is not None:
+        authenticate(session, *credentials)
+    if not session.authenticated:
+        raise CommandError(NOAUTH_HELLO)
+    session.resp3 = resp3
+    if name is not None:
+        session.name = name or None
     return Map(
         [
             (b"server", b"sdlab-kv"),
@@ -240,6 +372,7 @@ async def hello(session: Session, args: list[bytes]) -> Reply:
 
 @command(-2, "none")
 async def client(session: Session, args: list[bytes]) -> Reply:
+    """CLIENT SETNAME/GETNAME/ID/SETINFO/INFO, and LIST [TYPE normal|...] [ID id ...]."""
     sub = args[0].lower()
     if sub == b"setname" and len(args) == 2:
         session.name = args[1] or None
@@ -250,7 +383,35 @@ async def client(session: Session, args: list[bytes]) -> Reply:
         return session.number
     if sub == b"setinfo":  # redis-py names itself on connect
         return OK
+    if sub == b"info" and len(args) == 1:
+        return _client_lines(session, {session.number})
+    if sub == b"list":
+        return _client_lines(session, _client_filter(args[1:]))
     raise CommandError(f"ERR unknown subcommand '{args[0].decode(errors='replace')}' for CLIENT")
+
+
+def _client_filter(options: list[bytes]) -> set[int] | None:
+    """CLIENT LIST's options: the ids asked for (None: all). Every client here is a
+    normal one: TYPE master, replica or pubsub lists none."""
+    if not options:
+        return None
+    kind = options[0].upper()
+    if kind == b"TYPE" and len(options) == 2:
+        if options[1].lower() not in (b"normal", b"master", b"replica", b"slave", b"pubsub"):
+            raise CommandError(f"ERR Unknown client type '{options[1].decode(errors='replace')}'")
+        return None if options[1].lower() == b"normal" else set()
+    if kind == b"ID" and len(options) > 1:
+        try:
+            return {parse_int(raw) for raw in options[1:]}
+        except NotAnInteger:
+            raise CommandError("ERR Invalid client ID") from None
+    raise CommandError("ERR syntax error")
+
+
+def _client_lines(session: Session, ids: set[int] | None) -> bytes:
+    connections = sorted(session.server.connections, key=lambda c: c.session.number)
+    lines = [c.describe() for c in connections if ids is None or c.session.number in ids]
+    return "".join(line + "\n" for line in lines).encode()
 
 
 @command(-2, "none")
@@ -261,7 +422,7 @@ async def config(session: Session, args: list[bytes]) -> Reply:
     known = {
         "save": "",
         "appendonly": "no",
-        "databases": "1",
+        "databases": str(DATABASES),
         "proto-max-bulk-len": str(session.store.max_value),
     }
     pattern = args[1].decode(errors="replace").lower()
@@ -323,7 +484,10 @@ async def info(session: Session, args: list[bytes]) -> Reply:
             "uptime_in_seconds": int(time.time() - server.started),
         },
         "clients": {"connected_clients": len(server.connections)},
-        "stats": {"total_commands_processed": server.commands_served},
+        "stats": {
+            "total_commands_processed": server.commands_served,
+            "client_output_buffer_limit_disconnections": server.output_disconnections,
+        },
         "kv": {
             "backend": stats["backend"],
             "group_commit": int(stats["group_commit"]),
@@ -351,34 +515,47 @@ def dbsize(session: Session, args: list[bytes]) -> Prepared:
 # Keys and values.
 
 
-@read_command(2)
+# GET, MGET, EXISTS, TTL and the others that read keys by name are lookups: those of one
+# loop turn share one SELECT (batching.GroupRead).
+
+
+def _lookup(key: bytes) -> ops.Lookup:
+    return ops.Lookup((key,), ops.value_of(key))
+
+
+@lookup_command(2)
 def get(session: Session, args: list[bytes]) -> Prepared:
-    return ops.Read(ops.get, (_key(args[0]),)), _same
+    return _lookup(_key(args[0])), _same
 
 
-@read_command(-2, keys=(1, -1, 1))
+@lookup_command(-2, keys=(1, -1, 1))
 def mget(session: Session, args: list[bytes]) -> Prepared:
-    return ops.Read(ops.mget, ([_key(a) for a in args],)), _same
+    keys = tuple(_key(a) for a in args)
+    return ops.Lookup(keys, ops.values_of(keys)), _same
 
 
-@read_command(-2, keys=(1, -1, 1))
+@lookup_command(-2, keys=(1, -1, 1))
 def exists(session: Session, args: list[bytes]) -> Prepared:
-    return ops.Read(ops.exists, ([_key(a) for a in args],)), _same
+    keys = tuple(_key(a) for a in args)
+    return ops.Lookup(keys, ops.count_of(keys)), _same
 
 
-@read_command(2)
+@lookup_command(2)
 def ttl(session: Session, args: list[bytes]) -> Prepared:
-    return ops.Read(ops.pttl, (_key(args[0]),)), seconds_left
+    key = _key(args[0])
+    return ops.Lookup((key,), ops.pttl_of(key)), seconds_left
 
 
-@read_command(2)
+@lookup_command(2)
 def pttl(session: Session, args: list[bytes]) -> Prepared:
-    return ops.Read(ops.pttl, (_key(args[0]),)), _same
+    key = _key(args[0])
+    return ops.Lookup((key,), ops.pttl_of(key)), _same
 
 
-@read_command(2)
+@lookup_command(2)
 def type_(session: Session, args: list[bytes]) -> Prepared:
-    return ops.Read(ops.exists, ([_key(args[0])],)), _type_name
+    key = _key(args[0])
+    return ops.Lookup((key,), ops.count_of((key,))), _type_name
 
 
 def _type_name(found: int) -> Reply:
@@ -387,9 +564,9 @@ def _type_name(found: int) -> Reply:
 
 @write_command(-3)
 def set_(session: Session, args: list[bytes]) -> Prepared:
-    """SET key value [NX|XX] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL]"""
+    """SET key value [NX|XX] [GET] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL]"""
     key, value = _key(args[0]), _value(session, args[1])
-    nx = xx = keep_ttl = False
+    nx = xx = keep_ttl = get = False
     expires_at: int | None = None
     options = iter(args[2:])
     for raw in options:
@@ -398,6 +575,8 @@ def set_(session: Session, args: list[bytes]) -> Prepared:
             nx = True
         elif option == b"XX" and not nx:
             xx = True
+        elif option == b"GET":
+            get = True
         elif option == b"KEEPTTL" and expires_at is None:
             keep_ttl = True
         elif option in (b"EX", b"PX", b"EXAT", b"PXAT") and expires_at is None and not keep_ttl:
@@ -407,6 +586,8 @@ def set_(session: Session, args: list[bytes]) -> Prepared:
             expires_at = _expiry(option, _int(amount), "set")
         else:
             raise CommandError("ERR syntax error")
+    if get:  # the old value, stored or not
+        return ops.SetIf(key, value, expires_at, nx=nx, xx=xx, keep_ttl=keep_ttl, get=True), _same
     if nx or xx or keep_ttl:
         write: ops.Write = ops.SetIf(key, value, expires_at, nx=nx, xx=xx, keep_ttl=keep_ttl)
     else:
@@ -471,15 +652,19 @@ def pexpireat(session: Session, args: list[bytes]) -> Prepared:
 
 
 def _expire(args: list[bytes], unit_ms: int, base: int, name: str) -> Prepared:
-    """key time [NX|XX|GT|LT]: the options (Redis 7) are refused by name, not run as a
-    plain EXPIRE, which would set an expiry the client asked to keep."""
+    """key time [NX|XX|GT|LT] (Redis 7; NX excludes the others, GT excludes LT)."""
+    flags = {b"NX": False, b"XX": False, b"GT": False, b"LT": False}
     for option in args[2:]:
-        if option.upper() not in (b"NX", b"XX", b"GT", b"LT"):
+        if option.upper() not in flags:
             raise CommandError(f"ERR Unsupported option {option.decode(errors='replace')}")
-    if args[2:]:
-        raise CommandError(f"ERR {name.upper()} options NX/XX/GT/LT are not supported")
+        flags[option.upper()] = True
+    nx, xx, gt, lt = flags.values()
+    if nx and (xx or gt or lt):
+        raise CommandError("ERR NX and XX, GT or LT options at the same time are not compatible")
+    if gt and lt:
+        raise CommandError("ERR GT and LT options at the same time are not compatible")
     when = _when(_int(args[1]), unit_ms, base, name)
-    return ops.Expire(_key(args[0]), when), _bool
+    return ops.Expire(_key(args[0]), when, nx=nx, xx=xx, gt=gt, lt=lt), _bool
 
 
 @write_command(2)
@@ -508,6 +693,205 @@ def decrby(session: Session, args: list[bytes]) -> Prepared:
     if by == -(2**63):
         raise CommandError("ERR decrement would overflow")
     return ops.Incr(_key(args[0]), -by), int
+
+
+@write_command(3)
+def getset(session: Session, args: list[bytes]) -> Prepared:
+    return ops.SetIf(_key(args[0]), _value(session, args[1]), None, get=True), _same
+
+
+@write_command(2)
+def getdel(session: Session, args: list[bytes]) -> Prepared:
+    return ops.GetDel(_key(args[0])), _same
+
+
+@write_command(-2)
+def getex(session: Session, args: list[bytes]) -> Prepared:
+    """GETEX key [EX s|PX ms|EXAT s|PXAT ms|PERSIST]"""
+    key = _key(args[0])
+    if not args[1:]:
+        return ops.GetEx(key), _same
+    option = args[1].upper()
+    if option == b"PERSIST" and len(args) == 2:
+        return ops.GetEx(key, persist=True), _same
+    if option not in (b"EX", b"PX", b"EXAT", b"PXAT") or len(args) != 3:
+        raise CommandError("ERR syntax error")
+    return ops.GetEx(key, _expiry(option, _int(args[2]), "getex")), _same
+
+
+@write_command(-3, keys=(1, -1, 2))
+def msetnx(session: Session, args: list[bytes]) -> Prepared:
+    if len(args) % 2:
+        raise CommandError("ERR wrong number of arguments for 'msetnx' command")
+    rows = tuple(
+        (_key(args[i]), _value(session, args[i + 1]), None) for i in range(0, len(args), 2)
+    )
+    return ops.MSetNX(rows), _bool
+
+
+@write_command(3)
+def append(session: Session, args: list[bytes]) -> Prepared:
+    store = session.store
+    return ops.Append(_key(args[0]), _value(session, args[1]), store.max_value), _same
+
+
+@write_command(4)
+def setrange(session: Session, args: list[bytes]) -> Prepared:
+    offset = _int(args[1])
+    if offset < 0:
+        raise CommandError("ERR offset is out of range")
+    value = _value(session, args[2])
+    return ops.SetRange(_key(args[0]), offset, value, session.store.max_value), _same
+
+
+@write_command(3)
+def incrbyfloat(session: Session, args: list[bytes]) -> Prepared:
+    return ops.IncrByFloat(_key(args[0]), args[1]), _same
+
+
+@write_command(3, keys=(1, 2, 1))
+def rename(session: Session, args: list[bytes]) -> Prepared:
+    return ops.Rename(_key(args[0]), _key(args[1])), _ok
+
+
+@write_command(3, keys=(1, 2, 1))
+def renamenx(session: Session, args: list[bytes]) -> Prepared:
+    return ops.Rename(_key(args[0]), _key(args[1]), nx=True), _bool
+
+
+@write_command(-1, keys=(0, 0, 0))
+def flushdb(session: Session, args: list[bytes]) -> Prepared:
+    """FLUSHDB [ASYNC|SYNC]: either way it returns once the deletes have committed."""
+    _flush_options(args)
+    return ops.Flush(), _ok
+
+
+@write_command(-1, keys=(0, 0, 0))
+def flushall(session: Session, args: list[bytes]) -> Prepared:
+    """FLUSHALL [ASYNC|SYNC]: every database (the tables it runs on are filled in as it
+    runs, once 1 to 15's are made: see the handler and `execute`)."""
+    _flush_options(args)
+    return ops.FlushAll(()), _ok
+
+
+def _flush_options(args: list[bytes]) -> None:
+    if len(args) > 1 or (args and args[0].upper() not in (b"ASYNC", b"SYNC")):
+        raise CommandError("ERR syntax error")
+
+
+@lookup_command(2)
+def strlen(session: Session, args: list[bytes]) -> Prepared:
+    return _lookup(_key(args[0])), lambda value: len(value or b"")
+
+
+@lookup_command(4, flags=("readonly",))
+def getrange(session: Session, args: list[bytes]) -> Prepared:
+    """GETRANGE key start end: inclusive, negative counts from the end (Redis's rules,
+    clamped, and "" for a missing key)."""
+    start, end = _int(args[1]), _int(args[2])
+
+    def answer(value: bytes | None) -> bytes:
+        if start < 0 and end < 0 and start > end:
+            return b""
+        length = len(value or b"")
+        first = max(start + length if start < 0 else start, 0)
+        last = min(max(end + length if end < 0 else end, 0), length - 1)
+        if first > last or not length:
+            return b""
+        return (value or b"")[first : last + 1]
+
+    return _lookup(_key(args[0])), answer
+
+
+@read_command(2)
+def expiretime(session: Session, args: list[bytes]) -> Prepared:
+    return ops.Read(ops.expiry, (_key(args[0]),)), seconds_left
+
+
+@read_command(2)
+def pexpiretime(session: Session, args: list[bytes]) -> Prepared:
+    return ops.Read(ops.expiry, (_key(args[0]),)), _same
+
+
+@read_command(2, flags=("readonly",), keys=(0, 0, 0))
+def keys(session: Session, args: list[bytes]) -> Prepared:
+    """KEYS pattern: every key matching, in key order (Redis's is its hash order)."""
+    matches = compile_pattern(args[0]).fullmatch
+    return ops.Read(ops.keys, (literal_prefix(args[0]), matches)), _same
+
+
+@read_command(1, flags=("readonly",), keys=(0, 0, 0))
+def randomkey(session: Session, args: list[bytes]) -> Prepared:
+    start = os.urandom(random.randint(1, 4))
+    return ops.Read(ops.random_key, (start,)), _same
+
+
+OBJECT_HELP = [
+    "OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "ENCODING <key>",
+    "    Return the kind of internal representation used in order to store the value",
+    "    associated with a <key>.",
+    "FREQ <key>",
+    "    Return the access frequency index of the <key>. The returned integer is",
+    "    proportional to the logarithm of the recent access frequency of the key.",
+    "IDLETIME <key>",
+    "    Return the idle time of the <key>, that is the approximated number of",
+    "    seconds elapsed since the last access to the key.",
+    "REFCOUNT <key>",
+    "    Return the number of references of the value associated with the specified",
+    "    <key>.",
+    "HELP",
+    "    Prints this help.",
+]
+NO_LFU = (
+    "ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please "
+    "note that when switching between policies at runtime LRU and LFU data will take "
+    "some time to adjust."
+)
+SHARED_REFCOUNT = 2147483647  # what Redis answers for its shared integers 0 to 9999
+
+
+@lookup_command(-2, flags=("slow",), keys=(0, 0, 0))
+def object_(session: Session, args: list[bytes]) -> Prepared:
+    """OBJECT ENCODING|FREQ|IDLETIME|REFCOUNT key, OBJECT HELP, as a Redis with its
+    defaults (maxmemory-policy noeviction) answers: the encoding Redis would give the
+    value SET made (int, embstr up to 44 bytes, raw); no access times are kept, so
+    IDLETIME is 0; FREQ is refused as Redis refuses it without an LFU policy."""
+    sub = args[0].decode(errors="replace").lower()
+    if sub not in ("encoding", "freq", "idletime", "refcount", "help"):
+        raise CommandError(
+            f"ERR unknown subcommand '{args[0].decode(errors='replace')}'. Try OBJECT HELP."
+        )
+    if len(args) != (1 if sub == "help" else 2):
+        raise CommandError(f"ERR wrong number of arguments for 'object|{sub}' command")
+    if sub == "help":
+        return ops.Lookup((), lambda found, now: None), lambda _: [Simple(x) for x in OBJECT_HELP]
+
+    def answer(value: bytes | None) -> Reply:
+        if value is None:
+            return None
+        shared = _is_int(value) and 0 <= int(value) < 10_000
+        if sub == "encoding":
+            return b"int" if _is_int(value) else b"embstr" if len(value) <= 44 else b"raw"
+        if sub == "refcount":
+            return SHARED_REFCOUNT if shared else 1
+        if sub == "freq":
+            raise CommandError(NO_LFU)
+        return 0
+
+    return _lookup(_key(args[1])), answer
+
+
+def _is_int(value: bytes) -> bool:
+    """Would Redis keep this value as an integer (20 characters at most, a 64-bit
+    integer as it reads one)?"""
+    if len(value) > 20:
+        return False
+    try:
+        parse_int(value)
+    except NotAnInteger:
+        return False
+    return True
 
 
 @read_command(-2, keys=(0, 0, 0))
@@ -541,7 +925,7 @@ def scan(session: Session, args: list[bytes]) -> Prepared:
             strings = value.lower() == b"string"
         else:
             raise CommandError("ERR syntax error")
-    after = None if cursor == 0 else session.server.recall_cursor(cursor)
+    after = None if cursor == 0 else session.cursors.recall(cursor)
     if not strings:
         return ops.Read(ops.nothing), lambda _: [b"0", []]
     matches = None if pattern is None else compile_pattern(pattern).fullmatch
@@ -550,7 +934,7 @@ def scan(session: Session, args: list[bytes]) -> Prepared:
         keys, last = found
         if matches is not None:
             keys = [k for k in keys if matches(k)]
-        following = 0 if last is None else session.server.remember_cursor(last)
+        following = 0 if last is None else session.cursors.remember(last)
         return [str(following).encode(), keys]
 
     return ops.Read(ops.scan, (literal_prefix(pattern or b""), after, count)), answer
@@ -585,11 +969,19 @@ async def execute(session: Session, queued: Multi) -> Reply:
         raise CommandError(EXECABORT)
     if watch.touched:  # written by this process since WATCH: no need to ask the database
         return NULL_ARRAY
-    steps: list[ops.Step] = []
+    store = session.store
+    names = {lookup(args).name for args in queued.queued}  # type: ignore[union-attr]
+    if names & {"select", "flushall"}:
+        await store.databases()
+    steps: list[Any] = []
     slots: list[tuple[Command, list[bytes], Callable[[Any], Reply] | Error | None]] = []
+    db = session.db  # SELECT inside MULTI: the commands after it are in its database
     for args in queued.queued:
         found = lookup(args)
         assert found is not None  # unknown commands were refused while queueing
+        if found.name == "select":
+            with contextlib.suppress(CommandError):  # (its handler answers the error)
+                db = _database(args[1])
         if found.prepare is None:
             slots.append((found, args, None))
             continue
@@ -598,7 +990,9 @@ async def execute(session: Session, queued: Multi) -> Reply:
         except Exception as exc:  # a syntax error, say: its reply, and the others run
             slots.append((found, args, error_reply(found.name, exc)))
             continue
-        steps.append(step)
+        if isinstance(step, ops.FlushAll):
+            step = ops.FlushAll(tuple(store.dialects()))
+        steps.append(session.wrap(step, db))
         slots.append((found, args, answer))
     results: list[Any] = []
     if steps or watch:
@@ -635,19 +1029,21 @@ async def discard(session: Session, args: list[bytes]) -> Reply:
 @command(-2, "session", flags=("fast",), keys=(1, -1, 1))
 async def watch(session: Session, args: list[bytes]) -> Reply:
     """WATCH key ...: remember each key's state now; EXEC compares (transaction.py)."""
-    keys = [k for k in dict.fromkeys(_key(a) for a in args) if k not in session.watch.seen]
-    if not keys:
+    db, current, store = session.db, session.watch, session.store
+    named = {ops.qualified(db, k): k for k in (_key(a) for a in args)}
+    named = {q: k for q, k in named.items() if q not in current.seen}
+    if not named:
         return OK
-    current = session.watch
-    session.server.watches.add(current, keys)  # first: a write from now on marks it
-    current.seen.update(dict.fromkeys(keys))
-    store = session.store
+    session.server.watches.add(current, named)  # first: a write from now on marks it
+    current.seen.update(dict.fromkeys(named))
+    dialect = store.dialect(db)
+    current.where.update({q: (dialect if db else None, k) for q, k in named.items()})
     try:
-        seen = await store.read(ops.states(store.backend.dialect, now_ms(), keys))
+        seen = await store.read(ops.states(dialect, now_ms(), list(named.values())))
     except Exception:
         current.touched = True  # unknown: EXEC must not trust it
         raise
-    current.seen.update(seen)
+    current.seen.update({ops.qualified(db, k): state for k, state in seen.items()})
     return OK
 
 

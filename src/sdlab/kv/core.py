@@ -44,6 +44,22 @@ class NotAnInteger(KVError, ValueError):
     """INCR on a value that is not a 64-bit decimal integer, or that would overflow."""
 
 
+class NotAFloat(KVError, ValueError):
+    """INCRBYFLOAT on a value (or by an increment) that is not a number, or whose result
+    would be infinite."""
+
+
+class NoSuchKey(KVError):
+    """RENAME of a key that does not exist."""
+
+
+class StringTooLong(KVError, ValueError):
+    """APPEND or SETRANGE would make a value longer than the store's `max_value`."""
+
+    def __init__(self) -> None:
+        super().__init__("string exceeds maximum allowed size (proto-max-bulk-len)")
+
+
 class StoreClosed(KVError):
     """The store is closed (or was closed while the request waited)."""
 

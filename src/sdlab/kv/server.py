@@ -23,14 +23,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import random
+import logging
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from sdlab.kv import ops
 from sdlab.kv.commands import (
     COMMANDS,
+    NO_AUTH,
+    NOAUTH,
     Command,
     CommandError,
     Prepare,
@@ -47,8 +50,14 @@ from sdlab.kv.transaction import Multi, Watches
 
 __all__ = ["COMMANDS", "RespServer"]
 
+logger = logging.getLogger("sdlab.kv")
+
 MAX_PENDING = 1024  # replies owed on one connection before it stops reading
-MAX_CURSORS = 10_000  # SCAN cursors remembered (oldest forgotten first)
+# The most reply bytes a connection may hold for a client that does not read them, as
+# Redis's `client-output-buffer-limit` hard limit (Redis has none for normal clients;
+# then one client that stops reading can take all the memory).
+OUTPUT_LIMIT = 64 * 1024 * 1024
+SEND_CHUNK = 1024 * 1024  # replies joined into one write, at most (about)
 # Run at once even between MULTI and EXEC (all others are queued there), as in Redis.
 NOT_QUEUED = frozenset({"multi", "exec", "discard", "watch", "quit"})
 
@@ -56,16 +65,28 @@ NOT_QUEUED = frozenset({"multi", "exec", "discard", "watch", "quit"})
 class RespServer:
     """Serves a Store over RESP2 on a TCP port (0: any free port; see `port`)."""
 
-    def __init__(self, store: Store, *, host: str = "127.0.0.1", port: int = 6380) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 6380,
+        password: str | bytes | None = None,
+        output_limit: int = OUTPUT_LIMIT,
+    ) -> None:
+        """password: what AUTH (or HELLO ... AUTH) must give before any other command
+        (None: no AUTH needed). output_limit: the most unsent reply bytes a connection
+        may hold; a client past it is disconnected."""
         self.store = store
         self.host = host
         self.port = port
+        self.password = password.encode() if isinstance(password, str) else password
+        self.output_limit = output_limit
         self.started = time.time()
         self.connections: set[Connection] = set()
         self.commands_served = 0
+        self.output_disconnections = 0  # clients dropped past output_limit
         self._server: asyncio.Server | None = None
-        self._cursors: OrderedDict[int, bytes] = OrderedDict()  # cursor -> the last key
-        self._next_cursor = itertools.count(random.randrange(1, 1 << 30))
         self._ids = itertools.count(1)
         self.watches = Watches()
         store.listeners.append(self.watches.touch)
@@ -101,19 +122,6 @@ class RespServer:
         finally:
             self.connections.discard(connection)
 
-    def remember_cursor(self, after: bytes) -> int:
-        cursor = next(self._next_cursor)
-        self._cursors[cursor] = after
-        while len(self._cursors) > MAX_CURSORS:
-            self._cursors.popitem(last=False)
-        return cursor
-
-    def recall_cursor(self, cursor: int) -> bytes:
-        try:
-            return self._cursors[cursor]
-        except KeyError:
-            raise CommandError("ERR invalid cursor") from None
-
 
 class Connection:
     """One client: reads requests, runs them, sends replies in order."""
@@ -128,7 +136,9 @@ class Connection:
         self.server = server
         self.reader = reader
         self.writer = writer
-        self.session = Session(server, number)
+        self.session = Session(server, number, authenticated=server.password is None)
+        self.created = self.active = time.monotonic()
+        self.last_command = "NULL"
         self.parser = Parser(max_bulk=server.store.max_value + 64 * 1024)
         self.ordering = Ordering()
         self.replies: deque[asyncio.Future[bytes]] = deque()  # encoded, in request order
@@ -190,8 +200,16 @@ class Connection:
 
     def _dispatch(self, args: list[bytes]) -> None:
         self.server.commands_served += 1
+        self.active = time.monotonic()
         found = lookup(args)
         refusal = unknown(args) if found is None else found.refusal(args)
+        if refusal is None and found is not None and not self.session.authenticated:
+            # After unknown and arity, as Redis checks.
+            refusal = None if found.name in NO_AUTH else Error(NOAUTH)
+        if found is not None:  # for CLIENT LIST's cmd=, as Redis names it (client|list)
+            container = found.name in ("client", "config", "command", "object")
+            sub = args[1].decode(errors="replace").lower() if container and args[1:] else ""
+            self.last_command = f"{found.name}|{sub}" if sub else found.name
         multi = self.session.multi
         if multi is not None and (found is None or found.name not in NOT_QUEUED):
             if refusal is not None:
@@ -257,8 +275,11 @@ class Connection:
         if kind != "none":
             gate = self.ordering.admit(kind, serial=naive or kind == "session")
         started: asyncio.Future[None] | None = None
-        if kind == "write" and prepare is not None and not naive and gate is None:
+        fast = gate is None and found.name != "flushall"  # (FLUSHALL makes tables first)
+        if kind == "write" and prepare is not None and not naive and fast:
             reply = self._queue_write(found.name, prepare, args)  # in the batcher now
+        elif kind == "read" and found.lookup and gate is None:
+            reply = self._queue_read(found.name, prepare, args)  # in this turn's SELECT
         else:
             started = asyncio.get_running_loop().create_future()
             run = call or (lambda: found.handler(self.session, args))
@@ -277,7 +298,7 @@ class Connection:
         reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         try:
             write, answer = prepare(self.session, args)
-            committed = self.server.store.submit(write)
+            committed = self.server.store.submit(self.session.wrap(write))
         except Exception as exc:  # refused before it was queued (a bad request, a closed store)
             reply.set_result(encode(error_reply(name, exc), self.session.resp3))
             return reply
@@ -294,6 +315,41 @@ class Connection:
                 reply.set_result(encode(error_reply(name, exc), self.session.resp3))
 
         committed.add_done_callback(committed_now)
+        return reply
+
+    def _queue_read(
+        self, name: str, prepare: Prepare | None, args: list[bytes]
+    ) -> asyncio.Future[bytes]:
+        """The hot path of a lookup (GET and the like) with nothing to wait for: into
+        this loop turn's shared SELECT now, its reply encoded by a callback."""
+        reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        store = self.server.store
+        try:
+            assert prepare is not None
+            step, answer = prepare(self.session, args)
+            assert isinstance(step, ops.Lookup)
+            found = store.lookup(step.keys, self.session.db)
+        except Exception as exc:
+            reply.set_result(encode(error_reply(name, exc), self.session.resp3))
+            return reply
+
+        def read_now(found: asyncio.Future[tuple[ops.Found, int]]) -> None:
+            result: Reply
+            try:
+                rows, now = found.result()
+            except Exception as exc:  # the database's failure
+                reply.set_result(encode(error_reply(name, store.failure(exc)), self.session.resp3))
+                return
+            try:
+                result = answer(step.answer(rows, now))
+            except Exception as exc:  # the command's own (OBJECT FREQ, say)
+                result = error_reply(name, exc)
+            try:
+                reply.set_result(encode(result, self.session.resp3))
+            except Exception as exc:  # a bug: an answer left unset would stall the replies
+                reply.set_result(encode(error_reply(name, exc), self.session.resp3))
+
+        found.add_done_callback(read_now)
         return reply
 
     async def _run(
@@ -318,6 +374,11 @@ class Connection:
         return encode(reply, self.session.resp3)
 
     async def _send(self) -> None:
+        """Write each reply once it and those before it are known. No waiting for the
+        socket: a client that reads slowly has its replies buffered here, up to the
+        server's output limit; past it the connection is dropped, and its buffer with
+        it (a client that never reads would otherwise hold any amount of memory)."""
+        transport = self.writer.transport
         try:
             while True:
                 while not self.replies:
@@ -326,21 +387,73 @@ class Connection:
                     self._more.clear()
                     await self._more.wait()
                 out = [await self.replies.popleft()]
-                while self.replies and self.replies[0].done() and len(out) < 512:
+                size = len(out[0])
+                while self.replies and self.replies[0].done() and size < SEND_CHUNK:
                     out.append(self.replies.popleft().result())
+                    size += len(out[-1])
                 self.writer.write(b"".join(out))
-                if self.writer.transport.is_closing():  # the client left (or was reset)
+                if transport.is_closing():  # the client left (or was reset)
                     raise ConnectionResetError("the connection is closed")
-                if self.writer.transport.get_write_buffer_size():
-                    # The socket did not take it all: wait if that is above the limit.
-                    # (Skipped otherwise, as it is nearly always: drain() is a coroutine,
-                    # so a lost connection is noticed by the check above instead.)
-                    await self.writer.drain()
+                if transport.get_write_buffer_size() > self.server.output_limit:
+                    self._over_limit()
+                    return
                 if len(self.replies) <= MAX_PENDING // 2:
                     self._room.set()
         except (ConnectionError, OSError):
             self.closing = True
             self._room.set()
+
+    def _over_limit(self) -> None:
+        self.server.output_disconnections += 1
+        logger.warning(
+            "client id=%d closed: over %d bytes of replies unread (output limit)",
+            self.session.number,
+            self.server.output_limit,
+        )
+        self.replies.clear()
+        self._room.set()
+        self.abort()  # drops the transport's buffer with it
+
+    def describe(self) -> str:
+        """This connection as a line of CLIENT LIST (Redis's fields; those with no
+        meaning here are 0)."""
+        info = self.writer.get_extra_info
+        peer, local = info("peername") or ("?", 0), info("sockname") or ("?", 0)
+        sock = info("socket")
+        now = time.monotonic()
+        session, multi = self.session, self.session.multi
+        omem = self.writer.transport.get_write_buffer_size()
+        fields = {
+            "id": session.number,
+            "addr": f"{peer[0]}:{peer[1]}",
+            "laddr": f"{local[0]}:{local[1]}",
+            "fd": sock.fileno() if sock is not None else -1,
+            "name": (session.name or b"").decode(errors="replace"),
+            "age": int(now - self.created),
+            "idle": int(now - self.active),
+            "flags": "x" if multi is not None else "N",
+            "db": session.db,
+            "sub": 0,
+            "psub": 0,
+            "ssub": 0,
+            "multi": -1 if multi is None else len(multi.queued),
+            "qbuf": self.parser.buffered,
+            "qbuf-free": 0,
+            "argv-mem": 0,
+            "multi-mem": 0,
+            "rbs": 0,
+            "rbp": 0,
+            "obl": 0,
+            "oll": len(self.replies),
+            "omem": omem,
+            "tot-mem": omem,
+            "events": "r",
+            "cmd": self.last_command,
+            "user": "default",
+            "redir": -1,
+            "resp": 3 if session.resp3 else 2,
+        }
+        return " ".join(f"{k}={v}" for k, v in fields.items())
 
 
 async def _abort(session: Session, why: str) -> Reply:

@@ -8,6 +8,10 @@
     GET    /keys?prefix=&after=&limit=   keys in byte order, and where to continue (`next`)
     GET    /stats                        the backend, writes, batches, rows swept
 
+With a password (`create_app(store, password=...)`, `sdlab kv serve --requirepass`),
+every request must carry it as a bearer token (`Authorization: Bearer <password>`), the
+same secret as the Redis protocol's AUTH; without it the answer is 401.
+
 A key is the rest of the path, slashes included: the bytes the client %-escaped, any
 bytes (`/keys/%FF` is the one-byte key 0xFF, as over RESP); one that is too long is a
 422. Values are bytes both ways (`application/octet-stream`); the time to live of a value
@@ -17,6 +21,8 @@ comes back in the `X-TTL` header (seconds, -1 for none). Every error is JSON wit
 
 import asyncio
 import contextlib
+import hmac
+import ipaddress
 import signal
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -43,19 +49,37 @@ class NotFound(KVError):
     pass
 
 
+class Unauthorized(KVError):
+    """A request without the server's password as its bearer token."""
+
+
+class Exposed(KVError):
+    """Asked to listen beyond loopback with no password (and not told --insecure)."""
+
+
 STATUS: dict[type[Exception], int] = {
     InvalidKey: 422,
     InvalidTTL: 422,
     ValueTooLarge: 413,
     NotFound: 404,
+    Unauthorized: 401,
     StoreClosed: 503,  # closing: try another server
     BackendUnavailable: 503,  # the database failed
 }
 """The HTTP status of each error a request can meet; its text is the JSON `detail`."""
 
 
-def create_app(store: Store, *, manage: bool = False) -> FastAPI:
-    """The HTTP API over `store`; with `manage`, the app opens and closes the store."""
+def create_app(store: Store, *, manage: bool = False, password: str | None = None) -> FastAPI:
+    """The HTTP API over `store`; with `manage`, the app opens and closes the store; with
+    `password`, every request must bring it as its bearer token."""
+    expected = None if password is None else f"Bearer {password}".encode()
+
+    def authorized(request: Request) -> None:
+        if expected is None:
+            return
+        given = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, expected):  # constant time; never logged
+            raise Unauthorized("this server needs its password: Authorization: Bearer <password>")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -67,7 +91,7 @@ def create_app(store: Store, *, manage: bool = False) -> FastAPI:
             if manage:
                 await store.close()
 
-    app = FastAPI(title="sdlab kv", lifespan=lifespan)
+    app = FastAPI(title="sdlab kv", lifespan=lifespan, dependencies=[Depends(authorized)])
 
     for error, status in STATUS.items():
         app.add_exception_handler(error, _answer_with(status))
@@ -151,8 +175,10 @@ def _shown(key: bytes) -> str:
 
 
 def _answer_with(status: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+
     async def answer(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(status_code=status, content={"detail": str(exc)})
+        return JSONResponse(status_code=status, content={"detail": str(exc)}, headers=headers)
 
     return answer
 
@@ -172,6 +198,26 @@ async def _body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def is_loopback(host: str) -> bool:
+    """Is `host` an address only this machine reaches (127.0.0.0/8, ::1, localhost)?"""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: it may resolve to anything
+        return False
+
+
+def check_exposure(host: str, password: str | None, insecure: bool) -> None:
+    """Redis's protected mode, decided before listening: with no password, only loopback
+    (anyone who reaches the port could read and flush everything) unless `insecure`."""
+    if password is None and not insecure and not is_loopback(host):
+        raise Exposed(
+            f"refusing to listen on {host} with no password: give --requirepass (or "
+            "SDLAB_KV_PASSWORD), listen on 127.0.0.1, or say --insecure"
+        )
+
+
 class _Embedded(uvicorn.Server):
     """uvicorn inside our own server: SIGINT and SIGTERM stay ours (uvicorn would take
     them over for as long as it serves, and raise them again when it stops)."""
@@ -188,24 +234,34 @@ async def serve(
     http_port: int | None = 8080,
     resp_port: int | None = 6380,
     ready: Callable[[dict[str, int]], None] | None = None,
+    password: str | None = None,
+    insecure: bool = False,
+    output_limit: int | None = None,
 ) -> None:
     """Open `store`, serve it over HTTP and RESP (a port of None: not that one) until
     SIGINT or SIGTERM, then stop taking requests, answer those taken, commit what is
-    queued, and close."""
+    queued, and close. `password` guards both (AUTH, a bearer token); without one only
+    a loopback `host` is allowed, unless `insecure`."""
 
+    check_exposure(host, password, insecure)
     await store.open()
     resp: RespServer | None = None
     try:
         ports: dict[str, int] = {}
         if resp_port is not None:
-            resp = RespServer(store, host=host, port=resp_port)
+            limits = {} if output_limit is None else {"output_limit": output_limit}
+            resp = RespServer(store, host=host, port=resp_port, password=password, **limits)
             await resp.start()
             ports["resp"] = resp.port
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         if http_port is not None:
             config = uvicorn.Config(
-                create_app(store), host=host, port=http_port, log_level="warning", lifespan="on"
+                create_app(store, password=password),
+                host=host,
+                port=http_port,
+                log_level="warning",
+                lifespan="on",
             )
             http = _Embedded(config)
             # Bound here, so that a port in use is an OSError now, and connections wait in

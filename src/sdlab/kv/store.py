@@ -4,10 +4,11 @@
         await kv.set("greeting", "hello", ttl=60)
         await kv.get("greeting")          # b'hello'
 
-Keys and values are bytes (text is stored as UTF-8). Reads go straight to the database
-and treat an expired row as absent. Writes go through group commit (`batching.py`)
-unless `group_commit=False`, which gives each write a transaction of its own (the naive
-way, kept for comparison). A background sweeper (`sweeper.py`) removes expired rows.
+Keys and values are bytes (text is stored as UTF-8). Reads of keys made at the same time
+share one statement (`batching.GroupRead`) and treat an expired row as absent. Writes go
+through group commit (`batching.py`) unless `group_commit=False`, which gives each write
+a transaction of its own (the naive way, kept for comparison). A background sweeper
+(`sweeper.py`) removes expired rows.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import Any, Self, TypeVar
 
 from sdlab.kv import ops
 from sdlab.kv.backends import Backend, backend_for
-from sdlab.kv.batching import GroupCommit
+from sdlab.kv.batching import GroupCommit, GroupRead
 from sdlab.kv.core import (
     DEFAULT_MAX_VALUE,
     InvalidTTL,
@@ -35,6 +37,7 @@ from sdlab.kv.core import (
 from sdlab.kv.sweeper import Sweeper
 
 T = TypeVar("T")
+DATABASES = 16  # as Redis's default `databases`
 
 
 class BackendUnavailable(KVError):
@@ -75,7 +78,14 @@ class Store:
         self.group_commit = group_commit
         self.backend: Backend = backend_for(url, pool_size=pool_size, timeout=timeout)
         self._batcher = GroupCommit(self.backend, max_batch=max_batch) if group_commit else None
-        self._sweeper = Sweeper(self.backend, interval=sweep_interval, batch=sweep_batch)
+        # SQLite reads on one thread; the servers on a pool: a few reads at once there.
+        readers = 1 if self.backend.name.startswith("SQLite") else max(1, pool_size // 2)
+        self._readers = [GroupRead(self.backend, concurrency=readers)]  # one per database
+        self._dialects = [self.backend.dialect]  # database n's table (0: the table itself)
+        self._databases: asyncio.Future[None] | None = None  # 1 to 15's tables created
+        self._sweeper = Sweeper(
+            self.backend, interval=sweep_interval, batch=sweep_batch, tables=self.dialects
+        )
         self._sweeping = sweep_interval > 0
         self._open = False
         self._closed: asyncio.Future[None] | None = None
@@ -111,6 +121,8 @@ class Store:
         await self._sweeper.close()
         if self._batcher is not None:
             await self._batcher.close()
+        for reader in self._readers:
+            await reader.close()
         await self.backend.close()
 
     async def __aenter__(self) -> Self:
@@ -224,6 +236,55 @@ class Store:
         except Exception as exc:
             raise self._failed(exc) from exc
 
+    def lookup(self, keys: Iterable[bytes], db: int = 0) -> asyncio.Future[tuple[ops.Found, int]]:
+        """The live rows of these keys (and maybe others), and the time they were read
+        at, from one statement shared by every lookup of this loop turn (in database
+        `db`, opened with `databases()`). If the future fails, pass its exception
+        through `failure`."""
+        if not self._open:
+            raise StoreClosed("the store is closed")
+        return self._readers[db].lookup(keys)
+
+    async def find(self, lookup: ops.Lookup, db: int = 0) -> Any:
+        """A lookup's answer (`ops.Lookup`), its read shared with others of this turn."""
+        try:
+            found, now = await self.lookup(lookup.keys, db)
+        except KVError:
+            raise
+        except Exception as exc:
+            raise self._failed(exc) from exc
+        return lookup.answer(found, now)
+
+    # Databases: Redis's SELECT 0 to 15. Database 0 is the table; n is the table
+    # `<table>_db<n>`, all fifteen created together the first time one is asked for.
+
+    async def databases(self) -> None:
+        """Create the tables of databases 1 to 15 if this store has not yet."""
+        if self._databases is None:
+            self._databases = asyncio.ensure_future(self._create_databases())
+        try:
+            await asyncio.shield(self._databases)
+        except Exception as exc:
+            self._databases = None  # try again next time
+            raise self._failed(exc) from exc
+
+    async def _create_databases(self) -> None:
+        main = self.backend.dialect
+        made = [replace(main, table=f"{main.table}_db{n}") for n in range(1, DATABASES)]
+        for dialect in made:
+            await self.backend.create(dialect)
+        readers = self._readers[0].concurrency
+        self._readers += [GroupRead(self.backend, dialect=d, concurrency=readers) for d in made]
+        self._dialects += made
+
+    def dialect(self, db: int) -> Any:
+        """Database `db`'s statements (after `databases()` for any but 0)."""
+        return self._dialects[db]
+
+    def dialects(self) -> list[Any]:
+        """The tables there are: database 0's, and 1 to 15's once created."""
+        return list(self._dialects)
+
     def _failed(self, exc: Exception) -> BackendUnavailable:
         """The driver's or the pool's error, as the named one a user can catch. (Plain
         `try` blocks around the calls: they cost nothing while nothing fails.)"""
@@ -234,7 +295,8 @@ class Store:
 
     async def get(self, key: Key) -> bytes | None:
         """The value, or None if the key does not exist or has expired."""
-        return await self.read(ops.get(self._d(), now_ms(), as_key(key)))
+        raw = as_key(key)
+        return await self.find(ops.Lookup((raw,), ops.value_of(raw)))
 
     async def get_with_ttl(self, key: Key) -> tuple[bytes, int] | None:
         """The value and its seconds to live (as `ttl`: -1 for no expiry), read together:
@@ -248,15 +310,18 @@ class Store:
 
     async def mget(self, keys: Iterable[Key]) -> list[bytes | None]:
         """The values of several keys, None for each missing one."""
-        return await self.read(ops.mget(self._d(), now_ms(), [as_key(k) for k in keys]))
+        raw = tuple(as_key(k) for k in keys)
+        return await self.find(ops.Lookup(raw, ops.values_of(raw)))
 
     async def exists(self, *keys: Key) -> int:
         """How many of the keys exist (a key given twice counts twice)."""
-        return await self.read(ops.exists(self._d(), now_ms(), [as_key(k) for k in keys]))
+        raw = tuple(as_key(k) for k in keys)
+        return await self.find(ops.Lookup(raw, ops.count_of(raw)))
 
     async def pttl(self, key: Key) -> int:
         """Milliseconds before the key expires: -1 if it never does, -2 if there is no key."""
-        return await self.read(ops.pttl(self._d(), now_ms(), as_key(key)))
+        raw = as_key(key)
+        return await self.find(ops.Lookup((raw,), ops.pttl_of(raw)))
 
     async def ttl(self, key: Key) -> int:
         """Seconds before the key expires, rounded as Redis does; -1 never, -2 no key."""
@@ -307,6 +372,7 @@ class Store:
             "backend": self.backend.name,
             "group_commit": self.group_commit,
             **batching,
+            **{k: sum(r.stats()[k] for r in self._readers) for k in ("lookups", "reads")},
             "deadlocks_retried": self.backend.deadlocks,
             "swept": self._sweeper.swept,
         }

@@ -11,19 +11,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable, Iterable
 
 from sdlab.kv import ops
 from sdlab.kv.backends import Backend
 from sdlab.kv.core import now_ms
+from sdlab.kv.sql import Dialect
 
 logger = logging.getLogger("sdlab.kv")
 
 
 class Sweeper:
     def __init__(
-        self, backend: Backend, *, interval: float = 1.0, batch: int = 500, pause: float = 0.01
+        self,
+        backend: Backend,
+        *,
+        interval: float = 1.0,
+        batch: int = 500,
+        pause: float = 0.01,
+        tables: Callable[[], Iterable[Dialect]] | None = None,
     ) -> None:
+        """tables: the tables to sweep (the Redis databases'), each time; default the
+        backend's one."""
         self.backend = backend
+        self.tables = tables or (lambda: [backend.dialect])
         self.interval = interval
         self.batch = batch
         self.pause = pause
@@ -37,16 +48,19 @@ class Sweeper:
     async def sweep(self) -> int:
         """Remove every row expired by now, `batch` rows at a time; how many."""
         total = 0
-        while True:
-            removed = await self.backend.write(
-                lambda: ops.sweep(self.backend.dialect, now_ms(), self.batch)
-            )
-            self.statements += 1
-            total += removed
-            self.swept += removed
-            if removed < self.batch:
-                return total
-            await asyncio.sleep(self.pause)
+        for table in self.tables():
+            while True:
+                removed = await self.backend.write(self._sweeping(table))
+                self.statements += 1
+                total += removed
+                self.swept += removed
+                if removed < self.batch:
+                    break
+                await asyncio.sleep(self.pause)
+        return total
+
+    def _sweeping(self, table: Dialect) -> Callable[[], ops.Script[int]]:
+        return lambda: ops.sweep(table, now_ms(), self.batch)
 
     async def _run(self) -> None:
         while True:

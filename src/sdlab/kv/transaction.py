@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from sdlab.kv import ops
+from sdlab.kv.sql import Dialect
 
 
 class Watch:
@@ -23,14 +24,15 @@ class Watch:
     process has written one of them since."""
 
     def __init__(self) -> None:
-        self.seen: dict[bytes, ops.State] = {}
+        self.seen: dict[bytes, ops.State] = {}  # by `ops.qualified` key
+        self.where: dict[bytes, tuple[Dialect | None, bytes]] = {}  # its table (None: 0), key
         self.touched = False
 
     def __bool__(self) -> bool:
         return bool(self.seen)
 
-    def watched(self) -> tuple[tuple[bytes, ops.State], ...]:
-        return tuple(self.seen.items())
+    def watched(self) -> tuple[tuple[Dialect | None, bytes, ops.State], ...]:
+        return tuple((*self.where.get(k, (None, k)), state) for k, state in self.seen.items())
 
 
 class Watches:
@@ -55,6 +57,11 @@ class Watches:
         if not self._by_key:  # nearly always: nobody watches
             return
         for key in write.written():
+            if key == ops.EVERY_KEY:  # FLUSHDB: every watcher
+                for watchers in self._by_key.values():
+                    for watch in watchers:
+                        watch.touched = True
+                return
             for watch in self._by_key.get(key, ()):
                 watch.touched = True
 
