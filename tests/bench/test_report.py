@@ -133,6 +133,8 @@ def test_the_summary_gives_each_headline_against_its_target_and_the_seed(tmp_pat
         result("broken", error="Traceback ..."),
     ]
     rows = summary_rows(results)
+    close = summary_rows([result("close", headline=Headline("r", 1.1534, unit="x", target=1.15))])
+    assert (close[0]["ours"], close[0]["target"], close[0]["met"]) == ("1.153x", "<= 1.15x", "no")
     assert rows[0] == {
         "experiment": "met",
         "headline": "time / floor",

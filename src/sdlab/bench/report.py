@@ -274,11 +274,14 @@ def summary_rows(results: list[Result]) -> list[Row]:
         target = "-" if h.target is None else f"{sign} {_figure(h.target, h.unit)}"
         seed = "not published" if h.seed is None else _figure(h.seed, h.unit)
         met = {True: "yes", False: "no", None: "-"}[h.met]
+        ours = _figure(h.value, h.unit)
+        if h.value is not None and h.target is not None and fmt(h.value) == fmt(h.target):
+            ours = f"{h.value:.4g}{h.unit}"  # 1.153x missed 1.15x: show why
         rows.append(
             {
                 "experiment": r.name,
                 "headline": h.figure,
-                "ours": _figure(h.value, h.unit),
+                "ours": ours,
                 "target": target,
                 "met": met,
                 "seed": f"{seed} ({h.seed_note})" if h.seed_note else seed,
