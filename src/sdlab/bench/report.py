@@ -188,6 +188,18 @@ def draw(chart: Chart, rows: list[Row], title: str, path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     xs, series = _series(chart, rows)
+    # Grouped lines: a colour per group, a line style per column (the seed's dashed).
+    styles = (
+        {
+            label: {
+                "color": f"C{i // len(chart.y)}",
+                "linestyle": ("-", "--", ":", "-.")[i % len(chart.y) % 4],
+            }
+            for i, label in enumerate(series)
+        }
+        if chart.group
+        else {}
+    )
     # A series with nothing to draw (the seed's, at sizes it did not run) stays out of
     # the legend too.
     series = {k: v for k, v in series.items() if not all(math.isnan(x) for x in v)}
@@ -214,7 +226,15 @@ def draw(chart: Chart, rows: list[Row], title: str, path: Path) -> bool:
             ax.set_xticks(range(len(xs)), labels)
     else:
         for label, values in series.items():
-            ax.plot([_number(x) for x in xs], values, marker="o", label=label)
+            # Points where the series has no value are left out, not a gap in its line.
+            points = [(_number(x), v) for x, v in zip(xs, values, strict=True) if not math.isnan(v)]
+            ax.plot(
+                [x for x, _ in points],
+                [v for _, v in points],
+                marker="o",
+                label=label,
+                **styles.get(label, {}),
+            )
     if chart.logx:
         ax.set_xscale("log")
     if chart.logy:
