@@ -188,18 +188,13 @@ def draw(chart: Chart, rows: list[Row], title: str, path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     xs, series = _series(chart, rows)
-    # Grouped lines: a colour per group, a line style per column (the seed's dashed).
-    styles = (
-        {
-            label: {
-                "color": f"C{i // len(chart.y)}",
-                "linestyle": ("-", "--", ":", "-.")[i % len(chart.y) % 4],
-            }
-            for i, label in enumerate(series)
-        }
-        if chart.group
-        else {}
-    )
+    # Grouped lines: a colour per group, a line style per column (the seed's dotted).
+    colour: dict[str, str] = {}
+    style: dict[str, str] = {}
+    if chart.group:
+        for i, label in enumerate(series):
+            colour[label] = f"C{i // len(chart.y)}"
+            style[label] = ("-", "--", ":", "-.")[i % len(chart.y) % 4]
     # A series with nothing to draw (the seed's, at sizes it did not run) stays out of
     # the legend too.
     series = {k: v for k, v in series.items() if not all(math.isnan(x) for x in v)}
@@ -233,7 +228,8 @@ def draw(chart: Chart, rows: list[Row], title: str, path: Path) -> bool:
                 [v for _, v in points],
                 marker="o",
                 label=label,
-                **styles.get(label, {}),
+                color=colour.get(label),
+                linestyle=style.get(label),
             )
     if chart.logx:
         ax.set_xscale("log")
