@@ -188,7 +188,12 @@ class LockCost(Experiment):
         serial = next(r for r in rows if r["lock"].startswith("Redlock, servers asked"))
         return Outcome(
             rows,
-            chart=Chart(x="lock", y=["p50 (ms)", "p99 (ms)"], ylabel="ms per acquire + release"),
+            chart=Chart(
+                x="lock",
+                y=["p50 (ms)", "p99 (ms)"],
+                ylabel="ms per acquire + release (log scale)",
+                logy=True,
+            ),
             notes=[
                 f"One client: {self.cycles:,} acquire + release of a free lock, a new lock "
                 f"object each time. Contended: {self.tasks} asyncio tasks in one process "
