@@ -244,3 +244,25 @@ def test_lab_report_renders_again_with_the_headline_declared_now(
     assert "old title" not in text  # the seed's figures as seed_figures.toml has them now
     with pytest.raises(FileNotFoundError):
         lab.rerender(tmp_path / "nothing")
+
+
+def test_a_headline_that_fails_costs_the_rows_nothing() -> None:
+    @dataclass
+    class Sloppy(Experiment):
+        """Its headline looks for a column it does not make."""
+
+        name = "sloppy"
+        system = "test"
+        title = "Sloppy"
+
+        async def run(self, bench: Bench) -> Outcome:
+            return Outcome([{"N": 1, "time (ms)": 2.0}])
+
+        def headline(self, rows: list[Row]) -> Headline | None:
+            return Headline("speed", rows[0]["speed"])
+
+    done = lab._run_one(Sloppy(), Bench({}, Progress()), quick=True, endpoints={}, command=None)
+    assert done.error is None
+    assert done.rows == [{"N": 1, "time (ms)": 2.0}]
+    assert done.headline is None
+    assert any(note.startswith("The headline could not be computed") for note in done.notes)
