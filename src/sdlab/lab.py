@@ -112,6 +112,9 @@ def run(
         # Whatever finished is written, even if a later experiment was interrupted.
         if results:
             path = report.write(_merge(report.load(out), results), out)
+            console.rule("summary")
+            for table in report.rich_tables(report.summary_rows(results), console.width):
+                console.print(table)
             console.print(f"report: {path}")
     return results
 
