@@ -3,6 +3,7 @@
     sdlab lab run                 # every experiment, full size -> reports/latest/
     sdlab lab run --quick         # every experiment, each in under a minute
     sdlab lab run --only pool     # one system's experiments (or one experiment by name)
+    sdlab lab report              # render report.md and the charts again from results.json
 
 A run brings up the services its experiments need (`sdlab.infra.up`), runs each
 experiment in turn with progress bars, prints its table, and writes `report.md`,
@@ -30,11 +31,12 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from sdlab import infra, systems
-from sdlab.bench import report
-from sdlab.bench.experiment import REGISTRY, Bench, Experiment
+from sdlab.bench import report, seed
+from sdlab.bench.experiment import REGISTRY, Bench, Experiment, Headline
 from sdlab.bench.report import Result
 from sdlab.config import settings
 from sdlab.console import console, stderr
+from sdlab.failure import describe
 from sdlab.infra.service import Endpoint
 
 app = typer.Typer(
@@ -101,7 +103,8 @@ def run(
                 if result.error:
                     stderr.print(f"[red]{experiment.name} failed:[/]\n{result.error}")
                 else:
-                    progress.console.print(report.rich_table(result.rows))
+                    for table in report.rich_tables(result.rows, progress.console.width):
+                        progress.console.print(table)
                     for note in result.notes:
                         progress.console.print(f"  - {note}")
                 results.append(result)
@@ -109,6 +112,9 @@ def run(
         # Whatever finished is written, even if a later experiment was interrupted.
         if results:
             path = report.write(_merge(report.load(out), results), out)
+            console.rule("summary")
+            for table in report.rich_tables(report.summary_rows(results), console.width):
+                console.print(table)
             console.print(f"report: {path}")
     return results
 
@@ -125,11 +131,16 @@ def _run_one(
     ran_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     command = command or f"sdlab lab run --only {cls.name}" + (" --quick" if quick else "")
     start = perf_counter()
-    outcome, error = None, None
+    outcome, error, headline = None, None, None
     try:
         outcome = asyncio.run(experiment.run(bench))
     except Exception:
         error = traceback.format_exc(limit=-8)
+    if outcome:
+        try:
+            headline = experiment.headline(outcome.rows)
+        except Exception as exc:  # the rows are worth keeping without it
+            outcome.notes.append(f"The headline could not be computed: {describe(exc)}")
     return Result(
         name=cls.name,
         system=cls.system,
@@ -146,7 +157,33 @@ def _run_one(
         published=outcome.published if outcome else None,
         notes=outcome.notes if outcome else [],
         error=error,
+        headline=headline,
     )
+
+
+def rerender(out: Path) -> Path:
+    """Write `out`'s report.md and charts again from its results.json, with each
+    experiment's headline as its code declares it now and the seed's figures as
+    `seed_figures.toml` has them now. FileNotFoundError if there are no results."""
+    results = report.load(out)
+    if not results:
+        raise FileNotFoundError(f"no results in {out / 'results.json'}")
+    known = experiments()
+    for result in results:
+        if result.name in known and not result.error:
+            result.headline = _headline(known[result.name], result)
+        if result.published and seed.is_seed(result.published):
+            result.published = seed.published(result.published.key)
+    return report.write(results, out)
+
+
+def _headline(cls: type[Experiment], result: Result) -> Headline | None:
+    """The headline `cls` declares for a recorded run (its parameters as recorded);
+    the recorded one if the parameters no longer fit."""
+    try:
+        return cls(**result.params).headline(result.rows)
+    except Exception:  # a run from before the rows changed shape
+        return result.headline
 
 
 def _merge(previous: list[Result], fresh: list[Result]) -> list[Result]:
@@ -254,6 +291,27 @@ def renamed(app: typer.Typer, old: str, command: Callable[..., Any], *, system: 
         return command(*args, **kwargs)
 
     app.command(old, hidden=True)(old_name)
+
+
+@app.command("report")
+def report_command(
+    out: Annotated[
+        Path | None, typer.Option(help="Report folder (default: <SDLAB_REPORTS_DIR>/latest).")
+    ] = None,
+) -> None:
+    """Render report.md and the charts again from results.json, without running anything.
+
+    Example:
+
+      sdlab lab report --out /tmp/pool-report
+    """
+    folder = out or settings().reports_dir / "latest"
+    try:
+        path = rerender(folder)
+    except FileNotFoundError as exc:
+        stderr.print(f"[red]error:[/] {exc}; run `sdlab lab run` first", highlight=False)
+        raise typer.Exit(1) from None
+    console.print(f"report: {path}")
 
 
 @app.command("list")

@@ -34,3 +34,14 @@ def test_every_seed_table_is_rectangular(key: str) -> None:
 def test_an_unknown_table_names_the_known_ones() -> None:
     with pytest.raises(KeyError, match="connection-pool"):
         published("nope")
+
+
+def test_every_experiment_has_the_seeds_figures_or_a_line_on_what_it_showed() -> None:
+    import inspect
+
+    from sdlab import lab
+    from sdlab.bench import showed
+
+    for cls in lab.experiments().values():
+        carries = "published(" in inspect.getsource(cls)
+        assert carries or showed(cls.name, cls.system), f"{cls.name}: nothing on the seed"

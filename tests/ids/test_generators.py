@@ -153,13 +153,68 @@ def test_ulid_and_uuid7_parse_and_decode() -> None:
     import uuid6
 
     made7 = uuid6.uuid7()
-    parts = kinds.decode("uuid7", kinds.parse(str(made7)))
+    parts = kinds.KINDS["uuid7"].read(str(made7))
     # Not compared with now: uuid6 runs its clock ahead when called fast in one process
     # (seen 4 s ahead after a million calls), to stay monotonic.
     assert parts.time == datetime.fromtimestamp(made7.time / 1000, UTC)
     made = ulid.ULID()
-    assert kinds.decode("ulid", kinds.parse(str(made))).time == made.datetime
+    assert kinds.KINDS["ulid"].read(str(made)).time == made.datetime
+    assert kinds.KINDS["ulid"].read(str(made).lower()).id == int(made)
+    assert kinds.KINDS["ulid"].read(str(int(made))).id == int(made)  # the integer, on request
     with pytest.raises(InvalidId, match="not a version 7 UUID"):
-        kinds.decode("uuid7", kinds.parse("6ba7b810-9dad-11d1-80b4-00c04fd430c8"))
-    with pytest.raises(InvalidId, match="not a decimal id"):
-        kinds.parse("banana")
+        kinds.KINDS["uuid7"].read("6ba7b810-9dad-11d1-80b4-00c04fd430c8")
+    with pytest.raises(InvalidId, match="'banana' is not an id: a snowflake id is written in"):
+        kinds.KINDS["snowflake"].parse("banana")
+
+
+def test_ulid_and_uuid7_are_written_as_their_text() -> None:
+    import random
+    import uuid
+
+    import ulid
+
+    values = [0, 1, (1 << 128) - 1, *(random.getrandbits(128) for _ in range(2_000))]
+    values += [kinds.new_ulid() for _ in range(100)]
+    # The base32 shortcut against python-ulid's own encoder, bit for bit.
+    assert kinds.KINDS["ulid"].texts(values) == [str(ulid.ULID.from_int(v)) for v in values]
+    assert all(kinds.KINDS["ulid"].parse(kinds.text("ulid", v)) == v for v in values)
+    assert kinds.text("uuid7", values[3]) == str(uuid.UUID(int=values[3]))
+    assert kinds.text("snowflake", 2125551808964227073) == "2125551808964227073"
+    made = kinds.new_ulid()
+    assert len(kinds.text("ulid", made)) == 26
+    assert uuid.UUID(kinds.text("uuid7", kinds.new_uuid7())).version == 7
+
+
+@pytest.mark.parametrize(
+    ("kind", "typed", "refusal"),
+    [
+        # A snowflake id is a small number: as a 1970-epoch id it would say 1970.
+        ("ulid", "2125551808964227073", "would date from 1970-01-01T00:00:00.000"),
+        ("simple", "2125551808964227073", "would date from 1970-01-01T00:00:00.000"),
+        ("uuid7", "2125551808964227073", "not a version 7 UUID"),
+        # Text of one kind given as another.
+        ("snowflake", "01M8XQGYTJZJA6ZX8HK67E41B7", "is ULID text, as ulid ids are"),
+        ("snowflake", "01a23b78-7b52-795b-a47e-6e0432cb7dfa", "is UUID text, as uuid7 ids are"),
+        ("ulid", "01a23b78-7b52-795b-a47e-6e0432cb7dfa", "a ulid id is written as ULID text"),
+        ("uuid7", "01M8XQGYTJZJA6ZX8HK67E41B7", "ULID text, as ulid ids are; a uuid7 id is"),
+        ("instagram", "01M8XQGYTJZJA6ZX8HK67E41B7", "an instagram id is written in decimal"),
+        ("snowflake", str(1 << 64), "is not a 63-bit snowflake id"),
+        ("ulid", "ZZZZZZZZZZZZZZZZZZZZZZZZZZ", "is not an id"),  # past 128 bits
+    ],
+)
+def test_an_id_that_cannot_be_of_the_kind_is_refused(kind: str, typed: str, refusal: str) -> None:
+    with pytest.raises(InvalidId, match=refusal):
+        kinds.KINDS[kind].read(typed)
+
+
+def test_each_kind_reads_back_what_it_writes() -> None:
+    for name, made in [
+        ("snowflake", Snowflake(3).next_id()),
+        ("ulid", kinds.new_ulid()),
+        ("uuid7", kinds.new_uuid7()),
+        ("instagram", INSTAGRAM.compose(10**9, 5, 17)),
+    ]:
+        kind = kinds.KINDS[name]
+        assert kind.read(kind.text(made)).id == made
+        assert kind.read(str(made)).id == made
+        assert kind.describe(kind.decode(made))["id"] == kind.text(made)

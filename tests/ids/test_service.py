@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,26 @@ async def test_every_kind_is_served_as_strings(client: httpx.AsyncClient, kind: 
     assert len(ids) == 5
     assert all(isinstance(i, str) for i in ids)
     assert len(set(ids)) == 5
+    if kind not in ("central", "ticket"):  # counters: nothing to decode
+        decoded = await client.get(f"/decode/{ids[0]}", params={"kind": kind})
+        assert decoded.json()["id"] == ids[0]
+
+
+async def test_ulids_and_uuid7s_are_text_and_the_integer_on_request(
+    client: httpx.AsyncClient,
+) -> None:
+    ulids = (await client.post("/ids/ulid", params={"count": 3})).json()["ids"]
+    assert all(len(u) == 26 and u == u.upper() for u in ulids)
+    assert ulids == sorted(ulids)
+    uuids = (await client.post("/ids/uuid7", params={"count": 3})).json()["ids"]
+    assert all(uuid.UUID(u).version == 7 and str(uuid.UUID(u)) == u for u in uuids)
+    ints = (await client.post("/ids/ulid", params={"count": 3, "format": "int"})).json()["ids"]
+    assert all(i.isdecimal() and int(i) >> 120 for i in ints)
+    parts = (await client.get(f"/decode/{ints[0]}", params={"kind": "ulid"})).json()
+    assert parts["int"] == ints[0]
+    assert len(parts["id"]) == 26
+    snowflakes = await client.post("/ids/snowflake", params={"count": 2, "format": "int"})
+    assert all(i.isdecimal() for i in snowflakes.json()["ids"])
 
 
 async def test_central_counters_are_per_service(client: httpx.AsyncClient, namespace: str) -> None:
@@ -64,7 +85,10 @@ async def test_decode_gives_time_machine_and_sequence(client: httpx.AsyncClient)
         ("post", "/ids/snowflake", {"count": 0}, "greater than or equal to 1"),
         ("post", "/ids/snowflake", {"count": 10**6}, "less than or equal to 100000"),
         ("post", "/ids/central/bad name!", {}, "String should match pattern"),
-        ("get", "/decode/banana", {}, "not a decimal id"),
+        ("get", "/decode/banana", {}, "is not an id: a snowflake id is written in decimal"),
+        ("get", "/decode/2125551808964227073", {"kind": "ulid"}, "would date from 1970"),
+        ("get", "/decode/01M8XQGYTJZJA6ZX8HK67E41B7", {}, "is ULID text"),
+        ("post", "/ids/ulid", {"format": "hex"}, "Input should be 'text' or 'int'"),
         ("get", f"/decode/{1 << 70}", {}, "is not a 63-bit snowflake id"),
         ("get", "/decode/1", {"kind": "nope"}, "Input should be"),
         ("get", f"/decode/{(1 << 128) - 1}", {"kind": "simple"}, "does not decode as a simple"),
@@ -89,7 +113,23 @@ def test_the_command_line_makes_and_decodes() -> None:
     assert json.loads(decoded.stdout)["machine"] == 7
     wrong = sdlab("ids", "decode", "banana")
     assert wrong.returncode == 1
-    assert "not a decimal id" in wrong.stderr
+    assert "is not an id" in wrong.stderr
+    as_ulid = sdlab("ids", "decode", str(ids[0]), "--kind", "ulid")
+    assert as_ulid.returncode == 1
+    assert "would date from 1970" in as_ulid.stderr
+
+
+def test_the_command_line_writes_ulids_and_uuid7s_as_text_or_integers() -> None:
+    ulids = sdlab("ids", "gen", "ulid", "-n", "3").stdout.split()
+    assert all(len(u) == 26 for u in ulids)
+    uuids = sdlab("ids", "gen", "uuid7", "-n", "3").stdout.split()
+    assert all(uuid.UUID(u).version == 7 for u in uuids)
+    ints = sdlab("ids", "gen", "uuid7", "-n", "3", "--int").stdout.split()
+    assert all(uuid.UUID(int=int(i)).version == 7 for i in ints)
+    decoded = json.loads(sdlab("ids", "decode", ulids[0], "--kind", "ulid", "--json").stdout)
+    assert decoded["id"] == ulids[0]
+    decoded = json.loads(sdlab("ids", "decode", ints[0], "--kind", "uuid7", "--json").stdout)
+    assert decoded["id"] == str(uuid.UUID(int=int(ints[0])))
 
 
 def test_two_simple_generators_on_one_state_file_are_refused(tmp_path: Path) -> None:

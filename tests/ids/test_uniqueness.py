@@ -14,7 +14,7 @@ ORDERED = {"snowflake", "simple", "uuid7", "central"}
 def run_four(kind: str, count: int, *extra: str) -> list[list[int]]:
     processes = [
         subprocess.Popen(
-            [sys.executable, "-m", "sdlab", "ids", "gen", kind, "-n", str(count), *extra],
+            [sys.executable, "-m", "sdlab", "ids", "gen", kind, "-n", str(count), "--int", *extra],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -85,7 +85,7 @@ def test_the_command_writes_a_report_that_says_how_to_repeat_it(tmp_path: Path) 
     report = (tmp_path / "report.md").read_text()
     assert "## pool: Connection pool vs a connection per task" in report
     assert f"sdlab pool experiment -n 10 -n 30 --no-peers --out {tmp_path}" in report
-    assert "Published by the original experiment" in report
+    assert "Published by the seed" in report
     assert (tmp_path / "pool.png").read_bytes()[:4] == b"\x89PNG"
     assert "pool-peers" not in report
 

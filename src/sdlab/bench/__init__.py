@@ -1,7 +1,16 @@
 """The experiment harness: timing, percentiles, experiments, the seed's figures, reports."""
 
-from sdlab.bench.experiment import REGISTRY, Bench, Chart, Experiment, Outcome, Row, register
-from sdlab.bench.seed import Published, published
+from sdlab.bench.experiment import (
+    REGISTRY,
+    Bench,
+    Chart,
+    Experiment,
+    Headline,
+    Outcome,
+    Row,
+    register,
+)
+from sdlab.bench.seed import Published, published, showed
 from sdlab.latency import Latency, Stopwatch
 
 __all__ = [
@@ -9,6 +18,7 @@ __all__ = [
     "Bench",
     "Chart",
     "Experiment",
+    "Headline",
     "Latency",
     "Outcome",
     "Published",
@@ -16,4 +26,5 @@ __all__ = [
     "Stopwatch",
     "published",
     "register",
+    "showed",
 ]

@@ -19,9 +19,13 @@
             ...
             return Outcome(rows=[{"N": 10, "time (ms)": 12.5}], chart=Chart("N", ["time (ms)"]))
 
+        def headline(self, rows: list[Row]) -> Headline | None:   # optional: the summary
+            return Headline("time, N=1,000", rows[-1]["time (ms)"], unit=" ms", target=20)
+
 Rows are plain dicts whose keys are the column titles, units included. The harness
 (`sdlab.lab`) renders them: a Rich table in the terminal, Markdown and JSON in the
-report, and a PNG when the outcome names a chart.
+report, and a PNG when the outcome names a chart. The report opens with each
+experiment's headline (or "no headline declared").
 """
 
 from __future__ import annotations
@@ -43,7 +47,11 @@ Row = dict[str, Any]
 
 @dataclass(frozen=True)
 class Chart:
-    """One chart of an outcome's rows: `x` against one series per column in `y`."""
+    """One chart of an outcome's rows: `x` against one series per column in `y`.
+
+    `group`: a column whose values split the rows, one series per value and y column
+    (runs of 1 M and 10 M ids as two lines, not one zigzag). `baseline`: where bars
+    start, for ratios near 1 (1.0 = perfect: 1.03 and 1.11 then look different)."""
 
     x: str
     y: list[str]
@@ -51,6 +59,34 @@ class Chart:
     ylabel: str = ""
     logx: bool = False
     logy: bool = False
+    group: str = ""
+    baseline: float = 0.0
+
+
+@dataclass(frozen=True)
+class Headline:
+    """The one figure an experiment exists to show, against the target it should meet
+    and the seed's figure for the same thing (None: the seed published none)."""
+
+    figure: str
+    """What is measured, in a few words: "pool time / floor, N=10,000"."""
+    value: float | None
+    unit: str = ""
+    """Printed right after each number: "x", " ms", "%"."""
+    target: float | None = None
+    better: Literal["lower", "higher"] = "lower"
+    seed: float | None = None
+    seed_note: str = ""
+    """Where the seed's figure differs in kind: "at N=10,000", "6 M rows"."""
+
+    @property
+    def met(self) -> bool | None:
+        """Whether ours meets the target (None: no target, or no figure)."""
+        if self.target is None or self.value is None:
+            return None
+        if self.better == "lower":
+            return self.value <= self.target
+        return self.value >= self.target
 
 
 @dataclass
@@ -116,6 +152,10 @@ class Experiment(ABC):
     @abstractmethod
     async def run(self, bench: Bench) -> Outcome:
         """Do the experiment against real services; return what it found."""
+
+    def headline(self, rows: list[Row]) -> Headline | None:
+        """The figure the report's summary shows for these rows; None: not declared."""
+        return None
 
 
 E = TypeVar("E", bound=type[Experiment])

@@ -24,7 +24,7 @@ from typing import Self
 import aio_pika
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from sdlab.bench import Bench, Chart, Experiment, Outcome, register
+from sdlab.bench import Bench, Chart, Experiment, Headline, Outcome, Row, register
 from sdlab.brokers.broker import connect
 from sdlab.brokers.kafka import GroupConsumer, Producer, create_topic, delete_topic
 from sdlab.brokers.rabbit import QUORUM, Queue, Rabbit
@@ -258,7 +258,8 @@ class BrokerThroughput(Experiment):
             chart=Chart(
                 x="layer",
                 y=["best / bare", "median / bare"],
-                ylabel="throughput / the bare client loop's",
+                ylabel="throughput / the bare client loop's (bars from 1.0)",
+                baseline=1.0,
             ),
             notes=[
                 f"One producer with at most {self.window} unconfirmed publishes, one "
@@ -272,6 +273,17 @@ class BrokerThroughput(Experiment):
                 "Kafka: a fresh one-partition topic per round, kept short because tansu's "
                 "fetch cost grows with the partition's length (see docs/infra.md).",
             ],
+        )
+
+    def headline(self, rows: list[Row]) -> Headline | None:
+        layered = [row for row, c in zip(rows, CONTENDERS, strict=True) if c[2]]
+        worst = min(layered, key=lambda r: r["median / bare"])
+        return Headline(
+            f"worst layer's median / bare ({worst['broker']}, {worst['layer']})",
+            worst["median / bare"],
+            unit="x",
+            target=0.8,
+            better="higher",
         )
 
     def _messages(self, service: str) -> int:

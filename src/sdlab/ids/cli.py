@@ -13,7 +13,6 @@ import typer
 from sdlab import infra, lab
 from sdlab.config import settings
 from sdlab.console import console, stderr
-from sdlab.ids import kinds
 from sdlab.ids.generators import Generators
 from sdlab.ids.kinds import DECODE_DEFAULT, KINDS, DecodableName, KindName
 from sdlab.ids.layout import InvalidId
@@ -79,18 +78,26 @@ def gen(
     state_dir: StateDir = None,
     service: Annotated[str, typer.Option(help="Counter name, for kind central.")] = "default",
     ticket_server: Tickets = None,
+    as_int: Annotated[
+        bool,
+        typer.Option("--int", help="Print ULIDs and UUIDv7s as their integer, in decimal."),
+    ] = False,
 ) -> None:
-    """Print ids, one per line, in the order made (fast enough to pipe millions).
+    """Print ids, one per line, in the order made (fast enough to pipe millions): in
+    decimal, ULIDs as 26 characters of Crockford base32, UUIDv7s as UUID text.
 
     Examples:
 
       sdlab ids gen snowflake --machine 7 -n 5
+
+      sdlab ids gen ulid -n 3 --int
 
       sdlab ids gen snowflake -n 1000000 > ids.txt
 
       sdlab ids gen central --service orders -n 3
     """
     generators = _generators({kind.value}, machine, state_dir, ticket_server)
+    write = (lambda ids: list(map(str, ids))) if as_int else KINDS[kind.value].texts
 
     async def run() -> None:
         try:
@@ -100,7 +107,7 @@ def gen(
                 ids = await generators.make(kind.value, chunk, service=service)
                 # From a thread: a slow reader must not stop the event loop, which renews
                 # the machine id lease.
-                await asyncio.to_thread(sys.stdout.write, "\n".join(map(str, ids)) + "\n")
+                await asyncio.to_thread(sys.stdout.write, "\n".join(write(ids)) + "\n")
                 left -= chunk
         finally:
             await generators.close()
@@ -116,11 +123,14 @@ def gen(
 
 @app.command()
 def decode(
-    value: Annotated[str, typer.Argument(metavar="ID", help="Decimal, UUID or ULID text.")],
+    value: Annotated[
+        str, typer.Argument(metavar="ID", help="The id as its kind writes it, or in decimal.")
+    ],
     kind: Annotated[DecodableName, typer.Option(help="How the id is laid out.")] = DECODE_DEFAULT,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Show an id's time (ISO 8601, UTC), machine or shard, and sequence.
+    """Show an id's time (ISO 8601, UTC), machine or shard, and sequence; refuse an id
+    that cannot be of the kind (UUID text as a snowflake, a time before the kind existed).
 
     Examples:
 
@@ -129,16 +139,17 @@ def decode(
       sdlab ids decode 4209119170685572097 --kind instagram
 
       sdlab ids decode 01a21274-de85-76eb-bfd3-666d93b60d22 --kind uuid7
+
+      sdlab ids decode 01M8XQGYTJZJA6ZX8HK67E41B7 --kind ulid
     """
     chosen = KINDS[kind.value]
     try:
-        parts = chosen.decode(kinds.parse(value))
+        fields = chosen.describe(chosen.read(value))
     except InvalidId as exc:
-        stderr.print(f"[red]error:[/] {exc}")
+        stderr.print(f"[red]error:[/] {exc}", highlight=False)
         raise typer.Exit(1) from None
-    fields = {"kind": chosen.name, **parts.as_dict(chosen.node_label)}
     if as_json:
-        typer.echo(json.dumps({**fields, "id": str(parts.id)}))
+        typer.echo(json.dumps(fields))
     else:
         for key, field_value in fields.items():
             console.print(f"{key:>9}  {field_value}", highlight=False)
@@ -155,7 +166,8 @@ def serve(
     """Serve ids over HTTP until Ctrl-C.
 
     POST /ids/{kind}?count=N, POST /ids/central/{service}?count=N, GET /decode/{id}?kind=.
-    Ids are JSON strings (JavaScript numbers cannot hold 64 bits).
+    Ids are JSON strings (JavaScript numbers cannot hold 64 bits): ULIDs and UUIDv7s in
+    their text, or as decimal integers with ?format=int.
 
     Example:
 

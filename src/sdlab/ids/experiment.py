@@ -22,7 +22,7 @@ import ulid
 import uuid6
 
 from sdlab import sql
-from sdlab.bench import Bench, Chart, Experiment, Outcome, register
+from sdlab.bench import Bench, Chart, Experiment, Headline, Outcome, Row, register
 from sdlab.bench.seed import published
 from sdlab.ids.central import BatchClient, CounterTable
 from sdlab.ids.simple import SimpleGenerator
@@ -149,6 +149,16 @@ class Throughput(Experiment):
             ],
         )
 
+    def headline(self, rows: list[Row]) -> Headline | None:
+        ours = next(r for r in rows if r["generator"] == "sdlab Snowflake.next_id()")
+        return Headline(
+            "Snowflake.next_id() ids/s / snowflake-id's",
+            ours["vs snowflake-id"],
+            unit="x",
+            target=1.0,
+            better="higher",
+        )
+
 
 def _row(label: str, count: int, seconds: float) -> dict[str, Any]:
     return {"generator": label, "ids": count, "seconds": seconds, "ids/s": _rate(count, seconds)}
@@ -204,17 +214,34 @@ class SaveInterval(Experiment):
             rows,
             chart=Chart(
                 x="K",
-                y=["time, fsync (ms)", "time, no fsync (ms)"],
+                y=["time, fsync (ms)", "time, no fsync (ms)", "seed: time (ms)"],
                 kind="line",
                 logx=True,
-                ylabel="ms to make the ids",
+                logy=True,
+                group="ids",
+                ylabel="ms to make the ids (log scale)",
             ),
             published=seed,
             notes=[
                 "A save writes the reserved counter to a temporary file and renames it into "
                 "place; with fsync, the file and its directory are flushed to disk first.",
-                "Rows for the same K differ by the count: the chart shows every count.",
+                "The chart draws one line per count of ids and series, the seed's beside ours.",
             ],
+        )
+
+    def headline(self, rows: list[Row]) -> Headline | None:
+        count = max(r["ids"] for r in rows)
+        ms = {r["K"]: r["time, fsync (ms)"] for r in rows if r["ids"] == count}
+        rarest, most = max(ms), min(ms)  # saves every `most` ids cost the most
+        seed = published("ids-simple")
+        seed_count = count if seed.lookup("time (ms)", ids=count, K=most) else 1_000_000
+        seed_ms = [seed.lookup("time (ms)", ids=seed_count, K=k) for k in (most, rarest)]
+        return Headline(
+            f"{count:,} ids, fsync: time at K={most:,} / at K={rarest:,}",
+            ms[most] / ms[rarest],
+            unit="x",
+            seed=seed_ms[0] / seed_ms[1] if None not in seed_ms else None,
+            seed_note=f"{seed_count:,} ids" if None not in seed_ms else "",
         )
 
 
@@ -286,6 +313,17 @@ class KeyGrowth(Experiment):
                 "outgrows the buffer pool nearly every insert reads a page from disk; "
                 "auto-increment and UUIDv7 append at the right edge.",
             ],
+        )
+
+    def headline(self, rows: list[Row]) -> Headline | None:
+        last = rows[-1]
+        seed = published("uuid-vs-autoincrement").as_rows()[-1]
+        return Headline(
+            f"UUIDv4 / auto-increment insert time, {last['rows before']:,} rows before",
+            last["UUIDv4 / auto-increment"],
+            unit="x",
+            seed=seed["UUID (s)"] / seed["auto-increment (s)"],
+            seed_note=f"{seed['rows before (M)']} M rows before",
         )
 
     async def _insert(
@@ -397,6 +435,18 @@ class Pagination(Experiment):
             ],
         )
 
+    def headline(self, rows: list[Row]) -> Headline | None:
+        deepest = rows[-1]
+        seed = published("pagination").as_rows()[-1]
+        offset_ms, cursor_ms = (seed[c] for c in published("pagination").columns[1:])
+        return Headline(
+            f"LIMIT/OFFSET / cursor, offset {deepest['offset']:,}",
+            deepest["ratio"],
+            unit="x",
+            seed=offset_ms / cursor_ms,
+            seed_note="1 M-row vs 100-row batches",
+        )
+
     async def _median(self, db: sql.Database, query: str) -> float:
         times = []
         for _ in range(self.repeats):
@@ -456,12 +506,28 @@ class Upsert(Experiment):
                 )
         return Outcome(
             rows,
-            chart=Chart(x="statement", y=["time (ms)"], ylabel="ms"),
+            chart=Chart(
+                x="statement",
+                y=["time (ms)", "seed: time (ms)"],
+                ylabel="ms (log scale)",
+                logy=True,
+            ),
             published=seed,
             notes=[
                 f"{self.upserts:,} upserts of random existing keys in a {self.rows:,}-row "
                 f"table over {self.connections} pooled connections, one statement each.",
             ],
+        )
+
+    def headline(self, rows: list[Row]) -> Headline | None:
+        ms = {r["statement"]: r["time (ms)"] for r in rows}
+        seed = {r["statement"]: r["time (ms)"] for r in published("upsert").as_rows()}
+        return Headline(
+            "REPLACE INTO / ON DUPLICATE KEY UPDATE time",
+            ms["REPLACE INTO"] / ms["INSERT ... ON DUPLICATE KEY UPDATE"],
+            unit="x",
+            seed=seed["REPLACE INTO"] / seed["INSERT ... ON DUPLICATE KEY UPDATE"],
+            seed_note="6 M rows",
         )
 
     async def _upsert(

@@ -2,9 +2,15 @@
 (per service, for `central`), made on first use from the registry in `kinds.py`.
 
     generators = Generators(state_dir, mysql_url=..., redis_url=...)
-    await generators.make("snowflake", 5)           # five ids
+    await generators.make("snowflake", 5)           # five ids, as ints
+    await generators.texts("ulid", 2)               # ['01M8XQGYTJZJA6ZX8HK67E41B7', ...]
     await generators.make("central", 3, service="orders")
     await generators.close()
+
+`make` gives every kind's ids as integers (they sort in the order made, where the kind
+is ordered); `texts` gives each kind's canonical text: decimal for the 64-bit kinds and
+the counters, 26 characters of Crockford base32 for ULIDs, `xxxxxxxx-xxxx-7xxx-...` for
+UUIDv7s.
 
 Server-backed kinds reach their servers at the given URLs; a snowflake or simple
 machine id is leased from Redis unless `machine` is set. If the lease is lost, the call
@@ -59,6 +65,10 @@ class Generators:
         except LockLost:  # the next request leases anew, and rebuilds what used the lease
             self._forget("lease", *(k for k, v in KINDS.items() if "machine" in v.needs))
             raise
+
+    async def texts(self, kind: str, count: int, *, service: str = "default") -> list[str]:
+        """`count` new ids of `kind` in its canonical text (see `kinds.Kind.text`)."""
+        return KINDS[kind].texts(await self.make(kind, count, service=service))
 
     async def close(self) -> None:
         for close in reversed(self._closers):

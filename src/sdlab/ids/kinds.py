@@ -1,11 +1,14 @@
 """Every kind of id, by name: the one registry the command line and the HTTP service read.
 
-    kind = KINDS["snowflake"]
-    source = await kind.open(generators, "default")   # `await source(n)`: n new ids
-    kind.decode(value)                                # its time, node and sequence
+    kind = KINDS["ulid"]
+    source = await kind.open(generators, "default")   # `await source(n)`: n new ids (ints)
+    kind.text(value)                                  # '01M8XQGYTJZJA6ZX8HK67E41B7'
+    kind.read("01M8XQGYTJZJA6ZX8HK67E41B7")           # its time, node and sequence
 
 A kind knows what it needs (a machine id, a MariaDB, a PostgreSQL), how to make its
-generator, and how to take one of its ids apart. Local kinds need nothing but this
+generator, how its ids are written (`text.py`: decimal, ULID or UUID text; the integer
+is always accepted back) and how to take one apart, refusing a value that cannot be one
+of its ids (a snowflake id read as a ULID would say 1970). Local kinds need nothing but this
 process: `snowflake` (a machine id given or leased), `simple` (a state file), `ulid` and
 `uuid7` (well-kept libraries, for comparison). Server-backed kinds: `central` (a MariaDB
 counter table, one counter per service), `instagram` (a PostgreSQL function) and
@@ -14,7 +17,6 @@ counter table, one counter per service), `instagram` (a PostgreSQL function) and
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +32,7 @@ from sdlab.ids.instagram import install as install_instagram
 from sdlab.ids.layout import INSTAGRAM, SNOWFLAKE, InvalidId, Parts
 from sdlab.ids.simple import SIMPLE, SimpleGenerator
 from sdlab.ids.snowflake import Snowflake
+from sdlab.ids.text import DECIMAL, ULID, UUID, Form, form_of
 from sdlab.ids.tickets import TicketServers
 
 if TYPE_CHECKING:
@@ -45,10 +48,16 @@ Opener = Callable[["Generators", str], Awaitable[Source]]
 """`await open(generators, service)`: a kind's source, built from what `generators` holds."""
 
 
+MAX_TEXT = 45
+"""Longer text is no id: 2**128 has 39 digits, a UUID 36 characters."""
+
+
 @dataclass(frozen=True)
 class Kind:
     """One kind of id. `needs`: "machine" (a machine id, leased from Redis unless given),
-    "mysql", "postgres". `per_service`: one source per service name (a counter each)."""
+    "mysql", "postgres". `per_service`: one source per service name (a counter each).
+    `form`: how its ids are written. `earliest`: no id of this kind carries an earlier
+    time (the scheme did not exist), so a value that would is refused."""
 
     name: str
     open: Opener
@@ -56,23 +65,81 @@ class Kind:
     decoder: Callable[[int], Parts] | None = None
     node_label: str = "node"
     per_service: bool = False
+    form: Form = DECIMAL
+    earliest: datetime | None = None
 
     @property
     def decodable(self) -> bool:
         return self.decoder is not None
 
+    def text(self, value: int) -> str:
+        """One id in this kind's canonical text."""
+        return self.form.write(value)
+
+    def texts(self, values: list[int]) -> list[str]:
+        """Ids in this kind's canonical text, in the same order."""
+        return self.form.write_all(values)
+
+    def parse(self, text: str) -> int:
+        """An id of this kind as typed: its canonical text, or the integer in decimal.
+        `InvalidId` for text of another form (UUID text is no snowflake id)."""
+        text = text.strip()
+        if len(text) > MAX_TEXT:
+            raise InvalidId(f"{text[:20]}... is too long to be an id")
+        for form in (DECIMAL, self.form):
+            try:
+                return form.read(text)
+            except ValueError:
+                pass
+        written = "in decimal"
+        if self.form is not DECIMAL:
+            written = f"as {self.form.name} text or {written}"
+        how = f"{_a(self.name)} {self.name} id is written {written}, like {self.form.example}"
+        other = form_of(text)
+        if other is None:
+            raise InvalidId(f"{text!r} is not an id: {how}")
+        readers = [kind.name for kind in KINDS.values() if kind.form is other]
+        raise InvalidId(f"{text!r} is {other.name} text, as {' or '.join(readers)} ids are; {how}")
+
     def decode(self, value: int) -> Parts:
-        """The parts of one of this kind's ids; `InvalidId` if it is not one."""
+        """The parts of one of this kind's ids; `InvalidId` if it cannot be one."""
         if self.decoder is None:
             raise InvalidId(
                 f"ids of kind {self.name!r} cannot be decoded; kinds: {', '.join(DECODABLE)}"
             )
         try:
-            return self.decoder(value)
+            parts = self.decoder(value)
         except InvalidId:
             raise
         except (ValueError, OverflowError) as exc:  # e.g. a time past the year 9999
-            raise InvalidId(f"{value} does not decode as a {self.name} id: {exc}") from None
+            raise InvalidId(
+                f"{value} does not decode as {_a(self.name)} {self.name} id: {exc}"
+            ) from None
+        if self.earliest is not None and parts.time < self.earliest:
+            raise InvalidId(
+                f"{value} is not {_a(self.name)} {self.name} id: it would date from "
+                f"{parts.time.isoformat(timespec='milliseconds')}, before the {self.name} "
+                f"scheme existed ({self.earliest.year})"
+            )
+        return parts
+
+    def read(self, text: str) -> Parts:
+        """The parts of an id of this kind as typed (`parse`, then `decode`)."""
+        return self.decode(self.parse(text))
+
+    def describe(self, parts: Parts) -> dict[str, object]:
+        """What `sdlab ids decode` and `GET /decode` show: the id in its text (and the
+        integer, where that is not the text), its time, node and sequence."""
+        fields: dict[str, object] = {"kind": self.name, "id": self.text(parts.id)}
+        if self.form is not DECIMAL:
+            fields["int"] = str(parts.id)
+        layout = parts.as_dict(self.node_label)
+        del layout["id"]
+        return {**fields, **layout}
+
+
+def _a(name: str) -> str:
+    return "an" if name.startswith(("a", "e", "i", "o")) else "a"  # "a ulid", "an instagram"
 
 
 # -- making ids ------------------------------------------------------------------------
@@ -168,29 +235,36 @@ def _decode_ulid(value: int) -> Parts:
 
 
 def _decode_uuid7(value: int) -> Parts:
-    if value < 0 or value >> 128 or (value >> 76) & 0xF != 7:
-        raise InvalidId(f"{value} is not a version 7 UUID")
+    if value < 0 or value >> 128 or (value >> 76) & 0xF != 7 or (value >> 62) & 0b11 != 0b10:
+        raise InvalidId(f"{value} is not a version 7 UUID (RFC 9562 variant)")
     time = datetime.fromtimestamp((value >> 80) / 1000, UTC)
     return Parts(value, time, 0, value & ((1 << 74) - 1))
 
 
 def new_ulid() -> int:
+    """A new ULID as its 128-bit integer (`ULID.write` gives its text)."""
     return int(ulid.ULID())
 
 
 def new_uuid7() -> int:
+    """A new UUIDv7 as its 128-bit integer (`UUID.write` gives its text)."""
     return uuid6.uuid7().int
 
 
 MACHINE = frozenset({"machine"})
+# When each 1970-epoch scheme appeared: the ULID spec in 2016, the first UUIDv7 draft in
+# 2020, and the seed's simple generator no earlier (it was measured on an M1 laptop).
+SINCE_ULID = datetime(2016, 1, 1, tzinfo=UTC)
+SINCE_UUID7 = datetime(2020, 1, 1, tzinfo=UTC)
+SINCE_SIMPLE = datetime(2020, 1, 1, tzinfo=UTC)
 
 KINDS: dict[str, Kind] = {
     kind.name: kind
     for kind in [
         Kind("snowflake", _snowflake, MACHINE, SNOWFLAKE.decode, SNOWFLAKE.node_label),
-        Kind("simple", _simple, MACHINE, SIMPLE.decode, SIMPLE.node_label),
-        Kind("ulid", _local(new_ulid), decoder=_decode_ulid),
-        Kind("uuid7", _local(new_uuid7), decoder=_decode_uuid7),
+        Kind("simple", _simple, MACHINE, SIMPLE.decode, SIMPLE.node_label, earliest=SINCE_SIMPLE),
+        Kind("ulid", _local(new_ulid), decoder=_decode_ulid, form=ULID, earliest=SINCE_ULID),
+        Kind("uuid7", _local(new_uuid7), decoder=_decode_uuid7, form=UUID, earliest=SINCE_UUID7),
         Kind("central", _central, frozenset({"mysql"}), per_service=True),
         Kind(
             "instagram",
@@ -210,25 +284,15 @@ DecodableName = StrEnum("DecodableName", [(k, k) for k in DECODABLE])  # type: i
 DECODE_DEFAULT = DecodableName("snowflake")
 
 
-def parse(text: str) -> int:
-    """An id as typed: decimal, or a UUID / 32 hex digits, or a 26-character ULID."""
-    text = text.strip()
-    if len(text) > 45:  # 2**128 has 39 digits; a UUID is 36 characters
-        raise InvalidId(f"{text[:20]}... is too long to be an id")
-    if text.isdecimal():
-        return int(text)
-    try:
-        return uuid.UUID(text).int
-    except ValueError:
-        pass
-    try:
-        return int(ulid.ULID.from_str(text))
-    except ValueError:
-        raise InvalidId(f"{text!r} is not a decimal id, a UUID or a ULID") from None
-
-
 def decode(kind: str, value: int) -> Parts:
     """The parts of a `kind` id (snowflake, instagram, simple, ulid or uuid7)."""
     if kind not in KINDS:
         raise InvalidId(f"unknown kind {kind!r}; kinds: {', '.join(KINDS)}")
     return KINDS[kind].decode(value)
+
+
+def text(kind: str, value: int) -> str:
+    """A `kind` id in its canonical text: decimal, or ULID or UUID text."""
+    if kind not in KINDS:
+        raise InvalidId(f"unknown kind {kind!r}; kinds: {', '.join(KINDS)}")
+    return KINDS[kind].text(value)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from sdlab import infra
-from sdlab.bench import Bench, Chart, Experiment, Outcome, register
+from sdlab.bench import Bench, Chart, Experiment, Headline, Outcome, Row, register
 from sdlab.kv.process import ServerProcess
 from sdlab.sql import connect, scratch_database
 
@@ -107,9 +107,30 @@ class Throughput(Experiment):
                 ratio = _ratio(row[f"{test} (req/s)"], peer[f"{test} (req/s)"])
                 row[f"{test} vs durable Redis"] = f"{ratio:.2f}x"
         return Outcome(
-            rows, chart=Chart("server", ["SET (req/s)", "GET (req/s)"], ylabel="requests/s"),
+            rows,
+            chart=Chart(
+                "server",
+                ["SET (req/s)", "GET (req/s)"],
+                ylabel="requests/s (log scale: Redis is 10x to 100x the rest)",
+                logy=True,
+            ),
             notes=self._notes(rows, peer),
-        )  # fmt: skip
+        )
+
+    def headline(self, rows: list[Row]) -> Headline | None:
+        ratios = {}
+        for db in TITLES.values():
+            group = next(r for r in rows if r["server"] == f"sdlab kv on {db}, group commit")
+            naive = next(r for r in rows if r["server"] == f"sdlab kv on {db}, naive")
+            ratios[db] = group["SET (req/s)"] / naive["SET (req/s)"]
+        worst = min(ratios, key=lambda db: ratios[db])
+        return Headline(
+            f"group commit / naive SET/s, worst engine ({worst})",
+            ratios[worst],
+            unit="x",
+            target=3,
+            better="higher",
+        )
 
     def _notes(self, rows: list[dict[str, Any]], peer: dict[str, Any]) -> list[str]:
         notes = []

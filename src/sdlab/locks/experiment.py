@@ -22,7 +22,7 @@ from pottery import AIORedlock
 from redis.asyncio.lock import Lock as RedisPyLock
 
 from sdlab import infra
-from sdlab.bench import Bench, Chart, Experiment, Latency, Outcome, register
+from sdlab.bench import Bench, Chart, Experiment, Headline, Latency, Outcome, Row, register
 from sdlab.infra.services import redis
 from sdlab.locks.redis_lock import RedisLock
 from sdlab.locks.redlock import Redlock
@@ -188,7 +188,12 @@ class LockCost(Experiment):
         serial = next(r for r in rows if r["lock"].startswith("Redlock, servers asked"))
         return Outcome(
             rows,
-            chart=Chart(x="lock", y=["p50 (ms)", "p99 (ms)"], ylabel="ms per acquire + release"),
+            chart=Chart(
+                x="lock",
+                y=["p50 (ms)", "p99 (ms)"],
+                ylabel="ms per acquire + release (log scale)",
+                logy=True,
+            ),
             notes=[
                 f"One client: {self.cycles:,} acquire + release of a free lock, a new lock "
                 f"object each time. Contended: {self.tasks} asyncio tasks in one process "
@@ -204,6 +209,12 @@ class LockCost(Experiment):
                 "a network.",
                 "python-redis-lock is synchronous: measured for one client only.",
             ],
+        )
+
+    def headline(self, rows: list[Row]) -> Headline | None:
+        ours = next(r for r in rows if r["lock"] == "sdlab RedisLock")
+        return Headline(
+            "sdlab RedisLock p50 / redis-py Lock's, one client", ours["p50 / redis-py"], unit="x"
         )
 
     async def _measure(

@@ -35,7 +35,7 @@ import httpx
 import psutil
 
 from sdlab import sql
-from sdlab.bench import Bench, Chart, Experiment, Latency, Outcome, register
+from sdlab.bench import Bench, Chart, Experiment, Headline, Latency, Outcome, Row, register
 from sdlab.polling.model import Delays
 from sdlab.polling.process import ServiceProcess
 
@@ -111,6 +111,16 @@ class ShortVsLong(Experiment):
                 logy=True,
             ),
             notes=self._notes(list(zip(watches, rows, strict=True))),
+        )
+
+    def headline(self, rows: list[Row]) -> Headline | None:
+        label = Watch(max(self.clients), None).label
+        long = next(r for r in rows if r["polling"] == label)
+        return Headline(
+            f"long-poll detection p99, {label.removesuffix(' long')} clients",
+            long["detection p99 (ms)"],
+            unit=" ms",
+            target=TARGET_P99_MS,
         )
 
     async def _measure(

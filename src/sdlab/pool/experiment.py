@@ -28,7 +28,7 @@ import psycopg_pool
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from sdlab.bench import Bench, Chart, Experiment, Latency, Outcome, register
+from sdlab.bench import Bench, Chart, Experiment, Headline, Latency, Outcome, Row, register
 from sdlab.bench.seed import published
 from sdlab.failure import describe
 from sdlab.infra.services import mariadb
@@ -380,6 +380,20 @@ class PoolVersusNoPool(Experiment):
             notes=notes,
         )
 
+    def headline(self, rows: list[Row]) -> Headline | None:
+        large = [r for r in rows if r["N"] >= 100] or rows
+        worst = max(large, key=lambda r: r["pool / floor"])
+        largest = max(rows, key=lambda r: r["N"])
+        seed_ms = published("connection-pool").lookup("pool of 10 (ms)", N=largest["N"])
+        return Headline(
+            f"pool of {self.size}: worst time / floor, N >= 100",
+            worst["pool / floor"],
+            unit="x",
+            target=1.15,  # NOTES.md: the pool's target
+            seed=seed_ms / largest["floor (ms)"] if isinstance(seed_ms, int | float) else None,
+            seed_note=f"N={largest['N']:,}",
+        )
+
 
 def _failures(errors: Counter[str], n: int, ms: float) -> str:
     if not errors:
@@ -430,7 +444,8 @@ class PoolPeers(Experiment):
             chart=Chart(
                 x="pool",
                 y=[f"N={n:,}: x floor" for n in self.tasks],
-                ylabel="time / floor (1.0 = perfect)",
+                ylabel="time / floor (bars rise from 1.0 = perfect)",
+                baseline=1.0,
             ),
             notes=[
                 f"Every pool holds exactly {self.size} connections (min = max), opened and "
@@ -439,6 +454,16 @@ class PoolPeers(Experiment):
                 "asyncio.Queue, bare: the connections in a queue and nothing else, the "
                 "yardstick for what each pool's checks and bookkeeping cost.",
             ],
+        )
+
+    def headline(self, rows: list[Row]) -> Headline | None:
+        n = max(self.tasks)
+        ours = next(r for r in rows if r["pool"] == "sdlab.pool (MariaDB)")
+        return Headline(
+            f"sdlab.pool on MariaDB: time / floor, N={n:,}",
+            ours[f"N={n:,}: x floor"],
+            unit="x",
+            target=1.15,
         )
 
 
@@ -519,6 +544,15 @@ class AcquireRelease(Experiment):
                 "waits much longer than 10 others' turns; a pool that lets the releaser "
                 "take it straight back is cheaper per borrow but can starve a waiter.",
             ],
+        )
+
+    def headline(self, rows: list[Row]) -> Headline | None:
+        ours = next(r for r in rows if r["pool"] == "sdlab.pool (PostgreSQL)")
+        return Headline(
+            "sdlab.pool / psycopg_pool per borrow, 1 task",
+            ours["1 task / psycopg_pool"],
+            unit="x",
+            target=1.0,
         )
 
 

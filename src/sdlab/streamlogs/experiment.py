@@ -34,7 +34,7 @@ from typing import Any
 import port_for
 import psutil
 
-from sdlab.bench import Bench, Chart, Experiment, Latency, Outcome, register
+from sdlab.bench import Bench, Chart, Experiment, Headline, Latency, Outcome, Row, register
 from sdlab.infra.process import ServerProcess, sdlab_command
 from sdlab.streamlogs.store import DeploymentStore
 
@@ -179,8 +179,10 @@ class FreshLineLatency(Followers):
             f"own delays count against the server: with {count:,} clients on sdlab their "
             f"process used {clients_cpu:.1f}% of a core, the server "
             f"{found['sdlab'].cpu_percent:.1f}%.",
-            "Measured earlier on this machine (issue 4): the seed's design at p50 388 ms / "
-            "p99 5.2 s with 100 clients, p50 12 s with 300.",
+            "Measured earlier on this machine, on a busier day (2026-11): the seed's design "
+            "at p50 388 ms / p99 5.2 s with 100 clients, p50 12 s with 300.",
+            "original: the seed's design, run here (a thread per waiting client); the seed "
+            "published no figures for it.",
         ]
         chart = Chart(
             "clients",
@@ -190,6 +192,15 @@ class FreshLineLatency(Followers):
             logy=True,
         )
         return Outcome(rows, chart=chart, notes=notes)
+
+    def headline(self, rows: list[Row]) -> Headline | None:
+        most = max(rows, key=lambda r: r["clients"])
+        return Headline(
+            f"sdlab p99 fresh-line latency, {most['clients']:,} clients",
+            most["sdlab p99 (ms)"],
+            unit=" ms",
+            target=100,  # docs/streamlogs.md
+        )
 
 
 @register
@@ -228,8 +239,24 @@ class QuietWatchers(Followers):
             f"count as late by the time they had waited (lower bounds). Load average "
             f"{load:.1f} at the start.",
             "anyio's thread pool, which Starlette runs sync iterators on, has 40 threads.",
+            "original: the seed's design, run here; the seed published no figures for it.",
         ]
-        return Outcome(rows, notes=notes)
+        chart = Chart(
+            "quiet clients",
+            ["original missing (%)", "sdlab missing (%)"],
+            ylabel="% of the busy deployment's lines never delivered",
+        )
+        return Outcome(rows, chart=chart, notes=notes)
+
+    def headline(self, rows: list[Row]) -> Headline | None:
+        most = max(rows, key=lambda r: r["quiet clients"])
+        return Headline(
+            f"sdlab: busy lines lost beside {most['quiet clients']} quiet clients "
+            f"(original: {most['original missing (%)']:.0f}%)",
+            most["sdlab missing (%)"],
+            unit="%",
+            target=0,
+        )
 
 
 ALL: list[type[Followers]] = [FreshLineLatency, QuietWatchers]
