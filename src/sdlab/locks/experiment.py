@@ -164,7 +164,7 @@ class LockCost(Experiment):
     async def run(self, bench: Bench) -> Outcome:
         urls = {s: bench.endpoint(s).url for s in self.services}
         rows = []
-        with infra.redis(5) as quorum_servers:
+        with infra.redis(5, durable=True) as quorum_servers:
             async with AsyncExitStack() as stack:
                 conns: dict[str, Any] = {
                     "redis": redis.connect(urls["redis"]),
