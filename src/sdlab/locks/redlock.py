@@ -288,10 +288,11 @@ class Redlock(ExpiringLock):
         grant (or an unknown answer) is released. Won: a grant's counter is raised to
         the fence like the majority's, so that more servers than the majority carry it."""
         await asyncio.wait([request])
+        answer = _outcome(request)  # retrieved, even if unused: no "never retrieved" log
         if late is None:
             return
         token, won = late
-        answer, fence = _outcome(request), await won
+        fence = await won
         if fence is None and answer is not None:
             await self._bounded(scripts.release(keys=self._keys[:1], args=[token]))
         elif fence is not None and isinstance(answer, int) and answer < fence:
