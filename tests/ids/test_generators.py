@@ -218,3 +218,37 @@ def test_each_kind_reads_back_what_it_writes() -> None:
         assert kind.read(kind.text(made)).id == made
         assert kind.read(str(made)).id == made
         assert kind.describe(kind.decode(made))["id"] == kind.text(made)
+
+
+def test_a_restart_after_the_clock_steps_back_reissues_ids_unless_the_horizon_is_kept(
+    tmp_path: Path,
+) -> None:
+    """50,000 ids over 200 ms, the clock steps back 200 ms, the process restarts with the
+    same machine id: without a state file every id comes out again."""
+
+    def run(state: Path | None) -> tuple[list[int], list[int]]:
+        clock = FakeClock(SNOWFLAKE.epoch_ms + 10_000_000, stall=250)  # 250 ids a ms
+
+        def start() -> Snowflake:  # a new process: same machine id, same state file
+            return Snowflake(5, clock_ns=clock, state=state, max_backwards_ms=500)
+
+        first = start()
+        before = [first.next_id() for _ in range(50_000)]
+        clock.ns -= 200 * 1_000_000  # NTP steps back while the process restarts
+        second = start()
+        return before, [second.next_id() for _ in range(50_000)]
+
+    before, after = run(None)
+    assert len(set(before) & set(after)) == 50_000  # the hazard: every id again
+    before, after = run(tmp_path / "snowflake-5.horizon")
+    assert not set(before) & set(after)
+    assert min(after) > max(before)
+
+
+def test_a_restart_far_behind_the_recorded_horizon_is_refused(tmp_path: Path) -> None:
+    state = tmp_path / "snowflake-5.horizon"
+    clock = FakeClock(SNOWFLAKE.epoch_ms + 10_000_000)
+    Snowflake(5, clock_ns=clock, state=state).next_id()
+    clock.ns -= 5_000 * 1_000_000  # five seconds back: far more than a restart explains
+    with pytest.raises(ClockMovedBackwards, match="behind the horizon recorded in"):
+        Snowflake(5, clock_ns=clock, state=state)

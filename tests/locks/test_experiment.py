@@ -14,12 +14,14 @@ from tests.helpers import sdlab
 
 async def test_every_lock_is_measured(sdlab_endpoints: Endpoints) -> None:
     endpoints = {name: sdlab_endpoints[name] for name in LockCost.services}
-    outcome = await LockCost(cycles=30, seconds=0.3).run(Bench(endpoints, Progress()))
+    experiment = LockCost(cycles=30, paused_cycles=5, seconds=0.3)
+    outcome = await experiment.run(Bench(endpoints, Progress()))
     assert [row["lock"] for row in outcome.rows] == [c.lock for c in CONTENDERS]
-    for row in outcome.rows:
+    assert {c.paused for c in CONTENDERS} == {0, 1, 2}
+    for row, contender in zip(outcome.rows, CONTENDERS, strict=True):
         assert 0 < row["p50 (ms)"] <= row["p99 (ms)"]
         contended = row["8 tasks: acquisitions/s"]
-        assert contended is None if row["lock"] == "python-redis-lock" else contended > 0
+        assert contended is None if not contender.concurrent else contended > 0
     assert next(r for r in outcome.rows if r["lock"] == "redis-py Lock")["p50 / redis-py"] == 1
 
 

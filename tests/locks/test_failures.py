@@ -26,7 +26,7 @@ from sdlab.sql import Database
 def test_eight_processes_never_lose_an_increment(
     backend: str, redis_url: str, mysql_url: str, postgres_url: str, servers: Servers
 ) -> None:
-    quorum = [s.url for s in servers.redis(5)] if backend == "redlock" else []
+    quorum = [s.url for s in servers.redis(5, durable=True)] if backend == "redlock" else []
     setup = demo.Setup(backend, redis_url, quorum, mysql_url, postgres_url)
     tally = demo.run(setup, processes=8, increments=500)
     assert tally.counted == 4000
@@ -34,7 +34,7 @@ def test_eight_processes_never_lose_an_increment(
 
 @pytest.fixture
 async def quorum(servers: Servers) -> AsyncIterator[tuple[Any, list[Any]]]:
-    instances = servers.redis(5)
+    instances = servers.redis(5, durable=True)
     clients = [redis_service.connect(s.url) for s in instances]
     yield instances, clients
     for client in clients:
@@ -115,7 +115,7 @@ async def test_redlock_fences_grow_even_when_servers_disagree(
 ) -> None:
     _, clients = quorum
     fence_key = f"sdlab:lock:{{{namespace}}}:fence"
-    await clients[0].set(fence_key, 100)  # one server's counter far ahead of the rest
+    await clients[0].set(fence_key, 5 * 10**15)  # one server's counter far ahead of the rest
     lock = Redlock(clients, namespace, ttl=5, timeout=1)
     async with lock:
         first = lock.fence

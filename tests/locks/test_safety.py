@@ -72,7 +72,7 @@ async def test_a_partitioned_holder_learns_it_lost_the_lock_within_its_ttl(
 async def test_redlock_release_with_servers_unreachable_is_not_called_lost(
     servers: Servers, namespace: str
 ) -> None:
-    instances = servers.redis(5)
+    instances = servers.redis(5, durable=True)
     clients = [redis_service.connect(s.url) for s in instances]
     lock = Redlock(clients, namespace, ttl=5, timeout=1)
     await lock.acquire()
@@ -92,7 +92,7 @@ async def test_redlock_release_with_servers_unreachable_is_not_called_lost(
 async def test_a_cancelled_redlock_attempt_is_undone_everywhere(
     servers: Servers, namespace: str
 ) -> None:
-    instances = servers.redis(5)
+    instances = servers.redis(5, durable=True)
     clients = [redis_service.connect(s.url) for s in instances]
     key = f"sdlab:lock:{{{namespace}}}"
     try:

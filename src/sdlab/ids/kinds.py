@@ -156,8 +156,10 @@ def _local(make: Callable[[], int]) -> Opener:
 
 
 async def _snowflake(generators: Generators, service: str) -> Source:
-    if generators.machine is not None:
-        made = Snowflake(generators.machine)
+    if generators.machine is not None:  # no lease to keep a horizon: a state file does
+        generators.state_dir.mkdir(parents=True, exist_ok=True)
+        state = generators.state_dir / f"snowflake-{generators.machine}.horizon"
+        made = Snowflake(generators.machine, state=state)
     else:
         made = Snowflake((await generators.lease()).check)
 

@@ -4,7 +4,7 @@
 
     with infra.mariadb(2) as (source, replica):      # two servers, binlog on
         ...                                          # source.url, replica.port, ...
-    with infra.redis(5) as quorum: ...               # five independent Redis
+    with infra.redis(5, durable=True) as quorum: ... # five independent Redis, fsynced
     with infra.kafka() as broker: ...                # a Kafka-protocol broker
 
 Each instance runs on its own free loopback port with its own data directory under
@@ -60,9 +60,16 @@ def postgres(n: int = 1, *, options: Options = None) -> Instances:
     return start_many(SERVICES["postgres"], n, options=options, root=state_root())
 
 
-def redis(n: int = 1, *, options: Options = None) -> Instances:
-    """`n` independent Redis servers (no persistence unless `options` ask for it)."""
-    return start_many(SERVICES["redis"], n, options=options, root=state_root())
+DURABLE_REDIS = {"appendonly": "yes", "appendfsync": "always"}
+"""Every write in the append-only file and fsynced before the reply: what Redlock needs."""
+
+
+def redis(n: int = 1, *, durable: bool = False, options: Options = None) -> Instances:
+    """`n` independent Redis servers, without persistence (scratch space) unless
+    `durable`: then every write is fsynced to the append-only file before Redis
+    answers, and survives a restart or a crash (what `sdlab.locks.Redlock` asks for)."""
+    settings = {**(DURABLE_REDIS if durable else {}), **(options or {})}
+    return start_many(SERVICES["redis"], n, options=settings, root=state_root())
 
 
 def rabbitmq(*, options: Options = None) -> Instance:

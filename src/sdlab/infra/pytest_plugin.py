@@ -71,8 +71,10 @@ class Servers:
     def postgres(self, n: int = 1, *, options: Mapping[str, Any] | None = None) -> Instances:
         return self._keep(infra.postgres(n, options=options))
 
-    def redis(self, n: int = 1, *, options: Mapping[str, Any] | None = None) -> Instances:
-        return self._keep(infra.redis(n, options=options))
+    def redis(
+        self, n: int = 1, *, durable: bool = False, options: Mapping[str, Any] | None = None
+    ) -> Instances:
+        return self._keep(infra.redis(n, durable=durable, options=options))
 
     def rabbitmq(self, *, options: Mapping[str, Any] | None = None) -> Instance:
         return self._keep(infra.rabbitmq(options=options))

@@ -12,7 +12,7 @@
 from sdlab.locks.fencing import FencedStore
 from sdlab.locks.lock import Lock, LockError, LockLost, LockTimeout, StaleToken
 from sdlab.locks.redis_lock import RedisLock
-from sdlab.locks.redlock import Redlock
+from sdlab.locks.redlock import NotDurable, Redlock
 from sdlab.locks.sql_locks import MariaDBLock, PostgresLock
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "LockLost",
     "LockTimeout",
     "MariaDBLock",
+    "NotDurable",
     "PostgresLock",
     "RedisLock",
     "Redlock",

@@ -58,7 +58,7 @@ def demo(
         quorum: list[str] = []
         if "redlock" in chosen:
             with console.status("starting 5 private Redis servers for Redlock..."):
-                quorum = [s.url for s in stack.enter_context(infra.redis(5))]
+                quorum = [s.url for s in stack.enter_context(infra.redis(5, durable=True))]
         for name in chosen:
             setup = counter_demo.Setup(
                 name,

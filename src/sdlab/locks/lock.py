@@ -2,17 +2,21 @@
 
 A backend implements `_try_acquire()` (one attempt, no waiting) and `_release()`; this
 class adds the waiting: retries with jittered exponential backoff until the timeout,
-so that waiters do not hammer the server in step.
+so that waiters do not hammer the server in step. `ExpiringLock` adds what a lock with
+a TTL needs: `valid_until`, the `lost` event, and renewal in the background.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import random
 import time
 from abc import ABC, abstractmethod
 from typing import Self
+
+logger = logging.getLogger("sdlab.locks")
 
 RETRY_FIRST = 0.002  # seconds before the second attempt
 RETRY_MAX = 0.05
@@ -110,3 +114,93 @@ class Lock(ABC):
     @abstractmethod
     async def _release(self) -> None:
         """Give it back; raise LockLost if it was no longer ours."""
+
+
+class ExpiringLock(Lock):
+    """A lock that frees itself `ttl` seconds after it was taken or last extended.
+
+    auto_renew: while held, extend the TTL every ttl/3 seconds in the background, so a
+        long critical section keeps the lock while its process is alive. If a renewal
+        finds the lock gone, or the TTL runs out before one succeeds, `lost` is set and
+        leaving `async with` raises LockLost.
+    """
+
+    def __init__(
+        self, name: str, *, ttl: float, timeout: float | None = None, auto_renew: bool = False
+    ) -> None:
+        super().__init__(name, timeout=timeout)
+        if ttl <= 0:
+            raise ValueError(f"ttl must be positive, got {ttl}")
+        self.ttl = ttl
+        self.auto_renew = auto_renew
+        self.lost = asyncio.Event()
+        self.valid_until = 0.0  # monotonic: the lock is ours at least until then
+        self._renewer: asyncio.Task[None] | None = None
+        self._expiry: asyncio.TimerHandle | None = None
+
+    @property
+    def held(self) -> bool:
+        """Held, and certainly not expired: False once `valid_until` has passed."""
+        return self._held and not self.lost.is_set() and time.monotonic() < self.valid_until
+
+    @abstractmethod
+    async def extend(self, ttl: float | None = None) -> None:
+        """Reset the TTL to `ttl` (default: the lock's); LockLost if no longer ours
+        (and then `lost` is set)."""
+
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+        lost = self.lost.is_set()
+        await super().__aexit__(exc_type, exc, tb)
+        if lost and exc is None:
+            raise LockLost(
+                f"lock {self.name!r} was lost while held (it expired, or a renewal found it gone)"
+            )
+
+    def _taken(self, valid_until: float) -> None:
+        """Call when an attempt has won the lock, valid until `valid_until`."""
+        self.lost.clear()
+        self._valid_until(valid_until)
+        if self.auto_renew:
+            self._renewer = asyncio.create_task(self._renew(), name=f"renew lock {self.name}")
+
+    async def _giving_back(self) -> None:
+        """Call first in `_release()`: no more renewals, no expiry timer."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+        if self._renewer is not None and self._renewer is not asyncio.current_task():
+            self._renewer.cancel()
+            await asyncio.gather(self._renewer, return_exceptions=True)
+        self._renewer = None
+
+    async def _renew(self) -> None:
+        while True:
+            await asyncio.sleep(self.ttl / 3)
+            try:
+                await self.extend()
+            except LockLost:
+                logger.warning("lock %r: lost while held (renewal found it gone)", self.name)
+                self._lose()
+                return
+            except Exception as exc:  # the server is unreachable: keep trying while valid
+                if time.monotonic() >= self.valid_until:
+                    logger.warning("lock %r: could not renew before expiry: %s", self.name, exc)
+                    self._lose()
+                    return
+                await asyncio.sleep(min(0.05, self.ttl / 10))
+
+    def _lose(self) -> None:
+        self.lost.set()
+
+    def _valid_until(self, deadline: float) -> None:
+        """Record how long the lock is certainly ours, and mark it lost at that moment
+        unless it is extended first (a holder cut off from its servers learns it in time)."""
+        self.valid_until = deadline
+        if self._expiry is not None:
+            self._expiry.cancel()
+        loop = asyncio.get_running_loop()
+        self._expiry = loop.call_at(loop.time() + deadline - time.monotonic(), self._expire)
+
+    def _expire(self) -> None:
+        if self._held and time.monotonic() >= self.valid_until:
+            logger.warning("lock %r: expired while held", self.name)
+            self.lost.set()

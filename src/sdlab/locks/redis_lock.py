@@ -13,15 +13,28 @@ Failure modes, as redis-py's Lock documents its own:
   (`sdlab.locks.FencedStore`).
 - The connection drops while held: the lock stays until `ttl` runs out, then frees
   itself. A crashed holder never blocks others for longer than `ttl`.
-- Redis restarts without persistence: the lock (and the fencing counter) are gone.
-  Use Redlock over several servers, or persistence, if that matters.
+- Redis restarts without persistence: the lock is gone, and another client may take it
+  while the first still works under it. Run Redis with `appendonly yes` and
+  `appendfsync always` if that matters (Redlock insists on it).
+
+Fencing counters (`<key>:fence`) expire once a lock has been left alone for
+`fence_life(ttl)` (a day at least), so that locks named per entity do not grow Redis
+without bound. That is safe because a new counter does not start at 0: it starts at
+the server's clock in microseconds (`TIME`), which is past every token the old counter
+gave out: the old one started at its own clock reading and went up by one per
+acquisition, at most one a microsecond (each acquisition is a round trip after the
+previous holder's release), so its last token is at most the time it was given; and
+it expired at least `fence_life` after that. This holds unless the server's clock has
+stepped back by more than `fence_life`; for Redlock, whose token may come from any of
+its servers' counters, unless two servers' clocks are that far apart. The same start
+keeps tokens growing when a Redis without persistence restarts and forgets a counter.
+A counter is never forgotten while its lock lives: `fence_life` is longer than the TTL.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import secrets
 import time
 import weakref
@@ -30,15 +43,21 @@ from typing import Any, ClassVar
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+from redis.exceptions import ResponseError
 
-from sdlab.locks.lock import Lock, LockError, LockLost
+from sdlab.locks.lock import ExpiringLock, LockError, LockLost
 
-logger = logging.getLogger("sdlab.locks")
-
-# Take the lock and, in the same atomic step, the next fencing token.
+# Take the lock and, in the same atomic step, the next fencing token. A missing counter
+# (new, expired or forgotten) starts at the server's clock in microseconds: see above.
 ACQUIRE = """
 if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-    return redis.call('incr', KEYS[2])
+    if redis.call('exists', KEYS[2]) == 0 then
+        local now = redis.call('time')
+        redis.call('set', KEYS[2], now[1] .. string.format('%06d', tonumber(now[2])))
+    end
+    local fence = redis.call('incr', KEYS[2])
+    redis.call('pexpire', KEYS[2], ARGV[3])
+    return fence
 end
 return false
 """
@@ -59,10 +78,19 @@ return 0
 RAISE_FENCE = """
 local current = tonumber(redis.call('get', KEYS[1]) or '0')
 if current < tonumber(ARGV[1]) then
-    redis.call('set', KEYS[1], ARGV[1])
+    redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
 end
 return 1
 """
+
+FENCE_LIFE = 24 * 3600.0
+"""Seconds a fencing counter outlives the last acquisition of its lock, at least."""
+
+
+def fence_life(ttl: float) -> int:
+    """Milliseconds a lock's fencing counter lives after an acquisition: a day, or ten
+    TTLs if longer, so the counter outlives the lock it counts."""
+    return milliseconds(max(FENCE_LIFE, 10 * ttl))
 
 
 def keys(name: str) -> list[str]:
@@ -90,9 +118,27 @@ class Scripts:
         self.release: AsyncScript = client.register_script(RELEASE)
         self.extend: AsyncScript = client.register_script(EXTEND)
         self.raise_fence: AsyncScript = client.register_script(RAISE_FENCE)
+        self.unsafe: str | None = None
+        """Why this server may forget a lock when restarted ("" if it will not; None
+        until `check_persistence()` has asked it)."""
+
+    async def check_persistence(self) -> str:
+        """Ask the server (CONFIG GET) whether it keeps every write across a restart:
+        appendonly yes and appendfsync always. Returns, and remembers, why not ("" if so)."""
+        if self.unsafe is None:
+            try:
+                config = await self.client.config_get("append*")
+            except ResponseError as exc:  # CONFIG renamed or refused (managed Redis, ACLs)
+                self.unsafe = f"CONFIG GET was refused ({exc}), so its persistence is unknown"
+            else:
+                found = {_text(k): _text(v) for k, v in config.items()}
+                only, sync = found.get("appendonly", "?"), found.get("appendfsync", "?")
+                ok = only == "yes" and sync == "always"
+                self.unsafe = "" if ok else f"it runs with appendonly {only}, appendfsync {sync}"
+        return self.unsafe
 
 
-class RedisLock(Lock):
+class RedisLock(ExpiringLock):
     """A lock on one Redis server, with an owner token, a TTL and a fencing token.
 
     ttl: seconds the lock lives unless extended; a crashed holder frees it after this.
@@ -111,23 +157,10 @@ class RedisLock(Lock):
         timeout: float | None = None,
         auto_renew: bool = False,
     ) -> None:
-        super().__init__(name, timeout=timeout)
-        if ttl <= 0:
-            raise ValueError(f"ttl must be positive, got {ttl}")
-        self.ttl = ttl
-        self.auto_renew = auto_renew
+        super().__init__(name, ttl=ttl, timeout=timeout, auto_renew=auto_renew)
         self.token = ""
-        self.lost = asyncio.Event()
-        self.valid_until = 0.0  # monotonic: the lock is ours at least until then
         self._keys = keys(name)
         self._scripts = Scripts.of(client)
-        self._renewer: asyncio.Task[None] | None = None
-        self._expiry: asyncio.TimerHandle | None = None
-
-    @property
-    def held(self) -> bool:
-        """Held, and certainly not expired: False once `valid_until` has passed."""
-        return self._held and not self.lost.is_set() and time.monotonic() < self.valid_until
 
     def __repr__(self) -> str:
         state = f"held, fence {self.fence}" if self.held else "free"
@@ -154,21 +187,13 @@ class RedisLock(Lock):
             raise LockLost(f"lock {self.name!r} had expired or changed hands before extend()")
         self._valid_until(started + ttl)
 
-    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
-        lost = self.lost.is_set()
-        await super().__aexit__(exc_type, exc, tb)
-        if lost and exc is None:
-            raise LockLost(
-                f"lock {self.name!r} was lost while held (it expired, or a renewal found it gone)"
-            )
-
     async def _try_acquire(self) -> bool:
         token = secrets.token_hex(16)
         started = time.monotonic()
         try:  # a late answer leaves little of the TTL: half of it is the most we wait
             async with asyncio.timeout(self.ttl / 2):
                 fence = await self._scripts.acquire(
-                    keys=self._keys, args=[token, milliseconds(self.ttl)]
+                    keys=self._keys, args=[token, milliseconds(self.ttl), fence_life(self.ttl)]
                 )
         except BaseException as exc:
             # Cancelled, timed out or failed after sending: the server may have granted
@@ -180,60 +205,17 @@ class RedisLock(Lock):
         if fence is None:
             return False
         self.token, self.fence = token, int(fence)
-        self.lost.clear()
-        self._valid_until(started + self.ttl)
-        if self.auto_renew:
-            self._renewer = asyncio.create_task(self._renew(), name=f"renew lock {self.name}")
+        self._taken(started + self.ttl)
         return True
 
     async def _release(self) -> None:
-        if self._expiry is not None:
-            self._expiry.cancel()
-        await self._stop_renewing()
+        await self._giving_back()
         released = await self._scripts.release(keys=self._keys[:1], args=[self.token])
         if not released:
             raise LockLost(
                 f"lock {self.name!r} had expired or changed hands before release(); "
                 "work done under it may have overlapped another holder's"
             )
-
-    async def _renew(self) -> None:
-        while True:
-            await asyncio.sleep(self.ttl / 3)
-            try:
-                await self.extend()
-            except LockLost:
-                logger.warning("lock %r: lost while held (renewal found it gone)", self.name)
-                return
-            except Exception as exc:  # the server is unreachable: keep trying while valid
-                if time.monotonic() >= self.valid_until:
-                    logger.warning("lock %r: could not renew before expiry: %s", self.name, exc)
-                    self._lose()
-                    return
-                await asyncio.sleep(min(0.05, self.ttl / 10))
-
-    async def _stop_renewing(self) -> None:
-        if self._renewer is not None and self._renewer is not asyncio.current_task():
-            self._renewer.cancel()
-            await asyncio.gather(self._renewer, return_exceptions=True)
-        self._renewer = None
-
-    def _lose(self) -> None:
-        self.lost.set()
-
-    def _valid_until(self, deadline: float) -> None:
-        """Record how long the lock is certainly ours, and mark it lost at that moment
-        unless it is extended first (a holder cut off from Redis learns it in time)."""
-        self.valid_until = deadline
-        if self._expiry is not None:
-            self._expiry.cancel()
-        loop = asyncio.get_running_loop()
-        self._expiry = loop.call_at(loop.time() + deadline - time.monotonic(), self._expire)
-
-    def _expire(self) -> None:
-        if self._held and time.monotonic() >= self.valid_until:
-            logger.warning("lock %r: expired while held", self.name)
-            self.lost.set()
 
 
 _cleanups: set[asyncio.Task[Any]] = set()
@@ -250,6 +232,10 @@ def cleanup(request: Awaitable[Any]) -> None:
     task = asyncio.get_running_loop().create_task(run())
     _cleanups.add(task)
     task.add_done_callback(_cleanups.discard)
+
+
+def _text(value: bytes | str | None) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def milliseconds(seconds: float) -> int:

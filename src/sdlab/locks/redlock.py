@@ -24,8 +24,15 @@ token of an acquisition is the highest counter among the majority that granted i
 and before returning, the acquirer raises that majority's counters to the token. Any
 later majority shares a server with this one, whose counter is now at least the token,
 so a later acquisition's token is strictly higher. (This is the property Kleppmann
-found missing in plain Redlock; it still assumes servers keep their counters, so run
-them with persistence if a restart must not lower them.)
+found missing in plain Redlock.) Counters expire after a day unused and a new one starts
+at the server's clock, past the old one's tokens: see redis_lock.py.
+
+Persistence. A server restarted without its data forgets the keys it granted: restart
+3 of 5 and a second client takes a lock the first still holds. So at first use each
+server is asked (CONFIG GET) for `appendonly yes` and `appendfsync always`, and the
+lock refuses with NotDurable if an answering server has less. Pass
+`unsafe_without_persistence=True` to run on such servers anyway (safe only if a
+restarted server stays down longer than the TTL: antirez's "delayed restarts").
 """
 
 from __future__ import annotations
@@ -39,8 +46,8 @@ from typing import Any
 from redis.asyncio import Redis
 
 from sdlab.failure import describe
-from sdlab.locks.lock import Lock, LockError, LockLost
-from sdlab.locks.redis_lock import Scripts, cleanup, keys, milliseconds
+from sdlab.locks.lock import ExpiringLock, LockError, LockLost
+from sdlab.locks.redis_lock import Scripts, cleanup, fence_life, keys, milliseconds
 
 CLOCK_DRIFT_FACTOR = 0.01
 
@@ -51,12 +58,21 @@ Decided = Callable[[list[object]], bool]
 Late = tuple[str, "asyncio.Future[int | None]"]  # an acquisition's token, and its fence
 
 
-class Redlock(Lock):
+class NotDurable(LockError):
+    """A Redlock server would forget the lock if restarted (no appendonly, or no fsync at
+    every write). The message names the server and what to set."""
+
+
+class Redlock(ExpiringLock):
     """A lock held on a majority of `servers` (independent Redis servers, not replicas).
 
     ttl: seconds the lock lives unless extended.
     timeout: default wait in `acquire()` / `async with` (None: for ever).
     server_timeout: seconds to wait for any one server within an attempt.
+    auto_renew: extend every ttl/3 in the background while held; `lost` is set if a
+        renewal fails (as RedisLock's).
+    unsafe_without_persistence: skip the check that every server runs with
+        `appendonly yes` and `appendfsync always` (see the module docstring).
     """
 
     def __init__(
@@ -67,25 +83,21 @@ class Redlock(Lock):
         ttl: float = 10.0,
         timeout: float | None = None,
         server_timeout: float = 0.05,
+        auto_renew: bool = False,
+        unsafe_without_persistence: bool = False,
     ) -> None:
-        super().__init__(name, timeout=timeout)
+        super().__init__(name, ttl=ttl, timeout=timeout, auto_renew=auto_renew)
         if not servers:
             raise ValueError("Redlock needs at least one server")
-        if ttl <= 0 or server_timeout <= 0:
-            raise ValueError("ttl and server_timeout must be positive")
-        self.ttl = ttl
+        if server_timeout <= 0:
+            raise ValueError("server_timeout must be positive")
         self.server_timeout = server_timeout
+        self.unsafe_without_persistence = unsafe_without_persistence
         self.quorum = len(servers) // 2 + 1
         self.token = ""
-        self.valid_until = 0.0
         self._scripts = [Scripts.of(server) for server in servers]
         self._keys = keys(name)
         self._last_attempt = ""
-
-    @property
-    def held(self) -> bool:
-        """Held, and certainly not expired: False once `valid_until` has passed."""
-        return self._held and time.monotonic() < self.valid_until
 
     def __repr__(self) -> str:
         state = f"held, fence {self.fence}" if self.held else "free"
@@ -104,11 +116,12 @@ class Redlock(Lock):
         extended = sum(1 for a in answers if a == 1)
         validity = ttl - (time.monotonic() - started) - self._drift(ttl)
         if extended < self.quorum or validity <= 0:
+            self._lose()
             raise LockLost(
                 f"lock {self.name!r}: only {extended} of {len(self._scripts)} servers "
                 f"still held it at extend() (quorum {self.quorum})"
             )
-        self.valid_until = started + ttl - self._drift(ttl)
+        self._valid_until(started + ttl - self._drift(ttl))
 
     async def _try_acquire(self) -> bool:
         token = secrets.token_hex(16)
@@ -134,21 +147,22 @@ class Redlock(Lock):
     async def _decide(self, token: str, won: asyncio.Future[int | None]) -> bool:
         started = time.monotonic()
         answers = await self._until_decided(
-            lambda s: s.acquire(keys=self._keys, args=[token, milliseconds(self.ttl)]),
+            lambda s: self._acquire_on(s, token),
             self._settled(lambda a: isinstance(a, int)),
             late=(token, won),
         )
+        unsafe = [a for a in answers if isinstance(a, NotDurable)]
         granted = {i: int(a) for i, a in enumerate(answers) if isinstance(a, int)}
         # Every key was set after `started`, so each lives at least until started + ttl
         # by the server's clock; drift covers clocks running at different rates.
         valid_until = started + self.ttl - self._drift(self.ttl)
         fence = max(granted.values(), default=0)
-        if len(granted) >= self.quorum and time.monotonic() < valid_until:
+        if not unsafe and len(granted) >= self.quorum and time.monotonic() < valid_until:
             behind = [i for i, counter in granted.items() if counter < fence]
             raised = not behind or await self._raise_fence(behind, fence, len(granted))
             if raised and time.monotonic() < valid_until:  # still valid after the raise
                 self.token, self.fence = token, fence
-                self.valid_until = valid_until
+                self._taken(valid_until)
                 return True
         self._last_attempt = self._describe(answers)
         # Undo where we may hold it: where granted, and where the answer was lost (those
@@ -161,9 +175,28 @@ class Redlock(Lock):
             ),
             return_exceptions=True,
         )
+        if unsafe:
+            raise unsafe[0]
         return False
 
+    async def _acquire_on(self, scripts: Scripts, token: str) -> int | None:
+        """The acquire script on one server, after its persistence check (once per
+        client; NotDurable, as that server's answer, if it fails)."""
+        if not self.unsafe_without_persistence and (why := await scripts.check_persistence()):
+            raise NotDurable(
+                f"lock {self.name!r}: Redis at {_address(scripts.client)} would forget the "
+                f"lock if restarted: {why}. A restart of a majority would let a second "
+                "client take a lock that is still held. Set `appendonly yes` and "
+                "`appendfsync always` on every server (infra.redis(n, durable=True) does), "
+                "or pass unsafe_without_persistence=True if a restarted server is kept "
+                "down for longer than the TTL"
+            )
+        args: list[str | int] = [token, milliseconds(self.ttl), fence_life(self.ttl)]
+        answer: int | None = await scripts.acquire(keys=self._keys, args=args)
+        return answer
+
     async def _release(self) -> None:
+        await self._giving_back()
         answers = await self._until_decided(
             lambda s: s.release(keys=self._keys[:1], args=[self.token]),
             self._settled(lambda a: a == 1),
@@ -197,7 +230,11 @@ class Redlock(Lock):
         True if the whole granting majority now stores at least `fence`."""
         answers = await asyncio.gather(
             *(
-                self._bounded(self._scripts[i].raise_fence(keys=self._keys[1:], args=[fence]))
+                self._bounded(
+                    self._scripts[i].raise_fence(
+                        keys=self._keys[1:], args=[fence, fence_life(self.ttl)]
+                    )
+                )
                 for i in behind
             ),
             return_exceptions=True,
@@ -251,14 +288,16 @@ class Redlock(Lock):
         grant (or an unknown answer) is released. Won: a grant's counter is raised to
         the fence like the majority's, so that more servers than the majority carry it."""
         await asyncio.wait([request])
+        answer = _outcome(request)  # retrieved, even if unused: no "never retrieved" log
         if late is None:
             return
         token, won = late
-        answer, fence = _outcome(request), await won
+        fence = await won
         if fence is None and answer is not None:
             await self._bounded(scripts.release(keys=self._keys[:1], args=[token]))
         elif fence is not None and isinstance(answer, int) and answer < fence:
-            await self._bounded(scripts.raise_fence(keys=self._keys[1:], args=[fence]))
+            args = [fence, fence_life(self.ttl)]
+            await self._bounded(scripts.raise_fence(keys=self._keys[1:], args=args))
 
     async def _bounded(self, request: Awaitable[Any]) -> Any:
         async with asyncio.timeout(self.server_timeout):

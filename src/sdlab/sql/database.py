@@ -21,6 +21,14 @@ connection inside a transaction); `connect()` opens one session of its own, for 
 holds a session for a long time (a lock, a scripted interleaving). Every session of a
 `Database` starts with the same settings: UTC, READ COMMITTED unless told otherwise.
 
+A frozen server (SIGSTOP, a hung disk, a dead peer whose packets vanish) never answers,
+and a pool's `timeout` bounds only the wait for a connection. So a `Database` (or
+`connect()`) takes a `query_timeout`: a statement with no answer within it raises
+`QueryTimeout`, and its connection is dropped at once, so the pool discards it instead of
+lending it again (as HikariCP's socketTimeout does; unlike a server-side
+statement_timeout, it works when the server cannot). The statement may still run, or
+have committed, on the server.
+
 SQLite is not driven from here (kv's store runs it on threads of its own); its dialect
 and its errors are (`sdlab.sql.dialect`, `sdlab.sql.errors`).
 """
@@ -40,6 +48,7 @@ from sdlab.pool import MariaDB, Pool, PoolError, PostgreSQL
 from sdlab.sql.dialect import Dialect, dialect_for
 from sdlab.sql.errors import (
     DatabaseUnavailable,
+    QueryTimeout,
     SQLError,
     TransactionRolledBack,
     UnknownDatabase,
@@ -78,15 +87,42 @@ class Result(NamedTuple):
 class Session:
     """One connection to the database, autocommit on unless inside `begin()`."""
 
-    def __init__(self, conn: Any, dialect: Dialect) -> None:
+    def __init__(self, conn: Any, dialect: Dialect, *, query_timeout: float | None = None) -> None:
         self.raw = conn
         """The driver's connection (asyncmy or psycopg), for what this API does not cover."""
         self.dialect = dialect
+        self.query_timeout = query_timeout
+        """Seconds a statement may wait for its answer (None: for ever); past it,
+        QueryTimeout, and the connection is dropped."""
         self._mariadb = dialect.engine == "mariadb"
         self._cursor: Any = None
 
     async def run(self, sql: str, params: Params = ()) -> Result:
         """Run one statement: its rows (if it returns any), rowcount and lastrowid."""
+        if self.query_timeout is None:
+            return await self._run(sql, params)
+        # Not asyncio.timeout around the driver call: cancelled, psycopg first sends the
+        # server a cancel request and waits up to 5 s for it, which a frozen server never
+        # answers. Drop the connection first; then the cancelled call ends at once.
+        statement = asyncio.ensure_future(self._run(sql, params))
+        try:
+            done, _ = await asyncio.wait([statement], timeout=self.query_timeout)
+        except BaseException:
+            statement.cancel()
+            raise
+        if done:
+            return statement.result()
+        self.abort()  # the pool discards it (broken now); the server ends the session
+        statement.cancel()
+        await asyncio.wait([statement], timeout=1.0)
+        if statement.done() and not statement.cancelled():
+            statement.exception()  # retrieved: it failed because we closed its socket
+        raise QueryTimeout(
+            f"no answer within query_timeout ({self.query_timeout:g} s); the session was "
+            "dropped, and the statement may still run, or have committed, on the server"
+        )
+
+    async def _run(self, sql: str, params: Params) -> Result:
         try:
             # One cursor for all the session's statements: psycopg's conn.execute() makes
             # a new one each time, about 10 us of CPU a statement (kv's hot path).
@@ -202,6 +238,8 @@ class Database:
     """A pool of sessions to one database. Open it with `async with` or `await open()`.
 
     isolation: every session's default transaction isolation (None: the server's).
+    query_timeout: seconds each statement may wait for its answer (None: for ever); past
+        it, QueryTimeout, and the session's connection is discarded (see above).
     configure: `async def configure(session)`, run on every new session after the
         defaults (more session settings: a lock wait timeout, say).
     The rest are `sdlab.pool.Pool`'s (min_size, max_size, timeout, ...).
@@ -217,6 +255,7 @@ class Database:
         min_size: int = 1,
         max_size: int = 10,
         timeout: float = 30.0,
+        query_timeout: float | None = None,
         **pool_options: Any,
     ) -> None:
         engine = engine_of(url)
@@ -229,6 +268,9 @@ class Database:
         self.dialect = dialect_for(engine)
         self.name = name or f"{_TITLES[engine]} {address_of(url)}"
         self.isolation = isolation
+        if query_timeout is not None and query_timeout <= 0:
+            raise ValueError(f"query_timeout must be positive, got {query_timeout}")
+        self.query_timeout = query_timeout
         self.retries: Counter[str] = Counter()
         """Transactions `run_transaction` ran again, by the error's name."""
         self._configure = configure
@@ -271,7 +313,7 @@ class Database:
         await self.close()
 
     async def _set_up(self, conn: Any) -> None:
-        session = Session(conn, self.dialect)
+        session = Session(conn, self.dialect, query_timeout=self.query_timeout)
         await _defaults(session, self.isolation)
         if self._configure is not None:
             await self._configure(session)
@@ -280,14 +322,16 @@ class Database:
     async def session(self) -> AsyncIterator[Session]:
         """A pooled session, autocommit on, for several statements in a row."""
         async with self.pool.connection() as conn:
-            yield Session(conn, self.dialect)
+            yield Session(conn, self.dialect, query_timeout=self.query_timeout)
 
     @asynccontextmanager
     async def transaction(self, isolation: Isolation | None = None) -> AsyncIterator[Session]:
         """A pooled session inside BEGIN ... COMMIT (ROLLBACK if the block raises)."""
         async with (
             self.pool.connection() as conn,
-            Session(conn, self.dialect).transaction(isolation) as tx,
+            Session(conn, self.dialect, query_timeout=self.query_timeout).transaction(
+                isolation
+            ) as tx,
         ):
             yield tx
 
@@ -336,13 +380,18 @@ class Database:
 
 
 async def connect(
-    url: str, *, isolation: Isolation | None = "READ COMMITTED", timeout: float = 10.0
+    url: str,
+    *,
+    isolation: Isolation | None = "READ COMMITTED",
+    timeout: float = 10.0,
+    query_timeout: float | None = None,
 ) -> Session:
     """One session of its own (not pooled), with a `Database`'s defaults. Close it."""
     dialect = dialect_for(url)
     if dialect.engine == "sqlite":
         raise UnknownDatabase(f"{redact(url)!r}: connect() opens MariaDB or PostgreSQL sessions")
-    session = Session(await _open_connection(_connector(url), url, timeout=timeout), dialect)
+    conn = await _open_connection(_connector(url), url, timeout=timeout)
+    session = Session(conn, dialect, query_timeout=query_timeout)
     try:
         await _defaults(session, isolation)
     except BaseException:

@@ -63,7 +63,9 @@ class LockWaitTimeout(SQLError):
 
 
 class QueryTimeout(SQLError):
-    """The statement ran past its time limit and was cancelled."""
+    """The statement ran past its time limit: cancelled by the server (max_statement_time,
+    statement_timeout; `code` set), or no answer within a session's `query_timeout`
+    (`code` None; the connection was dropped, the statement may have run)."""
 
 
 class ConstraintViolation(SQLError):
