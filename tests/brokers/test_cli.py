@@ -5,13 +5,17 @@ on stderr."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 
-from sdlab.brokers import Rabbit, create_topic
+from sdlab.brokers import Queue, Rabbit, create_topic, replay, text
 from tests.brokers.conftest import Made, proxied
 from tests.brokers.programs import Program
 from tests.helpers import sdlab
@@ -284,3 +288,125 @@ async def test_a_worker_whose_connection_drops_says_so_in_one_line_and_exits_1(
             await worker.stop()
     (line,) = worker.lines[1:]
     assert line.startswith("error: ConsumerStopped: the connection to the broker was lost")
+
+
+def sdlab_fed(stdin: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`sdlab(*args)` with `stdin` on its standard input."""
+    return subprocess.run(
+        [sys.executable, "-m", "sdlab", *args],
+        input=stdin,
+        env={**os.environ, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "url", "says"),
+    [
+        (["hello", "produce"], "nonsense", "not a RabbitMQ URL (scheme '')"),
+        (["hello", "produce"], "amqp://h:notaport/", "port 'notaport' is not a number"),
+        (["hello", "produce"], "http://127.0.0.1:5672/", "not a RabbitMQ URL (scheme 'http')"),
+        (["kafka", "lag"], "nonsense", "not a Kafka URL"),
+        (["kafka", "lag"], "kafka://h:notaport", "'h:notaport' is not host:port"),
+    ],
+)
+def test_a_url_that_names_no_broker_is_one_line_on_stderr(
+    command: list[str], url: str, says: str
+) -> None:
+    done = sdlab("brokers", *command, "--url", url, timeout=60)
+    assert done.returncode == 1, done.stdout
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: InvalidUrl: ")
+    assert says in line
+
+
+@pytest.mark.parametrize(
+    ("command", "kind"),
+    [
+        (["hello", "produce", "x", "--queue", "q" * 300], "queue"),
+        (["routing", "produce", "k" * 300, "x"], "routing key"),
+        (["topics", "consume", "k" * 300, "-n", "1"], "binding key"),
+    ],
+    ids=["queue", "routing-key", "binding-key"],
+)
+def test_a_name_too_long_for_amqp_is_one_line_on_stderr(
+    command: list[str], kind: str, rabbitmq_url: str
+) -> None:
+    done = sdlab("brokers", *command, "--url", rabbitmq_url, timeout=60)
+    assert done.returncode == 1, done.stdout
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: InvalidName: {kind} ")
+    assert line.endswith("is 300 bytes: AMQP allows 255")
+
+
+async def test_kafka_replay_of_a_partition_the_topic_lacks_is_one_line_at_once(
+    kafka_bootstrap: str, namespace: str, made: Made
+) -> None:
+    topic = made.topic(f"{namespace}-three")
+    await create_topic(kafka_bootstrap, topic, partitions=3)
+    url = f"kafka://{kafka_bootstrap}"
+    done = sdlab("brokers", "kafka", "replay", "--topic", topic, "--partition", "7", "--url", url)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"error: UnknownTopicOrPartitionError: [Error 3] UnknownTopicOrPartitionError: "
+        f"topic '{topic}' has partitions 0 to 2: no partition 7"
+    ]
+
+
+def test_kafka_topic_names_are_checked_before_the_broker_sees_them(kafka_bootstrap: str) -> None:
+    url = f"kafka://{kafka_bootstrap}"
+    done = sdlab("brokers", "kafka", "produce", "x", "--topic", "bad topic!", "--url", url)
+    assert done.returncode == 1
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: InvalidTopicError: ")
+    assert "topic 'bad topic!': a name is 1 to 249 of a-z A-Z 0-9 . _ -" in line
+
+
+async def test_bodies_from_stdin_a_file_and_a_literal_at_sign(
+    rabbitmq_url: str, namespace: str, made: Made, tmp_path: Path
+) -> None:
+    """A body of 300,000 characters: more than one argument can carry."""
+    queue = made.queue(f"{namespace}.bodies")
+    common = ["--queue", queue, "--url", rabbitmq_url]
+    big = tmp_path / "big.txt"
+    big.write_text("y" * 300_000)
+    sent = sdlab_fed("from stdin", "brokers", "work", "produce", "-", f"@{big}", "@@alice", *common)
+    assert sent.returncode == 0, sent.stderr
+    assert sent.stdout.splitlines() == [
+        " [x] Sent from stdin",
+        f" [x] Sent {'y' * 60}... (300,000 characters)",
+        " [x] Sent @alice",
+    ]
+    got = []
+    async with (
+        await Rabbit.connect(rabbitmq_url) as rabbit,
+        Queue(rabbit, queue, persistent=True).consume(prefetch=3) as messages,
+    ):
+        async for message in messages:
+            got.append(text(message))
+            await message.ack()
+            if len(got) == 3:
+                break
+    assert got == ["from stdin", "y" * 300_000, "@alice"]
+
+
+def test_a_body_file_that_cannot_be_read_is_a_usage_error(tmp_path: Path) -> None:
+    done = sdlab("brokers", "hello", "produce", f"@{tmp_path / 'none.txt'}")
+    assert done.returncode == 2
+    assert "No such file or directory" in done.stderr
+
+
+async def test_kafka_produce_sends_a_record_over_a_mebibyte(
+    kafka_bootstrap: str, namespace: str, made: Made, tmp_path: Path
+) -> None:
+    topic = made.topic(f"{namespace}-big")
+    big = tmp_path / "big.txt"
+    big.write_text("z" * 2_000_000)
+    url = f"kafka://{kafka_bootstrap}"
+    sent = sdlab("brokers", "kafka", "produce", f"@{big}", "--topic", topic, "--url", url)
+    assert sent.returncode == 0, sent.stderr
+    records = [record async for record in replay(kafka_bootstrap, topic)]
+    assert [len(record.value) for record in records] == [2_000_000]

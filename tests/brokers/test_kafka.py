@@ -11,7 +11,13 @@ from collections.abc import Iterable
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.errors import InvalidPartitionsError
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import (
+    InvalidPartitionsError,
+    InvalidTopicError,
+    MessageSizeTooLargeError,
+    UnknownTopicOrPartitionError,
+)
 
 from sdlab.brokers import (
     GroupConsumer,
@@ -250,3 +256,60 @@ async def test_a_member_stalled_past_its_session_rejoins_and_reads_again(
             finished.set()
             other.join()
     assert member.assignment() != set()  # a member again
+
+
+@pytest.mark.parametrize(
+    "topic", ["", "x" * 250, "bad topic!", ".", "..", "ünïcode"], ids=lambda t: repr(t[:12])
+)
+async def test_a_topic_name_kafka_would_refuse_is_refused_before_the_broker_sees_it(
+    kafka_bootstrap: str, topic: str
+):
+    """tansu creates '' and 300 characters; Apache Kafka refuses them. Nothing is created."""
+    with pytest.raises(InvalidTopicError, match="a name is 1 to 249 of"):
+        await create_topic(kafka_bootstrap, topic)
+    async with Producer(kafka_bootstrap) as producer:
+        with pytest.raises(InvalidTopicError):
+            await producer.send(topic, "x")
+    with pytest.raises(InvalidTopicError):
+        GroupConsumer(kafka_bootstrap, topic, "g")
+    with pytest.raises(InvalidTopicError):
+        [record async for record in replay(kafka_bootstrap, topic)]
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        assert topic not in await admin.list_topics()
+    finally:
+        await admin.close()
+
+
+async def test_the_longest_topic_name_kafka_takes_is_taken(
+    kafka_bootstrap: str, namespace: str, made: Made
+):
+    topic = made.topic(f"{namespace}-".ljust(249, "x"))
+    assert await create_topic(kafka_bootstrap, topic) == 1
+
+
+async def test_replaying_a_partition_the_topic_lacks_raises_at_once(
+    kafka_bootstrap: str, namespace: str, made: Made
+):
+    topic = made.topic(f"{namespace}-three")
+    await create_topic(kafka_bootstrap, topic, partitions=3)
+    async with asyncio.timeout(20):  # it waited for ever
+        with pytest.raises(UnknownTopicOrPartitionError, match="no partition 3, 7"):
+            [record async for record in replay(kafka_bootstrap, topic, partitions=[1, 3, 7])]
+
+
+async def test_a_producer_sends_records_up_to_its_max_request_size(
+    kafka_bootstrap: str, namespace: str, made: Made
+):
+    """Over 1 MiB needs a larger `max_request_size`; tansu took 50 MiB records too."""
+    topic = made.topic(f"{namespace}-large")
+    await create_topic(kafka_bootstrap, topic)
+    big = b"v" * 3_000_000
+    async with Producer(kafka_bootstrap) as producer:
+        with pytest.raises(MessageSizeTooLargeError):
+            await producer.send(topic, big)
+    async with Producer(kafka_bootstrap, max_request_size=4_000_000) as producer:
+        assert await producer.send(topic, big) == (0, 0)
+    (record,) = [record async for record in replay(kafka_bootstrap, topic)]
+    assert record.value == big

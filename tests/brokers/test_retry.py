@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
+import pytest
+
 from sdlab.brokers import Job, Rabbit, RetryQueue
 from tests.brokers.conftest import Made
 
@@ -93,27 +95,39 @@ async def test_the_broker_waits_out_the_delay(rabbit: Rabbit, namespace: str, ma
     assert seen[1] - seen[0] >= 0.5
 
 
+@pytest.mark.parametrize("limit", [1, 3])
 async def test_a_message_its_consumers_keep_dying_on_is_parked_by_the_broker(
-    rabbitmq_url: str, namespace: str, made: Made
+    rabbitmq_url: str, namespace: str, made: Made, limit: int
 ):
     """Consumers that die holding a message (no ack, no fail) make the broker deliver
-    it again; after `delivery_limit` redeliveries it dead-letters it instead."""
+    it again; it is delivered `delivery_limit` times in all, then parked."""
     async with await Rabbit.connect(rabbitmq_url) as producer:
-        jobs = retry_queue(producer, f"{namespace}.jobs", made, delivery_limit=2)
+        jobs = retry_queue(producer, f"{namespace}.jobs", made, delivery_limit=limit)
         await jobs.send("poison")
-    for _ in range(3):  # each "crash" is a connection closed with the message unacked
+    deliveries = 0
+    while deliveries <= limit:  # each "crash" is a connection closed with the message unacked
         async with (
             await Rabbit.connect(rabbitmq_url) as doomed,
-            asyncio.timeout(10),
-            RetryQueue(doomed, jobs.name, delivery_limit=2).consume() as attempts,
+            RetryQueue(doomed, jobs.name, delivery_limit=limit).consume() as attempts,
         ):
-            job: Job = await anext(aiter(attempts))
+            try:
+                async with asyncio.timeout(2):
+                    job: Job = await anext(aiter(attempts))
+            except TimeoutError:
+                break
             assert job.text == "poison"
+            deliveries += 1
+    assert deliveries == limit
     async with await Rabbit.connect(rabbitmq_url) as inspector:
         ((body, headers),) = await parked(inspector, jobs)
     assert body == "poison"
     (death,) = headers["x-death"]  # type: ignore[misc]
     assert death["reason"] == "delivery_limit"  # type: ignore[index]
+
+
+def test_a_delivery_limit_below_one_is_refused(rabbit: Rabbit) -> None:
+    with pytest.raises(ValueError, match="once at least"):
+        RetryQueue(rabbit, "never-declared", delivery_limit=0)
 
 
 async def test_parked_messages_can_be_requeued_with_fresh_retries(

@@ -17,6 +17,8 @@ from sdlab.brokers import (
     Unroutable,
 )
 from sdlab.brokers.rabbit import QUORUM, Rabbit
+from sdlab.brokers.rpc import ERROR_HEADER
+from sdlab.brokers.tutorials import fib_text
 from tests.brokers.conftest import Made, proxied
 from tests.helpers import eventually
 
@@ -147,6 +149,22 @@ async def test_a_failing_handler_is_a_remote_error(rabbit: Rabbit, namespace: st
         with pytest.raises(RemoteError, match="ZeroDivisionError: division by zero"):
             await client.call("0")
         assert await client.call("4") == "0.25"  # the server lives on
+
+
+async def test_an_error_reply_has_no_body_a_client_could_take_for_an_answer(
+    rabbit: Rabbit, namespace: str, made: Made
+):
+    """The tutorial's client reads a reply's body as the number: an error goes in the
+    `x-error` header, the body stays empty."""
+    queue = made.queue(f"{namespace}.rpc")
+    async with RpcServer(rabbit, fib_text, queue):
+        replies = await rabbit.declare_queue(durable=False, exclusive=True)
+        async with rabbit.consume(replies, no_ack=True) as messages:
+            await rabbit.publish("", queue, "-1", reply_to=replies, correlation_id="c1")
+            async with asyncio.timeout(10):
+                reply = await anext(aiter(messages))
+    assert (reply.correlation_id, reply.body) == ("c1", b"")
+    assert reply.headers[ERROR_HEADER] == "ValueError: fib(-1): n must be from 0 to 10000"
 
 
 async def test_an_answer_that_is_not_text_or_bytes_is_a_remote_error(

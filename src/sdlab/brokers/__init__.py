@@ -17,6 +17,8 @@ from sdlab.brokers.broker import Broker, KafkaBroker, Message, RabbitBroker, con
 from sdlab.brokers.errors import (
     BrokerError,
     ConsumerStopped,
+    InvalidName,
+    InvalidUrl,
     NotConfirmed,
     RemoteError,
     RpcTimeout,
@@ -45,6 +47,8 @@ __all__ = [
     "ConsumerStopped",
     "Exchange",
     "GroupConsumer",
+    "InvalidName",
+    "InvalidUrl",
     "Job",
     "KafkaBroker",
     "Lag",

@@ -38,9 +38,15 @@ from urllib.parse import urlsplit
 
 from aio_pika.abc import ExchangeType
 
-from sdlab.addresses import bootstrap_servers
-from sdlab.brokers.errors import Unroutable
-from sdlab.brokers.kafka import GroupConsumer, Producer, Record, create_topic, delete_topic
+from sdlab.brokers.errors import InvalidUrl, Unroutable
+from sdlab.brokers.kafka import (
+    GroupConsumer,
+    Producer,
+    Record,
+    bootstrap_of,
+    create_topic,
+    delete_topic,
+)
 from sdlab.brokers.rabbit import QUORUM, Body, Rabbit
 
 
@@ -108,11 +114,13 @@ async def connect(
         return RabbitBroker(await Rabbit.connect(url))
     if scheme == "kafka":
         broker = KafkaBroker(
-            bootstrap_servers(url), session_timeout=session_timeout, fetch_max_wait=fetch_max_wait
+            bootstrap_of(url), session_timeout=session_timeout, fetch_max_wait=fetch_max_wait
         )
         await broker.start()
         return broker
-    raise ValueError(f"no broker for {url!r}: the URL should start with amqp:// or kafka://")
+    raise InvalidUrl(
+        f"no broker for scheme {scheme!r}: the URL should start with amqp:// or kafka://"
+    )
 
 
 class RabbitBroker:

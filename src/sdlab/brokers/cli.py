@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Coroutine
-from typing import Annotated, Any, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from aiokafka.errors import KafkaError
 from aiormq.exceptions import AMQPError
 
 from sdlab import infra, lab
-from sdlab.addresses import bootstrap_servers
 from sdlab.brokers import kafka, kafka_demo, tutorials
-from sdlab.brokers.errors import BrokerError
+from sdlab.brokers.errors import BrokerError, InvalidUrl
 from sdlab.brokers.rpc import RPC_QUEUE
 from sdlab.console import console, stderr
 
@@ -55,7 +56,10 @@ def _rabbit_url(url: str | None) -> str:
 
 
 def _kafka_bootstrap(url: str | None) -> str:
-    return bootstrap_servers(url or infra.up(["kafka"])["kafka"].url)
+    try:
+        return kafka.bootstrap_of(url or infra.up(["kafka"])["kafka"].url)
+    except InvalidUrl as exc:
+        _fail(exc)
 
 
 def _run(work: Coroutine[Any, Any, T]) -> T:
@@ -67,8 +71,39 @@ def _run(work: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(work)
     except (BrokerError, AMQPError, KafkaError, ConnectionError) as exc:
-        stderr.print(f"[red]error:[/] {type(exc).__name__}: {exc}", highlight=False)
-        raise typer.Exit(1) from None
+        _fail(exc)
+
+
+def _fail(exc: Exception) -> NoReturn:
+    stderr.print(f"[red]error:[/] {type(exc).__name__}: {exc}", highlight=False)
+    raise typer.Exit(1) from None
+
+
+BODIES = " `-` reads it from stdin, `@FILE` from a file (`@@...` is a literal `@...`)."
+
+
+def _bodies(args: list[str]) -> list[str]:
+    """Message bodies as given: `-` is stdin (once), `@FILE` the file's text, `@@x` is
+    `@x`, anything else itself. (Arguments alone cap a body at about 128 KiB, the
+    kernel's limit on one argument.)"""
+    if args.count("-") > 1:
+        raise typer.BadParameter("stdin (`-`) can be read once only")
+    return [_body(arg) for arg in args]
+
+
+def _body(arg: str) -> str:
+    try:
+        if arg == "-":
+            return sys.stdin.buffer.read().decode()
+        if arg.startswith("@@"):
+            return arg[1:]
+        if arg.startswith("@"):
+            return Path(arg[1:]).read_bytes().decode()
+    except OSError as exc:
+        raise typer.BadParameter(f"{arg}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise typer.BadParameter(f"{arg}: not UTF-8 text (bodies are text)") from None
+    return arg
 
 
 def _pattern(name: str, summary: str) -> typer.Typer:
@@ -89,7 +124,7 @@ hello = _pattern(
 
 @hello.command("produce")
 def hello_produce(
-    message: Annotated[str, typer.Argument(help="The text to send.")] = "Hello World!",
+    message: Annotated[str, typer.Argument(help="The text to send;" + BODIES)] = "Hello World!",
     queue: Annotated[str, typer.Option(help="Queue name.")] = "hello",
     url: Url = None,
 ) -> None:
@@ -101,7 +136,8 @@ def hello_produce(
 
       sdlab brokers hello produce 'Hola!' --queue greetings
     """
-    _run(tutorials.send(_rabbit_url(url), queue, message))
+    (body,) = _bodies([message])
+    _run(tutorials.send(_rabbit_url(url), queue, body))
 
 
 @hello.command("consume")
@@ -136,7 +172,9 @@ work = _pattern(
 
 @work.command("produce")
 def work_produce(
-    tasks: Annotated[list[str] | None, typer.Argument(help="Tasks, one message each.")] = None,
+    tasks: Annotated[
+        list[str] | None, typer.Argument(help="Tasks, one message each;" + BODIES)
+    ] = None,
     queue: Annotated[str, typer.Option(help="Queue name.")] = "task_queue",
     url: Url = None,
 ) -> None:
@@ -148,7 +186,7 @@ def work_produce(
 
       sdlab brokers work produce one. two.. three...
     """
-    _run(tutorials.new_task(_rabbit_url(url), queue, tasks or ["Hello World!"]))
+    _run(tutorials.new_task(_rabbit_url(url), queue, _bodies(tasks or ["Hello World!"])))
 
 
 @work.command("consume")
@@ -191,7 +229,9 @@ pubsub = _pattern(
 
 @pubsub.command("produce")
 def pubsub_produce(
-    message: Annotated[str, typer.Argument(help="The text to send.")] = "info: Hello World!",
+    message: Annotated[
+        str, typer.Argument(help="The text to send;" + BODIES)
+    ] = "info: Hello World!",
     exchange: Annotated[str, typer.Option(help="Fanout exchange.")] = "logs",
     url: Url = None,
 ) -> None:
@@ -201,7 +241,8 @@ def pubsub_produce(
 
       sdlab brokers pubsub produce 'warning: disk 91% full'
     """
-    _run(tutorials.emit_log(_rabbit_url(url), exchange, "fanout", message))
+    (body,) = _bodies([message])
+    _run(tutorials.emit_log(_rabbit_url(url), exchange, "fanout", body))
 
 
 @pubsub.command("consume")
@@ -231,7 +272,7 @@ routing = _pattern(
 @routing.command("produce")
 def routing_produce(
     severity: Annotated[str, typer.Argument(help="The routing key.")] = "info",
-    message: Annotated[str, typer.Argument(help="The text to send.")] = "Hello World!",
+    message: Annotated[str, typer.Argument(help="The text to send;" + BODIES)] = "Hello World!",
     exchange: Annotated[str, typer.Option(help="Direct exchange.")] = "direct_logs",
     url: Url = None,
 ) -> None:
@@ -241,7 +282,8 @@ def routing_produce(
 
       sdlab brokers routing produce error 'disk failed'
     """
-    _run(tutorials.emit_log(_rabbit_url(url), exchange, "direct", message, key=severity))
+    (body,) = _bodies([message])
+    _run(tutorials.emit_log(_rabbit_url(url), exchange, "direct", body, key=severity))
 
 
 @routing.command("consume")
@@ -272,7 +314,7 @@ topics = _pattern(
 @topics.command("produce")
 def topics_produce(
     routing_key: Annotated[str, typer.Argument(help="Words between dots.")] = "anonymous.info",
-    message: Annotated[str, typer.Argument(help="The text to send.")] = "Hello World!",
+    message: Annotated[str, typer.Argument(help="The text to send;" + BODIES)] = "Hello World!",
     exchange: Annotated[str, typer.Option(help="Topic exchange.")] = "topic_logs",
     url: Url = None,
 ) -> None:
@@ -282,7 +324,8 @@ def topics_produce(
 
       sdlab brokers topics produce kern.critical 'A critical kernel error'
     """
-    _run(tutorials.emit_log(_rabbit_url(url), exchange, "topic", message, key=routing_key))
+    (body,) = _bodies([message])
+    _run(tutorials.emit_log(_rabbit_url(url), exchange, "topic", body, key=routing_key))
 
 
 @topics.command("consume")
@@ -414,7 +457,9 @@ Delays = Annotated[
 
 @deadletter.command("produce")
 def deadletter_produce(
-    jobs: Annotated[list[str] | None, typer.Argument(help="Jobs, one message each.")] = None,
+    jobs: Annotated[
+        list[str] | None, typer.Argument(help="Jobs, one message each;" + BODIES)
+    ] = None,
     queue: Annotated[str, typer.Option(help="Work queue name.")] = "jobs",
     delay: Delays = None,
     url: Url = None,
@@ -425,7 +470,8 @@ def deadletter_produce(
 
       sdlab brokers deadletter produce 'flaky job' 'fail job'
     """
-    _run(tutorials.queue_jobs(_rabbit_url(url), queue, delay or [1.0, 5.0], jobs or ["a job"]))
+    bodies = _bodies(jobs or ["a job"])
+    _run(tutorials.queue_jobs(_rabbit_url(url), queue, delay or [1.0, 5.0], bodies))
 
 
 @deadletter.command("consume")
@@ -466,7 +512,7 @@ Topic = Annotated[str, typer.Option(help="Topic name.")]
 
 @kafka_app.command("produce")
 def kafka_produce(
-    values: Annotated[list[str] | None, typer.Argument(help="Records, one each.")] = None,
+    values: Annotated[list[str] | None, typer.Argument(help="Records, one each;" + BODIES)] = None,
     topic: Topic = "events",
     key: Annotated[str | None, typer.Option(help="Key of every record (its partition).")] = None,
     partitions: Annotated[
@@ -487,7 +533,11 @@ def kafka_produce(
     """
     _run(
         kafka_demo.produce(
-            _kafka_bootstrap(url), topic, values or ["Hello World!"], key=key, partitions=partitions
+            _kafka_bootstrap(url),
+            topic,
+            _bodies(values or ["Hello World!"]),
+            key=key,
+            partitions=partitions,
         )
     )
 

@@ -37,3 +37,14 @@ class RpcTimeout(BrokerError, TimeoutError):
 
 class RemoteError(BrokerError):
     """The RPC server's handler raised; the message is the server's account of it."""
+
+
+class InvalidUrl(BrokerError, ValueError):
+    """A broker URL that names no broker: another scheme than the broker's (`amqp://`,
+    `amqps://`, `kafka://`), no host, or a port that is not a number. Raised before any
+    connection is tried."""
+
+
+class InvalidName(BrokerError, ValueError):
+    """A name the broker would refuse, caught before it is sent: an AMQP queue, exchange
+    or routing key is at most 255 bytes of UTF-8 (the protocol's short string)."""

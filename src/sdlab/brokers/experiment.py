@@ -102,16 +102,20 @@ async def sdlab_queue(url: str, name: str, prefetch: int) -> AsyncIterator[Pipe]
 @asynccontextmanager
 async def sdlab_broker(url: str, name: str, prefetch: int) -> AsyncIterator[Pipe]:
     """The common interface (what a service such as the planned hashtag pipeline would
-    use), on either broker: the one `url` names."""
+    use), on either broker: the one `url` names. A group of its own each round, as the
+    other contenders have: on tansu one group shared by every round (and every run on
+    the broker) waited for the member of the round before to time out, and one left by
+    a killed run kept it rejoining for ever (see docs/brokers.md)."""
     broker = await connect(url, session_timeout=6, fetch_max_wait=FETCH_MAX_WAIT_MS / 1000)
+    group = f"{name}-bench"
     try:
-        await broker.declare(name, groups=["bench"], partitions=1)
+        await broker.declare(name, groups=[group], partitions=1)
 
         async def publish(body: bytes) -> None:
             await broker.publish(name, body)
 
         async def consume(seen: Callable[[], bool]) -> None:
-            async with broker.consume(name, "bench", prefetch=prefetch) as messages:
+            async with broker.consume(name, group, prefetch=prefetch) as messages:
                 async for message in messages:
                     await message.ack()
                     if seen():
@@ -119,7 +123,7 @@ async def sdlab_broker(url: str, name: str, prefetch: int) -> AsyncIterator[Pipe
 
         yield Pipe(publish, consume)
     finally:
-        await broker.delete(name, groups=["bench"])
+        await broker.delete(name, groups=[group])
         await broker.close()
 
 

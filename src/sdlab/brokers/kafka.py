@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Self
@@ -30,15 +31,46 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     CommitFailedError,
     InvalidPartitionsError,
+    InvalidTopicError,
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
     for_code,
 )
 
-from sdlab.brokers.errors import TopologyMismatch
+from sdlab.addresses import bootstrap_servers
+from sdlab.brokers.errors import InvalidUrl, TopologyMismatch
 from sdlab.brokers.rabbit import Body, encode
 
 logger = logging.getLogger("sdlab.brokers")
+
+TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+"""Apache Kafka's rule for a topic name (besides: not `.` nor `..`). tansu takes any
+name, '' and 300 characters included, which no other Kafka broker would."""
+
+
+def bootstrap_of(url: str) -> str:
+    """The bootstrap servers (`h1:9092,h2:9092`) of `kafka://h1:9092,h2:9092`, or
+    `InvalidUrl` for another scheme or a port that is not a number."""
+    form = "kafka://host:port[,host:port...]"
+    if not url.startswith("kafka://"):
+        raise InvalidUrl(f"not a Kafka URL (scheme {url.partition(':')[0]!r}): {form}")
+    servers = bootstrap_servers(url)
+    for server in servers.split(","):
+        host, _, port = server.rpartition(":")
+        if not host or not port.isdigit() or int(port) > 65535:
+            raise InvalidUrl(f"{server!r} is not host:port (a port from 0 to 65535): {form}")
+    return servers
+
+
+def check_topic(topic: str) -> str:
+    """`topic` if Apache Kafka would take it as a topic name, else `InvalidTopicError`
+    (the error Kafka answers with), before the broker sees it."""
+    if not TOPIC_NAME.fullmatch(topic) or topic in (".", ".."):
+        shown = topic if len(topic) <= 40 else f"{topic[:40]}... ({len(topic)} characters)"
+        raise InvalidTopicError(
+            f"topic {shown!r}: a name is 1 to 249 of a-z A-Z 0-9 . _ -, not . or .."
+        )
+    return topic
 
 
 async def create_topic(bootstrap: str, topic: str, *, partitions: int | None = None) -> int:
@@ -53,7 +85,8 @@ async def create_topic(bootstrap: str, topic: str, *, partitions: int | None = N
     Whatever else the broker refuses raises aiokafka's error for it (`InvalidTopicError`,
     ...): the admin client returns per-topic error codes rather than raising them. A count
     below 1 raises `InvalidPartitionsError` here, as Apache Kafka would (tansu creates a
-    topic with no partition)."""
+    topic with no partition), and so does a name Kafka refuses (`check_topic`)."""
+    check_topic(topic)
     if partitions is not None and partitions < 1:
         raise InvalidPartitionsError(f"topic {topic!r}: {partitions} partitions (1 or more)")
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -80,6 +113,7 @@ async def create_topic(bootstrap: str, topic: str, *, partitions: int | None = N
 async def delete_topic(bootstrap: str, topic: str) -> None:
     """Delete `topic` and its records; nothing happens if it does not exist. Whatever
     else the broker refuses raises aiokafka's error for it."""
+    check_topic(topic)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -122,12 +156,22 @@ class Producer:
 
     A record with a key goes to the partition the key hashes to (murmur2, as every Kafka
     client), so all records of one key are in one partition, in the order sent: aiokafka
-    keeps one request in flight per broker, so a retried batch cannot overtake another."""
+    keeps one request in flight per broker, so a retried batch cannot overtake another.
 
-    def __init__(self, bootstrap: str, *, linger_ms: int = 0) -> None:
+    `max_request_size` (bytes) bounds a record with its key and headers, as the Java
+    client's setting of that name, 1 MiB by default: a larger one raises
+    `MessageSizeTooLargeError` before it is sent. The broker has a limit of its own."""
+
+    def __init__(
+        self, bootstrap: str, *, linger_ms: int = 0, max_request_size: int = 1_048_576
+    ) -> None:
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", linger_ms=linger_ms
+            bootstrap_servers=bootstrap,
+            acks="all",
+            linger_ms=linger_ms,
+            max_request_size=max_request_size,
         )
+        self._topics: set[str] = set()  # names checked already
 
     async def start(self) -> None:
         await self._producer.start()
@@ -146,6 +190,8 @@ class Producer:
         self, topic: str, value: Body, *, key: Body | None = None, partition: int | None = None
     ) -> tuple[int, int]:
         """Send one record; returns (partition, offset) once the broker has it."""
+        if topic not in self._topics:
+            self._topics.add(check_topic(topic))
         sent = await self._producer.send_and_wait(
             topic,
             encode(value),
@@ -189,7 +235,7 @@ class GroupConsumer(ConsumerRebalanceListener):
         max_records: int = 500,
         fetch_max_wait: float = 0.5,
     ) -> None:
-        self.topic = topic
+        self.topic = check_topic(topic)
         self.group = group
         self.session_timeout = session_timeout
         self.max_records = max_records
@@ -322,6 +368,7 @@ class Lag:
 
 async def group_lag(bootstrap: str, topic: str, group: str) -> list[Lag]:
     """How far behind the end of each partition of `topic` the group's commits are."""
+    check_topic(topic)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
     )
@@ -344,7 +391,9 @@ async def replay(
 ) -> AsyncIterator[Record]:
     """Every record of `topic` from `offset` on (0: from the beginning) in each of
     `partitions` (default: all), until the replay has caught up with the end.
-    Outside any group: nothing is committed and no member is disturbed."""
+    Outside any group: nothing is committed and no member is disturbed. A partition the
+    topic does not have raises `UnknownTopicOrPartitionError` at once."""
+    check_topic(topic)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     try:
         await consumer.start()
@@ -380,7 +429,14 @@ async def _partitions(
     known = consumer.partitions_for_topic(topic)
     if not known:
         raise UnknownTopicOrPartitionError(f"no topic {topic!r}")
-    return [TopicPartition(topic, p) for p in sorted(known if chosen is None else chosen)]
+    wanted = known if chosen is None else set(chosen)
+    if missing := wanted - known:
+        # aiokafka would wait for ever for a fetch of a partition that does not exist.
+        raise UnknownTopicOrPartitionError(
+            f"topic {topic!r} has partitions 0 to {max(known)}: "
+            f"no partition {', '.join(map(str, sorted(missing)))}"
+        )
+    return [TopicPartition(topic, p) for p in sorted(wanted)]
 
 
 async def _ends(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> dict[TopicPartition, int]:

@@ -9,7 +9,9 @@ Each takes the brokers' bootstrap address (host:port) and says each line through
 from __future__ import annotations
 
 from sdlab.brokers import kafka
-from sdlab.brokers.tutorials import Say, print_line, take
+from sdlab.brokers.tutorials import Say, print_line, shown, take
+
+DEFAULT_MAX_REQUEST = 1_048_576
 
 
 async def produce(
@@ -22,12 +24,18 @@ async def produce(
     say: Say = print_line,
 ) -> None:
     """Send records, each acknowledged; say where each went. The topic is created with
-    `partitions` (default 1) if it is new; TopologyMismatch if it has another count."""
+    `partitions` (default 1) if it is new; TopologyMismatch if it has another count.
+    The producer's `max_request_size` is made to fit the largest record (at least the
+    usual 1 MiB): what is too large is for the broker to say."""
     await kafka.create_topic(bootstrap, topic, partitions=partitions)
-    async with kafka.Producer(bootstrap) as producer:
+    largest = max((len(value.encode()) for value in values), default=0)
+    room = largest + len((key or "").encode()) + 1024  # the batch's and record's headers
+    async with kafka.Producer(
+        bootstrap, max_request_size=max(DEFAULT_MAX_REQUEST, room)
+    ) as producer:
         for value in values:
             partition, offset = await producer.send(topic, value, key=key)
-            say(f" [x] Sent {value} -> partition {partition}, offset {offset}")
+            say(f" [x] Sent {shown(value)} -> partition {partition}, offset {offset}")
 
 
 async def consume(

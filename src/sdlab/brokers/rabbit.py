@@ -25,6 +25,7 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Self
+from urllib.parse import urlsplit
 
 import aio_pika
 import aiormq.abc
@@ -43,7 +44,14 @@ from aiormq.exceptions import (
     DeliveryError,
 )
 
-from sdlab.brokers.errors import ConsumerStopped, NotConfirmed, TopologyMismatch, Unroutable
+from sdlab.brokers.errors import (
+    ConsumerStopped,
+    InvalidName,
+    InvalidUrl,
+    NotConfirmed,
+    TopologyMismatch,
+    Unroutable,
+)
 
 Body = str | bytes
 Arguments = Mapping[str, Any]
@@ -52,6 +60,37 @@ Deliveries = AsyncIterator[AbstractIncomingMessage]
 QUORUM: Arguments = {"x-queue-type": "quorum"}
 """The tutorials' named queues (`hello`, `task_queue`, `rpc_queue`) are durable quorum
 queues; a declaration with other arguments is refused by the broker."""
+
+
+SHORT_STRING = 255
+"""The most bytes (UTF-8) of an AMQP name: a queue, an exchange, a routing key."""
+
+
+def check_url(url: str) -> str:
+    """`url` if it can name a RabbitMQ broker (amqp:// or amqps://, a numeric port if
+    any; no host is localhost), else `InvalidUrl`: aio-pika takes `http://...` for AMQP
+    and raises bare ValueErrors from deep inside for the rest. (The URL is not quoted
+    back: it may hold a password.)"""
+    parts = urlsplit(url)
+    form = "amqp://user:password@host:port/vhost"
+    if parts.scheme not in ("amqp", "amqps"):
+        raise InvalidUrl(f"not a RabbitMQ URL (scheme {parts.scheme!r}): {form}")
+    try:
+        parts.port  # noqa: B018  (parses it)
+    except ValueError:
+        port = parts.netloc.rpartition("@")[2].rpartition(":")[2]
+        raise InvalidUrl(f"port {port!r} is not a number from 0 to 65535: {form}") from None
+    return url
+
+
+def check_name(kind: str, name: str) -> str:
+    """`name` if the broker can take it as a `kind` (queue, exchange, routing key), else
+    `InvalidName`; aio-pika raises a bare ValueError as it encodes the frame."""
+    if len(name.encode()) > SHORT_STRING:
+        raise InvalidName(
+            f"{kind} {name[:40]!r}... is {len(name.encode())} bytes: AMQP allows {SHORT_STRING}"
+        )
+    return name
 
 
 def encode(body: Body) -> bytes:
@@ -78,7 +117,7 @@ class Rabbit:
     @classmethod
     async def connect(cls, url: str, **kwargs: Any) -> Self:
         """Connect to the broker at `url` (`amqp://user:password@host:port/vhost`)."""
-        connection = await aio_pika.connect(url, **kwargs)
+        connection = await aio_pika.connect(check_url(url), **kwargs)
         try:
             channel = await connection.channel(publisher_confirms=True)
         except BaseException:
@@ -116,6 +155,8 @@ class Rabbit:
         self, exchange: str, routing_key: str, message: aio_pika.Message
     ) -> bool:
         """`publish()` for a message already built (to forward one with its properties)."""
+        check_name("exchange", exchange)
+        check_name("routing key", routing_key)
         channel = await self._publishing()
         target = self._exchanges.get(exchange)
         if target is None:
@@ -178,6 +219,7 @@ class Rabbit:
         A queue that exists with other settings raises `TopologyMismatch`. The
         declaration goes on a channel of its own: the broker closes the channel that
         asked on a mismatch, and it must not be the channel publishes share."""
+        check_name("queue", name)
         async with self._declaring() as channel:
             queue = await channel.declare_queue(
                 name, durable=durable, exclusive=exclusive, arguments=dict(arguments or {})
@@ -189,10 +231,14 @@ class Rabbit:
     ) -> None:
         """Declare an exchange; one that exists with other settings raises
         `TopologyMismatch`."""
+        check_name("exchange", name)
         async with self._declaring() as channel:
             await channel.declare_exchange(name, type, durable=durable)
 
     async def bind(self, queue: str, exchange: str, routing_key: str = "") -> None:
+        check_name("queue", queue)
+        check_name("exchange", exchange)
+        check_name("binding key", routing_key)
         async with self._declaring() as channel:
             target = await channel.get_queue(queue, ensure=False)
             await target.bind(exchange, routing_key)
@@ -226,6 +272,7 @@ class Rabbit:
         consumer, marked `redelivered`. The messages never end by themselves: if the
         connection drops or the broker cancels the consumer, the loop raises
         `ConsumerStopped`."""
+        check_name("queue", queue)
         channel = await self.connection.channel(publisher_confirms=False)
         closing: set[asyncio.Future[None]] = set()
 

@@ -16,8 +16,10 @@ quorum queues on the default exchange:
 
     NAME            the work. Its dead-letter target is NAME.dead, used by the broker for
                     a message whose consumers keep dying on it without an ack or a
-                    fail(): after `delivery_limit` deliveries (x-delivery-limit) it is
-                    parked instead of crashing consumers for ever.
+                    fail(): its `delivery_limit`-th delivery is its last, after which
+                    it is parked instead of crashing consumers for ever. (RabbitMQ's
+                    x-delivery-limit counts returns, not deliveries: it is set one
+                    less.)
     NAME.retry.K    one queue per delay, with that delay as its message TTL; an expired
                     message is dead-lettered by the broker back to NAME. One queue per
                     delay because a queue expires messages from its head only: in one
@@ -106,7 +108,9 @@ class Job:
 
 
 class RetryQueue:
-    """A work queue with retries after `delays` (seconds) and a dead-letter queue."""
+    """A work queue with retries after `delays` (seconds) and a dead-letter queue.
+    `delivery_limit` is how many times, at most, the broker delivers a message whose
+    consumers die holding it (see the module's docstring)."""
 
     def __init__(
         self,
@@ -118,6 +122,10 @@ class RetryQueue:
     ) -> None:
         if any(delay <= 0 for delay in delays):
             raise ValueError("retry delays must be positive")
+        if delivery_limit < 1:
+            raise ValueError(
+                f"delivery_limit {delivery_limit}: a message is delivered once at least"
+            )
         self.rabbit = rabbit
         self.name = name
         self.delays = tuple(delays)
@@ -150,7 +158,9 @@ class RetryQueue:
             self.name,
             arguments={
                 **AT_LEAST_ONCE,
-                "x-delivery-limit": self.delivery_limit,
+                # RabbitMQ dead-letters a message returned more than x-delivery-limit
+                # times: with N-1, its N-th delivery is the last.
+                "x-delivery-limit": self.delivery_limit - 1,
                 "x-dead-letter-routing-key": self.dead,
             },
         )

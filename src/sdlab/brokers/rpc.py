@@ -38,7 +38,10 @@ from sdlab.brokers.errors import (
 from sdlab.brokers.rabbit import QUORUM, Body, Rabbit, text
 
 RPC_QUEUE = "rpc_queue"
-ERROR_HEADER = "x-error"  # set on replies whose body is an error, not an answer
+ERROR_HEADER = "x-error"
+"""A reply to a request whose handler failed carries the error here, as text, and an
+empty body: the body is only ever an answer (the tutorial's client reads it as the
+number; an empty body is no number, whatever the client's language)."""
 
 Handler = Callable[[str], Awaitable[Body] | Body]
 
@@ -120,8 +123,8 @@ class RpcClient:
                 ) from None
         finally:
             del self._waiting[correlation_id]
-        if reply.headers.get(ERROR_HEADER):
-            raise RemoteError(text(reply))
+        if (error := reply.headers.get(ERROR_HEADER)) is not None:
+            raise RemoteError(error.decode() if isinstance(error, bytes) else str(error))
         return text(reply)
 
     async def _listen(self) -> None:
@@ -149,8 +152,8 @@ class RpcServer:
     """Answers requests on `queue` with `handler(text) -> answer` (a plain or async
     function; the answer is str, sent as UTF-8, or bytes). `prefetch` requests are handled
     at once (the tutorial's 1 by default); a handler that raises, or returns anything
-    but str or bytes, is answered with the error (the client raises `RemoteError`) and
-    the server goes on."""
+    but str or bytes, is answered with the error in the `x-error` header and an empty
+    body (the client raises `RemoteError`), and the server goes on."""
 
     def __init__(
         self, rabbit: Rabbit, handler: Handler, queue: str = RPC_QUEUE, *, prefetch: int = 1
@@ -197,7 +200,7 @@ class RpcServer:
                 answer = await answer
             reply = _body(answer)
         except Exception as exc:
-            reply, headers = f"{type(exc).__name__}: {exc}", {ERROR_HEADER: True}
+            reply, headers = b"", {ERROR_HEADER: f"{type(exc).__name__}: {exc}"[:1000]}
         if request.reply_to:
             routed = await self.rabbit.publish(
                 "",

@@ -28,6 +28,12 @@ def print_line(line: str) -> None:
     print(line, flush=True)
 
 
+def shown(body: str, most: int = 200) -> str:
+    """`body` as a producer says it sent it: whole, or its start and its length when it
+    is longer than `most` characters (a file, stdin)."""
+    return body if len(body) <= most else f"{body[:60]}... ({len(body):,} characters)"
+
+
 async def take(messages: AsyncIterator[T], count: int | None, say: Say) -> AsyncIterator[T]:
     """The first `count` messages, or all of them (first saying how to stop) if None."""
     if count is None:
@@ -44,7 +50,7 @@ async def send_each(target: Queue | RetryQueue, bodies: list[str], say: Say) -> 
     """Send the bodies one by one, each confirmed before the next, saying each."""
     for body in bodies:
         await target.send(body)
-        say(f" [x] Sent {body}")
+        say(f" [x] Sent {shown(body)}")
 
 
 # -- hello ----------------------------------------------------------------------------
@@ -54,7 +60,7 @@ async def send(url: str, queue: str, message: str, *, say: Say = print_line) -> 
     """Hello world's producer: one message, returning once the broker confirmed it."""
     async with await Rabbit.connect(url) as rabbit:
         await Queue(rabbit, queue).send(message)
-        say(f" [x] Sent {message!r}")
+        say(f" [x] Sent {shown(message)!r}")
 
 
 async def receive(url: str, queue: str, *, count: int | None = None, say: Say = print_line) -> None:
@@ -108,8 +114,8 @@ async def emit_log(
     key; say so, and whether nobody was subscribed to get it."""
     async with await Rabbit.connect(url) as rabbit:
         routed = await Exchange(rabbit, exchange, kind).publish(message, key=key)
-    shown = f"{key}:{message}" if key else message
-    say(f" [x] Sent {shown}" + ("" if routed else " (no subscriber: dropped)"))
+    sent = f"{key}:{shown(message)}" if key else shown(message)
+    say(f" [x] Sent {sent}" + ("" if routed else " (no subscriber: dropped)"))
 
 
 async def receive_logs(
