@@ -31,7 +31,17 @@ from typing import Any, Self
 import port_for
 import psutil
 
-from sdlab.bench import Bench, Chart, Experiment, Latency, Outcome, published, register
+from sdlab.bench import (
+    Bench,
+    Chart,
+    Experiment,
+    Headline,
+    Latency,
+    Outcome,
+    Row,
+    published,
+    register,
+)
 from sdlab.infra.haproxy import HAProxy
 from sdlab.infra.process import ServerProcess, sdlab_command
 from sdlab.lb.strategies import STRATEGIES
@@ -300,6 +310,18 @@ class Benchmark(Experiment):
             f"wrk: 1 thread, {self.connections} connections, {self.seconds:g} s a run."
         )
         return notes
+
+    def headline(self, rows: list[Row]) -> Headline | None:
+        """The hard case: a new connection for every request."""
+        ours = next(r for r in rows if r["run"] == "new connection, sdlab.lb")
+        peer = next(r for r in rows if r["run"] == "new connection, HAProxy")
+        return Headline(
+            "sdlab.lb / HAProxy requests/s, a new connection per request",
+            ours["requests/s"] / peer["requests/s"],
+            unit="x",
+            target=0.9,
+            better="higher",
+        )
 
 
 @contextmanager

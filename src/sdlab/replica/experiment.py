@@ -24,7 +24,7 @@ from time import perf_counter, perf_counter_ns
 from typing import Any
 
 from sdlab import infra, sql
-from sdlab.bench import Bench, Chart, Experiment, Latency, Outcome, Row, register
+from sdlab.bench import Bench, Chart, Experiment, Headline, Latency, Outcome, Row, register
 from sdlab.infra.instance import Instances
 from sdlab.replica import PrimaryUnavailable, Router, failover, setup
 
@@ -478,6 +478,14 @@ class FailoverLoss(Experiment):
             "failed": sum(failed for _, failed in results),
             "failover (s)": took,
         }
+
+    def headline(self, rows: list[Row]) -> Headline | None:
+        semisync = [r for r in rows if r["replication"].startswith("semi-sync")]
+        return Headline(
+            "acknowledged writes lost by a failover, semi-sync (any replica state)",
+            sum(r["lost"] for r in semisync),
+            target=0,
+        )
 
 
 async def _write_until(router: Router, stop: asyncio.Event, ids: Any) -> tuple[set[int], int]:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 from sdlab import infra, sql
-from sdlab.bench import Bench, Chart, Experiment, Latency, Outcome, register
+from sdlab.bench import Bench, Chart, Experiment, Headline, Latency, Outcome, Row, register
 from sdlab.ids.snowflake import Snowflake
 from sdlab.sharding.repository import ShardedUsers, create
 from sdlab.sharding.reshard import reshard
@@ -234,6 +234,16 @@ class Reads(Experiment):
                     await db.execute(statement, [x for row in batch for x in row])
                     advance(len(batch))
         return rows
+
+    def headline(self, rows: list[Row]) -> Headline | None:
+        direct = next(r for r in rows if r["read"] == "point read straight to its shard")
+        routed = next(r for r in rows if r["read"] == "point read through the router")
+        return Headline(
+            "point read through the router / straight to its shard (mean)",
+            routed["mean (ms)"] / direct["mean (ms)"],
+            unit="x",
+            target=1.2,
+        )
 
 
 async def _time(call: Callable[[int], Awaitable[object]], keys: list[int]) -> Latency:
