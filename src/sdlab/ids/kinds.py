@@ -99,7 +99,10 @@ class Kind:
         if other is None:
             raise InvalidId(f"{text!r} is not an id: {how}")
         readers = [kind.name for kind in KINDS.values() if kind.form is other]
-        raise InvalidId(f"{text!r} is {other.name} text, as {' or '.join(readers)} ids are; {how}")
+        hint = " or ".join(f"--kind {name}" for name in readers)
+        raise InvalidId(
+            f"{text!r} is {other.name} text, as {' or '.join(readers)} ids are ({hint}); {how}"
+        )
 
     def decode(self, value: int) -> Parts:
         """The parts of one of this kind's ids; `InvalidId` if it cannot be one."""
