@@ -124,9 +124,17 @@ async def test_redlock_auto_renew_keeps_it_past_its_ttl_and_reports_a_loss(
         assert not await Redlock(clients, namespace, ttl=5).acquire(blocking=False)
 
     async def hold() -> None:
+        key = f"sdlab:lock:{{{namespace}}}"
         async with Redlock(clients, namespace, ttl=1.0, auto_renew=True) as lock:
+            # The acquisition was decided by the first majority; the other servers' grants
+            # may still be on their way. Let them land first, or one landing after the
+            # deletes below would give the lock its majority back (rightly).
+            for _ in range(250):
+                if all([await client.exists(key) for client in clients]):
+                    break
+                await asyncio.sleep(0.02)
             for client in clients[:3]:  # an operator's FLUSH on a majority, say
-                await client.delete(f"sdlab:lock:{{{namespace}}}")
+                await client.delete(key)
             await asyncio.wait_for(lock.lost.wait(), 5.0)
             assert not lock.held
 
