@@ -15,9 +15,8 @@ from pathlib import Path
 from sdlab import systems
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-# process.py runs the system's own service in a process of its own, for tests and
-# experiments; *_service.py is another service (the seed's, rebuilt to compare with).
-FRONT_ENDS = frozenset({"cli.py", "service.py", "experiment.py", "process.py"})
+# *_service.py is another service (the seed's, rebuilt to compare with).
+FRONT_ENDS = frozenset({"cli.py", "service.py", "experiment.py"})
 SHARED_LIBRARIES = (
     "sql",
     "latency.py",

@@ -10,7 +10,7 @@ from rich.progress import Progress
 from sdlab.bench import Bench
 from sdlab.infra.pytest_plugin import Endpoints
 from sdlab.kv.experiment import Throughput
-from sdlab.kv.process import ServerProcess
+from sdlab.kv.service import ServerProcess
 from tests.helpers import sdlab
 
 

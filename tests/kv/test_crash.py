@@ -18,8 +18,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from sdlab.infra.pytest_plugin import Servers
 from sdlab.kv import BackendUnavailable, Store
-from sdlab.kv.process import ServerProcess
 from sdlab.kv.resp import request
+from sdlab.kv.service import ServerProcess
 from tests.helpers import eventually
 
 CLIENTS = 30

@@ -10,7 +10,7 @@ import pytest
 from sdlab.infra.process import ServerProcess, sdlab_command
 from sdlab.polling import Delays, Store
 from sdlab.polling.model import seed_ids
-from sdlab.polling.process import ServiceProcess
+from sdlab.polling.service import ServiceProcess
 from tests.helpers import sdlab
 
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from sdlab.polling import Delays
-from sdlab.polling.process import ServiceProcess
+from sdlab.polling.service import ServiceProcess
 
 pytestmark = pytest.mark.slow  # two service processes and a browser
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from sdlab.polling import Delays
-from sdlab.polling.process import ServiceProcess
+from sdlab.polling.service import ServiceProcess
 from tests.helpers import eventually
 
 Start = Callable[..., ServiceProcess]

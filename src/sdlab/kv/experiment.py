@@ -29,7 +29,7 @@ from typing import Any, Self
 
 from sdlab import infra
 from sdlab.bench import Bench, Chart, Experiment, Headline, Outcome, Row, register
-from sdlab.kv.process import ServerProcess
+from sdlab.kv.service import ServerProcess
 from sdlab.sql import connect, scratch_database
 
 PIPELINES = (1, 16)

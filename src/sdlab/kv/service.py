@@ -30,10 +30,13 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 from urllib.parse import quote_from_bytes, unquote_to_bytes
 
+import port_for
 import uvicorn
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from sdlab.infra.process import ServerProcess as _ServerProcess
+from sdlab.infra.process import sdlab_command
 from sdlab.kv.core import InvalidKey, InvalidTTL, KVError, StoreClosed, ValueTooLarge, as_key
 from sdlab.kv.server import RespServer
 from sdlab.kv.store import BackendUnavailable, Store
@@ -282,3 +285,52 @@ async def serve(
         if resp is not None:
             await resp.close()
         await store.close()
+
+
+class ServerProcess(_ServerProcess):
+    """`sdlab kv serve` in a process of its own: for the benchmark, the crash test and the
+    docs, which all need a real server they can stop or kill.
+
+        with ServerProcess("sqlite:////tmp/kv.db") as server:
+            client = redis.Redis(port=server.resp_port)
+            ...
+            server.kill()          # SIGKILL: a crash
+
+    A kv server on free loopback ports; ready once the last port it opens (HTTP, or
+    the Redis protocol's with `http=False`) accepts connections. `stop()` is SIGTERM:
+    the server commits what is queued, answers what it took, and exits.
+    """
+
+    def __init__(
+        self,
+        backend: str,
+        *,
+        naive: bool = False,
+        http: bool = True,
+        extra: list[str] | None = None,
+        timeout: float = 60,
+    ) -> None:
+        self.backend = backend
+        self.resp_port = int(port_for.select_random())
+        self.http_port = int(port_for.select_random()) if http else 0
+        command = sdlab_command(
+            "kv", "serve", "--backend", backend, "--resp-port", str(self.resp_port),
+            *(["--http-port", str(self.http_port)] if http else ["--no-http"]),
+            *(["--naive"] if naive else []),
+            *(extra or []),
+        )  # fmt: skip
+        super().__init__(
+            command,
+            ready_port=self.http_port or self.resp_port,
+            name="kv server",
+            stop_signal=signal.SIGTERM,
+            timeout=timeout,
+        )
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def resp_url(self) -> str:
+        return f"redis://127.0.0.1:{self.resp_port}/0"

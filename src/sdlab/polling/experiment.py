@@ -37,7 +37,7 @@ import psutil
 from sdlab import sql
 from sdlab.bench import Bench, Chart, Experiment, Headline, Latency, Outcome, Row, register
 from sdlab.polling.model import Delays
-from sdlab.polling.process import ServiceProcess
+from sdlab.polling.service import ServiceProcess
 
 STATUSES_PER_CREATION = 3  # TO_DO, IN_PROGRESS, DONE
 TARGET_P99_MS = 20.0  # issue 4: long-poll detection p99 under 20 ms after the change

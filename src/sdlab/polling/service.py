@@ -25,14 +25,16 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from importlib.resources import files
 from typing import Annotated, Any, cast
 
+import port_for
 from fastapi import FastAPI, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from sdlab.infra.process import ServerProcess, sdlab_command
 from sdlab.polling.fleet import Fleet, FleetClosed
-from sdlab.polling.model import SERVER_ID, Conflict, Server, UnknownServer
+from sdlab.polling.model import SERVER_ID, Conflict, Delays, Server, UnknownServer
 from sdlab.polling.polls import Polls
-from sdlab.polling.store import DATABASE_ERRORS
+from sdlab.polling.store import DATABASE_ERRORS, DEFAULT_TABLE
 
 PAGE = files("sdlab.polling").joinpath("page.html").read_text()
 NO_STORE = {"Cache-Control": "no-store"}
@@ -128,3 +130,40 @@ def _server(server: Server) -> Response:
 
 def _json(content: Any) -> Response:
     return Response(json.dumps(content), media_type="application/json", headers=NO_STORE)
+
+
+class ServiceProcess(ServerProcess):
+    """`sdlab polling serve` in a process of its own, on a free port: what the tests and the
+    experiment run, as a user would (two of them on one database make two processes).
+
+        with ServiceProcess(mysql_url, redis_url=redis_url, table="t1") as service:
+            httpx.post(f"{service.url}/create/server-1")
+            service.kill()                                 # SIGKILL: a crash
+
+    One service process; ready once it answers HTTP. `stop()` is Ctrl-C (held polls
+    are answered 503 and the process exits 130), `kill()` a crash.
+    """
+
+    def __init__(
+        self,
+        db_url: str,
+        *,
+        redis_url: str | None = None,
+        channel: str = "auto",
+        table: str = DEFAULT_TABLE,
+        servers: int = 5,
+        delays: Delays | None = None,
+        sweep: float = 1.0,
+        port: int | None = None,
+    ) -> None:
+        delays = delays or Delays()
+        self.port = port or int(port_for.select_random())
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = sdlab_command(
+            "polling", "serve",
+            "--port", str(self.port), "--db", db_url, "--channel", channel,
+            "--table", table, "--servers", str(servers), "--sweep", str(sweep),
+            "--to-do", str(delays.to_do), "--in-progress", str(delays.in_progress),
+            *(["--redis", redis_url] if redis_url else []),
+        )  # fmt: skip
+        super().__init__(command, ready_url=f"{self.url}/stats", name="polling service")

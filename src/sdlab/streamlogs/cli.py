@@ -108,7 +108,7 @@ def serve(
     """
     from uvicorn.config import STARTUP_FAILURE
 
-    from sdlab.streamlogs import original_service as seed
+    from sdlab.streamlogs.original import service as seed
     from sdlab.streamlogs.service import create_app, server
 
     folder = data_dir or settings().state_dir / "streamlogs"

@@ -1,0 +1,1 @@
+"""The seed's log-streaming service, rebuilt faithfully to compare with (`service.py`)."""
