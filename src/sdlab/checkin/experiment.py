@@ -20,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import random
 import statistics
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -101,6 +101,38 @@ async def airline(server: Server, trips: int, users: int) -> AsyncIterator[tuple
         yield url, trip_ids
 
 
+@dataclass(frozen=True)
+class Flight:
+    """One engine's trip of 120 seats, and a session of its own for each passenger."""
+
+    server: Server
+    title: str
+    trip: int
+    look: sql.Session  # the experiment's own session, to free seats and count them
+    own: list[sql.Session]
+
+    async def board(self, strategy: str) -> Run:
+        """Free every seat, then let every passenger check in at once with `strategy`."""
+        await schema.free_all(self.look, self.trip)
+        crowd = [Passenger(u, self.trip, s.transaction) for u, s in enumerate(self.own, 1)]
+        return await book(strategy, crowd)
+
+
+async def one_trip(bench: Bench, users: int) -> AsyncGenerator[Flight, None]:
+    """Each engine in turn: a scratch airline with one trip and `users` sessions."""
+    for service, title in ENGINES:
+        async with (
+            server_for(bench, service, title, users) as server,
+            airline(server, 1, users) as (url, (trip,)),
+        ):
+            look = await sql.connect(url)
+            try:
+                async with sessions(url, users) as own:
+                    yield Flight(server, title, trip, look, list(own))
+            finally:
+                await look.close()
+
+
 def _tally(runs: list[Run]) -> dict[str, int]:
     total: dict[str, int] = {}
     for run in runs:
@@ -137,34 +169,21 @@ class SeedTable(Experiment):
         with bench.progress(
             "strategies x engines", total=len(ENGINES) * len(STRATEGIES)
         ) as advance:
-            for service, title in ENGINES:
-                async with (
-                    server_for(bench, service, title, self.users) as server,
-                    airline(server, 1, self.users) as (url, (trip,)),
-                ):
-                    look = await sql.connect(url)
-                    try:
-                        async with sessions(url, self.users) as own:
-                            for strategy in STRATEGIES:
-                                runs, seated, taken = [], [], []
-                                for _ in range(self.runs):
-                                    await schema.free_all(look, trip)
-                                    crowd = [
-                                        Passenger(u, trip, s.transaction)
-                                        for u, s in enumerate(own, 1)
-                                    ]
-                                    runs.append(await book(strategy, crowd))
-                                    seated.append(await assigned(look, [trip]))
-                                    taken = await seatmap.taken_seats(look, trip)
-                                rows.append(self._row(server, strategy, runs, seated, seed))
-                                maps.append(
-                                    f"{server.label}, {strategy} (last run: {seated[-1]} of "
-                                    f"{self.users} seated):\n\n```\n"
-                                    f"{seatmap.text(seatmap.render(taken))}\n```"
-                                )
-                                advance()
-                    finally:
-                        await look.close()
+            async with aclosing(one_trip(bench, self.users)) as flights:
+                async for flight in flights:
+                    for strategy in STRATEGIES:
+                        runs, seated, taken = [], [], []
+                        for _ in range(self.runs):
+                            runs.append(await flight.board(strategy))
+                            seated.append(await assigned(flight.look, [flight.trip]))
+                            taken = await seatmap.taken_seats(flight.look, flight.trip)
+                        rows.append(self._row(flight.server, strategy, runs, seated, seed))
+                        maps.append(
+                            f"{flight.server.label}, {strategy} (last run: {seated[-1]} of "
+                            f"{self.users} seated):\n\n```\n"
+                            f"{seatmap.text(seatmap.render(taken))}\n```"
+                        )
+                        advance()
         return Outcome(
             rows,
             chart=Chart("run", ["time (ms)", "seed (ms)"], ylabel="ms to seat 120 passengers"),
@@ -351,44 +370,30 @@ class WindowSeat(Experiment):
         with bench.progress(
             "strategies x engines", total=len(ENGINES) * len(contenders)
         ) as advance:
-            for service, title in ENGINES:
-                async with (
-                    server_for(bench, service, title, self.users) as server,
-                    airline(server, 1, self.users) as (url, (trip,)),
-                ):
-                    look = await sql.connect(url)
-                    try:
-                        async with sessions(url, self.users) as own:
-                            for strategy in contenders:
-                                runs, windows, seated = [], [], []
-                                for _ in range(self.runs):
-                                    await schema.free_all(look, trip)
-                                    crowd = [
-                                        Passenger(u, trip, s.transaction)
-                                        for u, s in enumerate(own, 1)
-                                    ]
-                                    runs.append(await book(strategy, crowd))
-                                    taken = await seatmap.taken_seats(look, trip)
-                                    seated.append(len(taken))
-                                    windows.append(sum(schema.PLANE.is_window(s) for s in taken))
-                                tally = _tally(runs)
-                                rows.append(
-                                    {
-                                        "run": f"{title}: {strategy}",
-                                        "server": server.label,
-                                        "strategy": strategy,
-                                        "time (ms)": statistics.median(r.ms for r in runs),
-                                        "seats assigned": statistics.median_low(seated),
-                                        "window seats": statistics.median_low(windows),
-                                        "seat taken, picked again": tally.get(SEAT_TAKEN, 0)
-                                        / self.runs,
-                                        "SKIP LOCKED rescans": tally.get(RESCAN, 0) / self.runs,
-                                        "retries": sum(r.retries for r in runs),
-                                    }
-                                )
-                                advance()
-                    finally:
-                        await look.close()
+            async with aclosing(one_trip(bench, self.users)) as flights:
+                async for flight in flights:
+                    for strategy in contenders:
+                        runs, windows, seated = [], [], []
+                        for _ in range(self.runs):
+                            runs.append(await flight.board(strategy))
+                            taken = await seatmap.taken_seats(flight.look, flight.trip)
+                            seated.append(len(taken))
+                            windows.append(sum(schema.PLANE.is_window(s) for s in taken))
+                        tally = _tally(runs)
+                        rows.append(
+                            {
+                                "run": f"{flight.title}: {strategy}",
+                                "server": flight.server.label,
+                                "strategy": strategy,
+                                "time (ms)": statistics.median(r.ms for r in runs),
+                                "seats assigned": statistics.median_low(seated),
+                                "window seats": statistics.median_low(windows),
+                                "seat taken, picked again": tally.get(SEAT_TAKEN, 0) / self.runs,
+                                "SKIP LOCKED rescans": tally.get(RESCAN, 0) / self.runs,
+                                "retries": sum(r.retries for r in runs),
+                            }
+                        )
+                        advance()
         return Outcome(
             rows,
             chart=Chart("run", ["time (ms)"], ylabel="ms to seat 120 passengers"),
