@@ -1,10 +1,12 @@
-"""The headlines of checkin, lb, sharding and replica, from rows shaped as their runs
+"""The headlines of checkin, lb, sharding, replica and locking, from rows shaped as their runs
 return them."""
 
 from __future__ import annotations
 
 from sdlab.checkin.experiment import SeedTable
 from sdlab.lb.experiment import Benchmark
+from sdlab.locking.experiment import AnomalyTable
+from sdlab.locking.hermitage import CODES, PUBLISHED
 from sdlab.replica.experiment import FailoverLoss
 from sdlab.sharding.experiment import Reads
 
@@ -51,5 +53,18 @@ def test_replica_counts_what_semi_sync_lost() -> None:
         {"replication": "semi-sync, replicas cut off 0.5 s before", "lost": 1},
     ]
     headline = FailoverLoss().headline(rows)
+    assert headline is not None
+    assert (headline.value, headline.met) == (1, False)
+
+
+def test_locking_counts_the_cells_unlike_hermitage_that_nothing_explains() -> None:
+    published = PUBLISHED[("postgresql", "SERIALIZABLE")]
+    row = {"engine": "PostgreSQL", "level": "SERIALIZABLE"}
+    row |= {code: f"{published[code]} aborted" for code in CODES}
+    headline = AnomalyTable().headline([row])
+    assert headline is not None
+    assert (headline.value, headline.met) == (0, True)
+    row["G2"] = "—" if published["G2"] != "—" else "✓ aborted"
+    headline = AnomalyTable().headline([row])
     assert headline is not None
     assert (headline.value, headline.met) == (1, False)
