@@ -188,6 +188,18 @@ def test_wide_tables_are_split_to_fit_80_columns_each_led_by_the_first() -> None
     assert split_columns([{"a": 1, "b": 2, "c": 3}]) == [["a", "b", "c"]]
 
 
+def test_split_tables_repeat_every_column_it_takes_to_tell_the_rows_apart() -> None:
+    rows = [
+        {"broker": b, "layer": layer, **{f"measure {i} (msgs/s)": 12345.6 for i in range(6)}}
+        for b in ("RabbitMQ", "Kafka")
+        for layer in ("bare loop", "sdlab Broker")
+    ]
+    groups = split_columns(rows)
+    assert len(groups) > 1
+    assert all(group[:2] == ["broker", "layer"] for group in groups)
+    assert [c for g in groups for c in g[2:]] == list(rows[0])[2:]
+
+
 def test_a_grouped_chart_draws_one_series_per_group(tmp_path: Path) -> None:
     rows: list[Row] = [
         {"ids": n, "K": k, "time (ms)": n / k} for n in (1_000_000, 10_000_000) for k in (100, 1000)

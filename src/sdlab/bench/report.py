@@ -94,20 +94,31 @@ def _needs(column: str, rows: list[Row]) -> int:
     return max(min(widest, 16), _longest_word(column, rows)) + 3
 
 
+def _key(columns: list[str], rows: list[Row]) -> list[str]:
+    """The leading columns that name a row: the first, or as many of the first three
+    as it takes for no two rows to read the same (brokers: broker and layer)."""
+    for n in range(1, min(3, len(columns) - 1) + 1):
+        if len({tuple(fmt(row.get(c)) for c in columns[:n]) for row in rows}) == len(rows):
+            return columns[:n]
+    return columns[:1]
+
+
 def split_columns(rows: list[Row], width: int = WIDTH) -> list[list[str]]:
-    """The columns in groups that each fit `width`, every group led by the first column
-    (what names the row), so a wide table becomes two or three readable ones."""
+    """The columns in groups that each fit `width`, every group led by the columns that
+    name the row, so a wide table becomes two or three readable ones."""
     columns = _columns(rows)
     if len(columns) < 3 or sum(_needs(c, rows) for c in columns) + 1 <= width:
         return [columns]
-    key, rest = columns[0], columns[1:]
-    groups: list[list[str]] = [[key]]
-    used = _needs(key, rows) + 1
+    key = _key(columns, rows)
+    rest = columns[len(key) :]
+    key_width = sum(_needs(c, rows) for c in key) + 1
+    groups: list[list[str]] = [list(key)]
+    used = key_width
     for column in rest:
         need = _needs(column, rows)
-        if len(groups[-1]) > 1 and used + need > width:
-            groups.append([key])
-            used = _needs(key, rows) + 1
+        if len(groups[-1]) > len(key) and used + need > width:
+            groups.append(list(key))
+            used = key_width
         groups[-1].append(column)
         used += need
     return groups
