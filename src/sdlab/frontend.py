@@ -154,7 +154,9 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         yield e
         if isinstance(e, BaseExceptionGroup):
             todo[:0] = list(e.exceptions)
-        following = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
+        # A suppressed context is still the cause (httpcore raises its ConnectError
+        # `from None` over the socket's error).
+        following = e.__cause__ or e.__context__
         if following is not None:
             todo.insert(0, following)
 
