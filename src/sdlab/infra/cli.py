@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from sdlab.console import console, stderr
+from sdlab.console import console, spinner, stderr
 from sdlab.frontend import Unreachable
 from sdlab.infra import instance, resolve
 from sdlab.infra.service import Endpoint
@@ -63,7 +63,7 @@ def up(
 
       sdlab infra up --private kafka # a private broker under .sdlab/managed/kafka
     """
-    with console.status("looking for the backing services..."):
+    with spinner("looking for the backing services..."):
         endpoints = resolve.up(
             _names(services), private=private, install=install, report=console.log
         )
@@ -160,7 +160,7 @@ def run(
     options = dict(_key_value(text) for text in option or [])
     svc = SERVICES[service.value]
     root = resolve.state_root()
-    with console.status(f"starting {count} private {svc.title}..."):
+    with spinner(f"starting {count} private {svc.title}..."):
         servers = instance.start_many(svc, count, options=options, root=root)
     with servers:
         console.print(

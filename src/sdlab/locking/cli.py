@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sdlab import frontend, lab, sql
-from sdlab.console import console
+from sdlab.console import console, spinner
 from sdlab.locking import hermitage
 from sdlab.locking.anomalies import ANOMALIES, LEVELS, Cell, table
 from sdlab.locking.cases import CASES, check, play
@@ -163,7 +163,7 @@ def anomalies(
     if as_json:
         found = asyncio.run(everything())
     else:
-        with console.status("running the anomalies on both engines..."):
+        with spinner("running the anomalies on both engines..."):
             found = asyncio.run(everything())
     for name, cells in zip(servers, found, strict=True):
         if as_json:

@@ -10,7 +10,7 @@ import typer
 
 from sdlab import frontend, infra, lab
 from sdlab.bench.report import rich_table
-from sdlab.console import console
+from sdlab.console import console, spinner
 from sdlab.locks import demo as counter_demo
 from sdlab.locks.experiment import LockCost
 
@@ -57,7 +57,7 @@ def demo(
     with ExitStack() as stack:
         quorum: list[str] = []
         if "redlock" in chosen:
-            with console.status("starting 5 private Redis servers for Redlock..."):
+            with spinner("starting 5 private Redis servers for Redlock..."):
                 quorum = [s.url for s in stack.enter_context(infra.redis(5, durable=True))]
         for name in chosen:
             setup = counter_demo.Setup(
@@ -67,7 +67,7 @@ def demo(
                 endpoints["mysql"].url,
                 endpoints["postgres"].url,
             )
-            with console.status(f"{name}: {processes} processes x {increments} increments..."):
+            with spinner(f"{name}: {processes} processes x {increments} increments..."):
                 rows.append(counter_demo.run(setup, processes, increments).row())
     console.print(rich_table(rows))
 
