@@ -35,7 +35,10 @@ def test_help(path: tuple[str, ...]) -> None:
     assert len(result.output.strip().splitlines()) > 5
 
 
-SEED_EXPERIMENT = ["brokers", "kv", "locks", "streamlogs", "pool", "polling"]
+SEED_EXPERIMENT = [
+    "brokers", "kv", "locks", "streamlogs", "pool", "polling", "ids", "checkin", "lb",
+    "locking", "replica", "sharding",
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("system", SEED_EXPERIMENT)
@@ -43,7 +46,7 @@ def test_the_seed_experiment_is_called_experiment(system: str) -> None:
     assert (system, "experiment") in ALL
 
 
-@pytest.mark.parametrize("system", ["brokers", "kv", "locks", "streamlogs"])
+@pytest.mark.parametrize("system", ["brokers", "kv", "locks", "streamlogs", "ids"])
 def test_the_old_name_still_works_hidden_with_a_warning(system: str) -> None:
     group = typer.main.get_command(app).commands[system]  # type: ignore[attr-defined]
     assert group.commands["bench"].hidden
@@ -56,7 +59,7 @@ def test_the_old_name_still_works_hidden_with_a_warning(system: str) -> None:
     assert "experiment" in old.output
 
 
-@pytest.mark.parametrize("system", ["brokers", "kv", "locks", "streamlogs"])
+@pytest.mark.parametrize("system", ["brokers", "kv", "locks", "streamlogs", "ids"])
 def test_the_old_name_warns_once_on_stderr(system: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from sdlab import lab
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sdlab import __version__, lab, systems
+from sdlab import __version__, frontend, lab, systems
 from sdlab.config import ConfigError
 from sdlab.console import stderr
 from sdlab.infra.errors import InfraError
@@ -46,12 +46,19 @@ def _root(
 
 
 def main() -> None:
-    """Entry point: known failures are one line on stderr, not a traceback."""
+    """Entry point: known failures are one line on stderr, not a traceback. A server
+    that cannot be reached, whichever driver found out and wherever its address came
+    from, is `sdlab: cannot reach <service> at <address>: <cause>` (sdlab.frontend)."""
+    system = sys.argv[1] if len(sys.argv) > 1 else None
     try:
         app()
-    except (ConfigError, InfraError) as exc:
-        stderr.print(f"[red]error:[/] {exc}", highlight=False)
-        sys.exit(1)
     except KeyboardInterrupt:
         stderr.print("interrupted")
         sys.exit(130)
+    except Exception as exc:
+        if frontend.unreachable(exc, system=system) is None and not isinstance(
+            exc, ConfigError | InfraError
+        ):
+            raise
+        stderr.print(frontend.message(exc, system=system), highlight=False)
+        sys.exit(1)

@@ -3,6 +3,7 @@ driver noise. Light on purpose (the standard library only), so libraries can use
 
 from __future__ import annotations
 
+import errno
 import socket
 
 
@@ -10,7 +11,9 @@ def describe(exc: BaseException) -> str:
     """One line that says why a connection, probe or request failed."""
     if isinstance(exc, TimeoutError):
         return "no answer in time (timed out)"
-    if isinstance(exc, ConnectionRefusedError):
+    if isinstance(exc, ConnectionRefusedError) or (
+        isinstance(exc, OSError) and exc.errno == errno.ECONNREFUSED
+    ):  # aiormq's AMQPConnectionError is an OSError of that errno, not the subclass
         return "connection refused (nothing listens there)"
     if isinstance(exc, socket.gaierror):
         return f"host name does not resolve ({exc.strerror})"

@@ -35,7 +35,7 @@ from sdlab.bench import report, seed
 from sdlab.bench.experiment import REGISTRY, Bench, Experiment, Headline
 from sdlab.bench.report import Result
 from sdlab.config import settings
-from sdlab.console import console, stderr
+from sdlab.console import console, on_stdout, progress_console, spinner, stderr
 from sdlab.failure import describe
 from sdlab.infra.service import Endpoint
 
@@ -82,7 +82,8 @@ def run(
     the merged report into `out`. `command` is how the report says to repeat the run
     (default: the `sdlab lab run` line for each experiment)."""
     needs = sorted({service for experiment in selected for service in experiment.services})
-    with console.status("bringing up the backing services..."):
+    live = progress_console()
+    with spinner("bringing up the backing services..."):
         endpoints = infra.up(needs, report=console.log) if needs else {}
     results: list[Result] = []
     progress = Progress(
@@ -90,23 +91,24 @@ def run(
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=console,
+        console=live,
+        redirect_stdout=on_stdout(live),
     )
     try:
         with progress:
             bench = Bench(endpoints, progress)
             for experiment in selected:
-                progress.console.rule(f"{experiment.name}: {experiment.title}")
+                console.rule(f"{experiment.name}: {experiment.title}")
                 result = _run_one(
                     experiment, bench, quick=quick, endpoints=endpoints, command=command
                 )
                 if result.error:
                     stderr.print(f"[red]{experiment.name} failed:[/]\n{result.error}")
                 else:
-                    for table in report.rich_tables(result.rows, progress.console.width):
-                        progress.console.print(table)
+                    for table in report.rich_tables(result.rows, console.width):
+                        console.print(table)
                     for note in result.notes:
-                        progress.console.print(f"  - {note}")
+                        console.print(f"  - {note}")
                 results.append(result)
     finally:
         # Whatever finished is written, even if a later experiment was interrupted.

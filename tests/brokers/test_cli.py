@@ -24,18 +24,20 @@ from tests.helpers import sdlab
 def test_hello_produce_then_consume(rabbitmq_url: str, namespace: str, made: Made) -> None:
     queue = made.queue(f"{namespace}.hello")
     sent = sdlab(
-        "brokers", "hello", "produce", "Hello CLI", "--queue", queue, "--url", rabbitmq_url
+        "brokers", "hello", "produce", "Hello CLI", "--queue", queue, "--broker", rabbitmq_url
     )
     assert sent.returncode == 0, sent.stderr
     assert sent.stdout == " [x] Sent 'Hello CLI'\n"
-    got = sdlab("brokers", "hello", "consume", "-n", "1", "--queue", queue, "--url", rabbitmq_url)
+    got = sdlab(
+        "brokers", "hello", "consume", "-n", "1", "--queue", queue, "--broker", rabbitmq_url
+    )
     assert got.returncode == 0, got.stderr
     assert got.stdout == " [x] Received Hello CLI\n"
 
 
 def test_work_produce_then_consume(rabbitmq_url: str, namespace: str, made: Made) -> None:
     queue = made.queue(f"{namespace}.task_queue")
-    common = ["--queue", queue, "--url", rabbitmq_url]
+    common = ["--queue", queue, "--broker", rabbitmq_url]
     sent = sdlab("brokers", "work", "produce", "one.", "two..", *common)
     assert sent.returncode == 0, sent.stderr
     assert sent.stdout.splitlines() == [" [x] Sent one.", " [x] Sent two.."]
@@ -52,7 +54,7 @@ def test_work_produce_then_consume(rabbitmq_url: str, namespace: str, made: Made
 async def test_pubsub_consumers_get_what_is_published_while_they_listen(
     rabbitmq_url: str, namespace: str, made: Made
 ) -> None:
-    common = ["--exchange", made.exchange(f"{namespace}-logs"), "--url", rabbitmq_url]
+    common = ["--exchange", made.exchange(f"{namespace}-logs"), "--broker", rabbitmq_url]
     early = sdlab("brokers", "pubsub", "produce", "info: early", *common)
     assert early.stdout == " [x] Sent info: early (no subscriber: dropped)\n", early.stderr
     async with listening("pubsub", "consume", *common, copies=2) as (first, second):
@@ -67,7 +69,7 @@ async def test_pubsub_consumers_get_what_is_published_while_they_listen(
 async def test_routing_delivers_the_severities_subscribed_to(
     rabbitmq_url: str, namespace: str, made: Made
 ) -> None:
-    common = ["--exchange", made.exchange(f"{namespace}-direct_logs"), "--url", rabbitmq_url]
+    common = ["--exchange", made.exchange(f"{namespace}-direct_logs"), "--broker", rabbitmq_url]
     async with listening("routing", "consume", "warning", "error", *common) as (subscriber,):
         info = sdlab("brokers", "routing", "produce", "info", "an info line", *common)
         assert info.stdout == " [x] Sent info:an info line (no subscriber: dropped)\n"
@@ -80,7 +82,7 @@ async def test_routing_delivers_the_severities_subscribed_to(
 async def test_topics_match_star_for_one_word(
     rabbitmq_url: str, namespace: str, made: Made
 ) -> None:
-    common = ["--exchange", made.exchange(f"{namespace}-topic_logs"), "--url", rabbitmq_url]
+    common = ["--exchange", made.exchange(f"{namespace}-topic_logs"), "--broker", rabbitmq_url]
     async with listening("topics", "consume", "kern.*", "*.critical", *common) as (subscriber,):
         for key in ["cron.info", "kern.disk.critical"]:  # `*` is one word: neither matches
             missed = sdlab("brokers", "topics", "produce", key, "missed", *common)
@@ -92,7 +94,7 @@ async def test_topics_match_star_for_one_word(
 
 
 def test_confirms_produce_then_consume(rabbitmq_url: str, namespace: str, made: Made) -> None:
-    common = ["--queue", made.queue(f"{namespace}.confirms"), "--url", rabbitmq_url]
+    common = ["--queue", made.queue(f"{namespace}.confirms"), "--broker", rabbitmq_url]
     sent = sdlab("brokers", "confirms", "produce", "-n", "20", "--window", "5", *common)
     assert sent.returncode == 0, sent.stderr
     assert sent.stdout.startswith(" [x] 20 confirmed in ")
@@ -110,7 +112,7 @@ async def test_rpc_client_gets_the_servers_answers(
     queue = made.queue(f"{namespace}.rpc_queue")
     async with proxied(rabbitmq_url) as (proxy, slow_url):
         proxy.delay = 0.2
-        serving = ["rpc", "consume", "--queue", queue, "--url", slow_url]
+        serving = ["rpc", "consume", "--queue", queue, "--broker", slow_url]
         async with listening(*serving, ready="Awaiting RPC requests") as (server,):
             channel = await rabbit.connection.channel()
             await channel.declare_queue(queue, passive=True)  # raises if it is not there
@@ -123,7 +125,7 @@ async def test_rpc_client_gets_the_servers_answers(
                 "20",
                 "--queue",
                 queue,
-                "--url",
+                "--broker",
                 rabbitmq_url,
             ]
             called = await asyncio.to_thread(sdlab, *call)  # the proxy runs in this loop
@@ -159,7 +161,7 @@ def test_deadletter_demo_retries_then_parks(rabbitmq_url: str, namespace: str, m
     queue = f"{namespace}.jobs"
     for part in [queue, f"{queue}.retry.1", f"{queue}.dead"]:
         made.queue(part)
-    common = ["--queue", queue, "--delay", "0.2", "--url", rabbitmq_url]
+    common = ["--queue", queue, "--delay", "0.2", "--broker", rabbitmq_url]
     sent = sdlab("brokers", "deadletter", "produce", "fine", "fail hard", *common)
     assert sent.returncode == 0, sent.stderr
     worked = sdlab("brokers", "deadletter", "consume", "-n", "3", *common)
@@ -175,12 +177,23 @@ def test_deadletter_demo_retries_then_parks(rabbitmq_url: str, namespace: str, m
 def test_kafka_produce_consume_lag_replay(kafka_bootstrap: str, namespace: str, made: Made) -> None:
     topic, url = made.topic(f"{namespace}-cli"), f"kafka://{kafka_bootstrap}"
     sent = sdlab(
-        "brokers", "kafka", "produce", "a", "b", "c", "--key", "k", "--topic", topic, "--url", url
+        "brokers",
+        "kafka",
+        "produce",
+        "a",
+        "b",
+        "c",
+        "--key",
+        "k",
+        "--topic",
+        topic,
+        "--broker",
+        url,
     )
     assert sent.returncode == 0, sent.stderr
     partition = sent.stdout.split("partition ")[1].split(",")[0]
     assert sent.stdout.count(f"partition {partition},") == 3  # one key, one partition
-    group = ["--topic", topic, "--group", f"{namespace}-g", "--url", url]
+    group = ["--topic", topic, "--group", f"{namespace}-g", "--broker", url]
     read = sdlab("brokers", "kafka", "consume", "-n", "3", "--session-timeout", "2", *group)
     assert read.returncode == 0, read.stderr
     assert [line.split(" (")[0] for line in read.stdout.splitlines()] == [
@@ -191,13 +204,15 @@ def test_kafka_produce_consume_lag_replay(kafka_bootstrap: str, namespace: str, 
     lag = sdlab("brokers", "kafka", "lag", *group)
     assert lag.returncode == 0, lag.stderr
     assert "total lag: 0" in lag.stdout
-    replayed = sdlab("brokers", "kafka", "replay", "--topic", topic, "--offset", "2", "--url", url)
+    replayed = sdlab(
+        "brokers", "kafka", "replay", "--topic", topic, "--offset", "2", "--broker", url
+    )
     assert replayed.stdout == f" [x] c (partition {partition}, offset 2)\n"
 
 
 def test_rpc_without_a_server_is_one_line_on_stderr(rabbitmq_url: str, namespace: str) -> None:
     done = sdlab(
-        "brokers", "rpc", "produce", "30", "--queue", f"{namespace}.none", "--url", rabbitmq_url
+        "brokers", "rpc", "produce", "30", "--queue", f"{namespace}.none", "--broker", rabbitmq_url
     )
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
@@ -211,7 +226,7 @@ async def test_a_queue_declared_otherwise_is_one_line_on_stderr(
     queue = made.queue(f"{namespace}.classic")
     async with await Rabbit.connect(rabbitmq_url) as rabbit:
         await rabbit.declare_queue(queue, arguments={})  # classic, as older tutorials
-    done = sdlab("brokers", "work", "produce", "x.", "--queue", queue, "--url", rabbitmq_url)
+    done = sdlab("brokers", "work", "produce", "x.", "--queue", queue, "--broker", rabbitmq_url)
     assert done.returncode == 1
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("error: TopologyMismatch: PRECONDITION_FAILED - inequivalent arg")
@@ -225,7 +240,7 @@ def test_kafka_lag_of_an_unknown_topic_is_one_line(kafka_bootstrap: str, namespa
         "lag",
         "--topic",
         f"{namespace}-none",
-        "--url",
+        "--broker",
         f"kafka://{kafka_bootstrap}",
     )
     assert done.returncode == 1
@@ -240,14 +255,14 @@ async def test_kafka_produce_with_another_partition_count_is_one_line_on_stderr(
     await create_topic(kafka_bootstrap, topic, partitions=3)
     url = f"kafka://{kafka_bootstrap}"
     done = sdlab(
-        "brokers", "kafka", "produce", "x", "--partitions", "2", "--topic", topic, "--url", url
+        "brokers", "kafka", "produce", "x", "--partitions", "2", "--topic", topic, "--broker", url
     )
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         f"error: TopologyMismatch: topic '{topic}' exists with 3 partitions, not 2 "
         "(delete it first to change the count)"
     ]
-    kept = sdlab("brokers", "kafka", "produce", "y", "--topic", topic, "--url", url)
+    kept = sdlab("brokers", "kafka", "produce", "y", "--topic", topic, "--broker", url)
     assert kept.returncode == 0, kept.stderr  # no count asked: the topic as it is
 
 
@@ -267,11 +282,14 @@ def dead_port() -> Iterator[int]:
 )
 def test_a_broker_that_is_not_there_is_one_line_on_stderr(url: str, dead_port: int) -> None:
     command = ["hello", "produce"] if url.startswith("amqp") else ["kafka", "lag"]
-    done = sdlab("brokers", *command, "--url", url.format(port=dead_port), timeout=60)
+    done = sdlab("brokers", *command, "--broker", url.format(port=dead_port), timeout=60)
     assert done.returncode == 1
     (line,) = done.stderr.strip().splitlines()
-    assert line.startswith("error: ")
-    assert f"('127.0.0.1', {dead_port}" in line  # where it looked
+    service = "RabbitMQ" if url.startswith("amqp") else "Kafka"
+    assert line == (
+        f"sdlab: cannot reach {service} at 127.0.0.1:{dead_port}: "
+        "connection refused (nothing listens there)"
+    )
 
 
 async def test_a_worker_whose_connection_drops_says_so_in_one_line_and_exits_1(
@@ -279,7 +297,9 @@ async def test_a_worker_whose_connection_drops_says_so_in_one_line_and_exits_1(
 ) -> None:
     queue = made.queue(f"{namespace}.tasks")
     async with proxied(rabbitmq_url) as (proxy, url):
-        worker = await Program.sdlab("brokers", "work", "consume", "--queue", queue, "--url", url)
+        worker = await Program.sdlab(
+            "brokers", "work", "consume", "--queue", queue, "--broker", url
+        )
         try:
             await worker.expect("Waiting for messages")
             proxy.cut()
@@ -316,7 +336,7 @@ def sdlab_fed(stdin: str, *args: str) -> subprocess.CompletedProcess[str]:
 def test_a_url_that_names_no_broker_is_one_line_on_stderr(
     command: list[str], url: str, says: str
 ) -> None:
-    done = sdlab("brokers", *command, "--url", url, timeout=60)
+    done = sdlab("brokers", *command, "--broker", url, timeout=60)
     assert done.returncode == 1, done.stdout
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("error: InvalidUrl: ")
@@ -335,7 +355,7 @@ def test_a_url_that_names_no_broker_is_one_line_on_stderr(
 def test_a_name_too_long_for_amqp_is_one_line_on_stderr(
     command: list[str], kind: str, rabbitmq_url: str
 ) -> None:
-    done = sdlab("brokers", *command, "--url", rabbitmq_url, timeout=60)
+    done = sdlab("brokers", *command, "--broker", rabbitmq_url, timeout=60)
     assert done.returncode == 1, done.stdout
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith(f"error: InvalidName: {kind} ")
@@ -348,7 +368,9 @@ async def test_kafka_replay_of_a_partition_the_topic_lacks_is_one_line_at_once(
     topic = made.topic(f"{namespace}-three")
     await create_topic(kafka_bootstrap, topic, partitions=3)
     url = f"kafka://{kafka_bootstrap}"
-    done = sdlab("brokers", "kafka", "replay", "--topic", topic, "--partition", "7", "--url", url)
+    done = sdlab(
+        "brokers", "kafka", "replay", "--topic", topic, "--partition", "7", "--broker", url
+    )
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         f"error: UnknownTopicOrPartitionError: [Error 3] UnknownTopicOrPartitionError: "
@@ -358,7 +380,7 @@ async def test_kafka_replay_of_a_partition_the_topic_lacks_is_one_line_at_once(
 
 def test_kafka_topic_names_are_checked_before_the_broker_sees_them(kafka_bootstrap: str) -> None:
     url = f"kafka://{kafka_bootstrap}"
-    done = sdlab("brokers", "kafka", "produce", "x", "--topic", "bad topic!", "--url", url)
+    done = sdlab("brokers", "kafka", "produce", "x", "--topic", "bad topic!", "--broker", url)
     assert done.returncode == 1
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("error: InvalidTopicError: ")
@@ -370,7 +392,7 @@ async def test_bodies_from_stdin_a_file_and_a_literal_at_sign(
 ) -> None:
     """A body of 300,000 characters: more than one argument can carry."""
     queue = made.queue(f"{namespace}.bodies")
-    common = ["--queue", queue, "--url", rabbitmq_url]
+    common = ["--queue", queue, "--broker", rabbitmq_url]
     big = tmp_path / "big.txt"
     big.write_text("y" * 300_000)
     sent = sdlab_fed("from stdin", "brokers", "work", "produce", "-", f"@{big}", "@@alice", *common)
@@ -406,7 +428,7 @@ async def test_kafka_produce_sends_a_record_over_a_mebibyte(
     big = tmp_path / "big.txt"
     big.write_text("z" * 2_000_000)
     url = f"kafka://{kafka_bootstrap}"
-    sent = sdlab("brokers", "kafka", "produce", f"@{big}", "--topic", topic, "--url", url)
+    sent = sdlab("brokers", "kafka", "produce", f"@{big}", "--topic", topic, "--broker", url)
     assert sent.returncode == 0, sent.stderr
     records = [record async for record in replay(kafka_bootstrap, topic)]
     assert [len(record.value) for record in records] == [2_000_000]

@@ -31,7 +31,7 @@ async def test_a_worker_killed_before_its_ack_leaves_the_task_to_another(
     rabbitmq_url: str, namespace: str, made: Made
 ):
     queue = made.queue(f"{namespace}.tasks")
-    worker = ["brokers", "work", "consume", "--queue", queue, "--url", rabbitmq_url]
+    worker = ["brokers", "work", "consume", "--queue", queue, "--broker", rabbitmq_url]
     doomed = await Program.sdlab(*worker, "--dot-seconds", "60")
     try:
         await doomed.expect("Waiting for messages")
@@ -130,7 +130,7 @@ async def test_a_dead_rpc_server_gives_callers_a_timeout(
 ):
     queue = made.queue(f"{namespace}.rpc")
     server = await Program.sdlab(
-        "brokers", "rpc", "consume", "--queue", queue, "--url", rabbitmq_url
+        "brokers", "rpc", "consume", "--queue", queue, "--broker", rabbitmq_url
     )
     try:
         await server.expect("Awaiting RPC requests")
@@ -209,7 +209,7 @@ async def test_nothing_is_lost_when_workers_are_killed_one_after_another(
     then a last one. Every task is done: the last worker gets whatever the dead ones
     held. (A task lost would make the last `expect` time out.)"""
     queue = made.queue(f"{namespace}.tasks")
-    worker = ["brokers", "work", "consume", "--queue", queue, "--url", rabbitmq_url]
+    worker = ["brokers", "work", "consume", "--queue", queue, "--broker", rabbitmq_url]
     every_task = {f"task {i}." for i in range(100)}
     async with await Rabbit.connect(rabbitmq_url) as rabbit:
         tasks = Queue(rabbit, queue, persistent=True)

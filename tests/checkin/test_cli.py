@@ -7,7 +7,7 @@ from tests.helpers import sdlab
 
 
 def test_book_prints_the_run_and_the_map() -> None:
-    done = sdlab("checkin", "book", "sequential", "--users", "20", "--backend", "mysql")
+    done = sdlab("checkin", "book", "sequential", "--users", "20", "--db", "mysql")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith("sequential: ")
@@ -26,7 +26,7 @@ async def test_more_passengers_than_the_server_holds_is_one_line(postgres_url: s
     finally:
         await probe.close()
     users = str(min(limit + 1, 1000))
-    done = sdlab("checkin", "book", "for-update", "--users", users, "--backend", postgres_url)
+    done = sdlab("checkin", "book", "for-update", "--users", users, "--db", postgres_url)
     assert done.returncode == 1
     assert done.stderr.startswith("error: ")
     assert f"{users} sessions are needed at once" in done.stderr

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow  # a service process and a browser
 def service(postgres_db: str) -> Iterator[str]:
     port = int(port_for.select_random())
     url = f"http://127.0.0.1:{port}"
-    command = sdlab_command("checkin", "serve", "--port", str(port), "--backend", postgres_db)
+    command = sdlab_command("checkin", "serve", "--port", str(port), "--db", postgres_db)
     with ServerProcess(command, ready_url=f"{url}/trips", name="checkin service"):
         yield url
 

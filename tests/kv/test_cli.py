@@ -28,21 +28,22 @@ def test_serve_speaks_both_protocols_on_one_store(backend_url: str) -> None:
 
 
 def test_serve_fails_in_one_line() -> None:
-    done = sdlab("kv", "serve", "--backend", "mongodb://localhost/x")
+    done = sdlab("kv", "serve", "--db", "mongodb://localhost/x")
     assert done.returncode == 1
     assert done.stderr.strip().startswith("error: backend 'mongodb://localhost/x'")
     assert "Traceback" not in done.stderr
-    done = sdlab("kv", "serve", "--backend", "mysql://root@127.0.0.1:1/x", "--no-http")
+    done = sdlab("kv", "serve", "--db", "mysql://root@127.0.0.1:1/x", "--no-http")
     assert done.returncode == 1
-    assert len(done.stderr.strip().splitlines()) == 1
-    assert "MariaDB 127.0.0.1:1/x" in done.stderr
-    done = sdlab("kv", "serve", "--backend", "sqlite:///kv.sqlite3?table=no-dashes")
+    assert done.stderr.strip() == (
+        "sdlab: cannot reach MariaDB at 127.0.0.1:1: connection refused (nothing listens there)"
+    )
+    done = sdlab("kv", "serve", "--db", "sqlite:///kv.sqlite3?table=no-dashes")
     assert done.returncode == 1
     assert done.stderr.strip() == ("error: table name 'no-dashes': letters, digits and _ only")
 
 
 def test_serve_with_a_password_and_protected_mode() -> None:
-    done = sdlab("kv", "serve", "--backend", "sqlite://", "--host", "0.0.0.0")
+    done = sdlab("kv", "serve", "--db", "sqlite://", "--host", "0.0.0.0")
     assert done.returncode == 1
     assert done.stderr.strip().startswith("error: refusing to listen on 0.0.0.0 with no password")
     secret = "pw-not-in-any-output"
@@ -57,6 +58,17 @@ def test_serve_with_a_password_and_protected_mode() -> None:
         assert httpx.get(f"{server.http_url}/keys/k", headers=bearer).content == b"v"
         assert "password required" in server.output()
         assert secret not in server.output()
+
+
+def test_the_old_option_names_still_work_with_a_warning() -> None:
+    done = sdlab("kv", "serve", "--backend", "sqlite://", "--resp-port=1", "--host", "0.0.0.0")
+    assert done.returncode == 1  # parsed as --db and --port: refused for the exposure
+    assert done.stderr.strip().splitlines() == [
+        "warning: --backend is deprecated, use --db",
+        "warning: --resp-port is deprecated, use --port",
+        "error: refusing to listen on 0.0.0.0 with no password: give --requirepass (or "
+        "SDLAB_KV_PASSWORD), listen on 127.0.0.1, or say --insecure",
+    ]
 
 
 @pytest.mark.slow

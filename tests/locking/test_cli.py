@@ -8,7 +8,7 @@ from tests.helpers import sdlab
 
 
 def test_demo_prints_the_timeline_with_the_wait() -> None:
-    done = sdlab("locking", "demo", "for-update", "--engine", "mariadb")
+    done = sdlab("locking", "demo", "for-update", "--db", "mysql")
     assert done.returncode == 0, done.stderr
     assert "for-update on MariaDB" in done.stdout
     assert "waited" in done.stdout
@@ -17,7 +17,7 @@ def test_demo_prints_the_timeline_with_the_wait() -> None:
 
 
 def test_anomalies_json_is_one_object_per_cell() -> None:
-    done = sdlab("locking", "anomalies", "--json", "-e", "postgresql", "-a", "G2-item", "-a", "P4")
+    done = sdlab("locking", "anomalies", "--json", "--db", "postgres", "-a", "G2-item", "-a", "P4")
     assert done.returncode == 0, done.stderr
     cells = [json.loads(line) for line in done.stdout.splitlines()]
     assert len(cells) == 8  # 4 levels x 2 anomalies

@@ -27,7 +27,7 @@ async def test_every_lock_is_measured(sdlab_endpoints: Endpoints) -> None:
 
 def test_the_demo_loses_nothing_under_a_lock() -> None:
     done = sdlab(
-        "locks", "demo", "-b", "none", "-b", "redis", "--processes", "3", "--increments", "40",
+        "locks", "demo", "-k", "none", "-k", "redis", "--processes", "3", "--increments", "40",
         timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

@@ -28,7 +28,7 @@ def test_serve_then_reshard_to_three_shards() -> None:
         ]
         assert {u["shard"] for u in made} == {"shard-0", "shard-1"}
         done = subprocess.run(
-            [*sdlab_command("sharding", "reshard", "--to", "3", "--url", base)],
+            [*sdlab_command("sharding", "reshard", "--to", "3", "--service-url", base)],
             capture_output=True,
             text=True,
             timeout=120,

@@ -158,7 +158,7 @@ class ServerProcess:
     waits run in a thread, so that the test's own clients go on meanwhile."""
 
     def __init__(self, data_dir: Path, port: int, *options: str, original: bool = False) -> None:
-        """`options` for `serve`; original: serve the seed's design (`--original`), which
+        """`options` for `serve`; original: serve the seed's design (`--seed`), which
         has no /api/stats."""
         self.data_dir = data_dir
         self.port = port
@@ -166,7 +166,7 @@ class ServerProcess:
         self.process = process.ServerProcess(
             process.sdlab_command(
                 "streamlogs", "serve", "--port", str(port), "--data-dir", str(data_dir),
-                "--retry-ms", "300", *options, *(["--original"] if original else []),
+                "--retry-ms", "300", *options, *(["--seed"] if original else []),
             ),
             ready_url=f"{self.url}/openapi.json" if original else f"{self.url}/api/stats",
             name="streamlogs server",

@@ -14,7 +14,7 @@ async def test_both_designs_deliver_every_line_to_every_client() -> None:
     experiment = FreshLineLatency(clients=(20,), lines=4, interval=0.05, drain=10)
     (row,) = (await experiment.run(Bench({}, Progress()))).rows
     assert row["clients"] == 20
-    assert row["original missing (%)"] == row["sdlab missing (%)"] == 0
+    assert row["seed missing (%)"] == row["sdlab missing (%)"] == 0
     assert 0 < row["sdlab p50 (ms)"] <= row["sdlab p99 (ms)"]
     assert row["sdlab KiB per client"] > 0
 
@@ -25,5 +25,5 @@ async def test_quiet_clients_starve_the_original_only() -> None:
     the original delivers nothing to the busy deployment's clients; sdlab everything."""
     experiment = QuietWatchers(idle=(40,), clients=5, lines=3, interval=0.05, drain=1)
     (row,) = (await experiment.run(Bench({}, Progress()))).rows
-    assert row["original missing (%)"] == 100
+    assert row["seed missing (%)"] == 100
     assert row["sdlab missing (%)"] == 0

@@ -69,7 +69,7 @@ async def test_a_client_rides_through_a_restart(server_process: ServerProcess) -
 
 
 async def test_ctrl_c_stops_the_seeds_design_cleanly(tmp_path: Path, unused_port: int) -> None:
-    """`serve --original` runs the seed's app, which has no hub of streams to end."""
+    """`serve --seed` runs the seed's app, which has no hub of streams to end."""
     original = ServerProcess(tmp_path / "data", unused_port, original=True)
     try:
         await original.start()

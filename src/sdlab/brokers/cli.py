@@ -20,7 +20,7 @@ import typer
 from aiokafka.errors import KafkaError
 from aiormq.exceptions import AMQPError
 
-from sdlab import infra, lab
+from sdlab import frontend, infra, lab
 from sdlab.brokers import kafka, kafka_demo, tutorials
 from sdlab.brokers.errors import BrokerError, InvalidUrl
 from sdlab.brokers.rpc import RPC_QUEUE
@@ -40,11 +40,12 @@ T = TypeVar("T")
 
 Url = Annotated[
     str | None,
-    typer.Option(
-        help="RabbitMQ URL, amqp://user:password@host:port/vhost (default: the one sdlab "
-        "finds: SDLAB_RABBITMQ_URL, its private instance, or 127.0.0.1:5672)."
+    frontend.broker_option(
+        "RabbitMQ, amqp://user:password@host:port/vhost (default: the one sdlab finds: "
+        "SDLAB_RABBITMQ_URL, its private instance, or 127.0.0.1:5672)."
     ),
 ]
+RENAMED = frontend.respelled({"--url": "--broker"})
 Count = Annotated[
     int | None,
     typer.Option("--count", "-n", min=1, help="Exit after this many messages (default: Ctrl-C)."),
@@ -75,8 +76,10 @@ def _run(work: Coroutine[Any, Any, T]) -> T:
 
 
 def _fail(exc: Exception) -> NoReturn:
-    stderr.print(f"[red]error:[/] {type(exc).__name__}: {exc}", highlight=False)
-    raise typer.Exit(1) from None
+    if frontend.unreachable(exc) is None:
+        stderr.print(f"[red]error:[/] {type(exc).__name__}: {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    frontend.fail(exc, system="brokers")
 
 
 BODIES = " `-` reads it from stdin, `@FILE` from a file (`@@...` is a literal `@...`)."
@@ -122,7 +125,7 @@ hello = _pattern(
 )
 
 
-@hello.command("produce")
+@hello.command("produce", cls=RENAMED)
 def hello_produce(
     message: Annotated[str, typer.Argument(help="The text to send;" + BODIES)] = "Hello World!",
     queue: Annotated[str, typer.Option(help="Queue name.")] = "hello",
@@ -140,7 +143,7 @@ def hello_produce(
     _run(tutorials.send(_rabbit_url(url), queue, body))
 
 
-@hello.command("consume")
+@hello.command("consume", cls=RENAMED)
 def hello_consume(
     queue: Annotated[str, typer.Option(help="Queue name.")] = "hello",
     count: Count = None,
@@ -170,7 +173,7 @@ work = _pattern(
 )
 
 
-@work.command("produce")
+@work.command("produce", cls=RENAMED)
 def work_produce(
     tasks: Annotated[
         list[str] | None, typer.Argument(help="Tasks, one message each;" + BODIES)
@@ -189,7 +192,7 @@ def work_produce(
     _run(tutorials.new_task(_rabbit_url(url), queue, _bodies(tasks or ["Hello World!"])))
 
 
-@work.command("consume")
+@work.command("consume", cls=RENAMED)
 def work_consume(
     queue: Annotated[str, typer.Option(help="Queue name.")] = "task_queue",
     prefetch: Annotated[int, typer.Option(min=1, help="Unacked tasks held at once.")] = 1,
@@ -227,7 +230,7 @@ pubsub = _pattern(
 )
 
 
-@pubsub.command("produce")
+@pubsub.command("produce", cls=RENAMED)
 def pubsub_produce(
     message: Annotated[
         str, typer.Argument(help="The text to send;" + BODIES)
@@ -245,7 +248,7 @@ def pubsub_produce(
     _run(tutorials.emit_log(_rabbit_url(url), exchange, "fanout", body))
 
 
-@pubsub.command("consume")
+@pubsub.command("consume", cls=RENAMED)
 def pubsub_consume(
     exchange: Annotated[str, typer.Option(help="Fanout exchange.")] = "logs",
     count: Count = None,
@@ -269,7 +272,7 @@ routing = _pattern(
 )
 
 
-@routing.command("produce")
+@routing.command("produce", cls=RENAMED)
 def routing_produce(
     severity: Annotated[str, typer.Argument(help="The routing key.")] = "info",
     message: Annotated[str, typer.Argument(help="The text to send;" + BODIES)] = "Hello World!",
@@ -286,7 +289,7 @@ def routing_produce(
     _run(tutorials.emit_log(_rabbit_url(url), exchange, "direct", body, key=severity))
 
 
-@routing.command("consume")
+@routing.command("consume", cls=RENAMED)
 def routing_consume(
     severities: Annotated[list[str], typer.Argument(help="Binding keys: severities wanted.")],
     exchange: Annotated[str, typer.Option(help="Direct exchange.")] = "direct_logs",
@@ -311,7 +314,7 @@ topics = _pattern(
 )
 
 
-@topics.command("produce")
+@topics.command("produce", cls=RENAMED)
 def topics_produce(
     routing_key: Annotated[str, typer.Argument(help="Words between dots.")] = "anonymous.info",
     message: Annotated[str, typer.Argument(help="The text to send;" + BODIES)] = "Hello World!",
@@ -328,7 +331,7 @@ def topics_produce(
     _run(tutorials.emit_log(_rabbit_url(url), exchange, "topic", body, key=routing_key))
 
 
-@topics.command("consume")
+@topics.command("consume", cls=RENAMED)
 def topics_consume(
     binding_keys: Annotated[list[str], typer.Argument(help="Patterns: `*` one word, `#` any.")],
     exchange: Annotated[str, typer.Option(help="Topic exchange.")] = "topic_logs",
@@ -357,7 +360,7 @@ rpc = _pattern(
 )
 
 
-@rpc.command("produce")
+@rpc.command("produce", cls=RENAMED)
 def rpc_produce(
     numbers: Annotated[list[int] | None, typer.Argument(help="n for each fib(n) call.")] = None,
     queue: Annotated[str, typer.Option(help="The server's queue.")] = RPC_QUEUE,
@@ -375,7 +378,7 @@ def rpc_produce(
     _run(tutorials.rpc_client(_rabbit_url(url), queue, numbers or [30], timeout=timeout))
 
 
-@rpc.command("consume")
+@rpc.command("consume", cls=RENAMED)
 def rpc_consume(
     queue: Annotated[str, typer.Option(help="Queue to serve.")] = RPC_QUEUE,
     prefetch: Annotated[int, typer.Option(min=1, help="Requests handled at once.")] = 1,
@@ -402,7 +405,7 @@ confirms = _pattern(
 )
 
 
-@confirms.command("produce")
+@confirms.command("produce", cls=RENAMED)
 def confirms_produce(
     count: Annotated[int, typer.Option("--count", "-n", min=1, help="Messages.")] = 1000,
     window: Annotated[
@@ -422,7 +425,7 @@ def confirms_produce(
     _run(tutorials.publish_confirmed(_rabbit_url(url), queue, count, window=window))
 
 
-@confirms.command("consume")
+@confirms.command("consume", cls=RENAMED)
 def confirms_consume(
     queue: Annotated[str, typer.Option(help="Queue name.")] = "confirms",
     count: Count = None,
@@ -455,7 +458,7 @@ Delays = Annotated[
 ]
 
 
-@deadletter.command("produce")
+@deadletter.command("produce", cls=RENAMED)
 def deadletter_produce(
     jobs: Annotated[
         list[str] | None, typer.Argument(help="Jobs, one message each;" + BODIES)
@@ -474,7 +477,7 @@ def deadletter_produce(
     _run(tutorials.queue_jobs(_rabbit_url(url), queue, delay or [1.0, 5.0], bodies))
 
 
-@deadletter.command("consume")
+@deadletter.command("consume", cls=RENAMED)
 def deadletter_consume(
     queue: Annotated[str, typer.Option(help="Work queue name.")] = "jobs",
     delay: Delays = None,
@@ -505,12 +508,12 @@ kafka_app = _pattern(
     "  sdlab brokers kafka lag --topic orders --group billing",
 )
 KafkaUrl = Annotated[
-    str | None, typer.Option("--url", help="Kafka URL, kafka://host:port (default: sdlab's).")
+    str | None, frontend.broker_option("Kafka, kafka://host:port (default: sdlab's).")
 ]
 Topic = Annotated[str, typer.Option(help="Topic name.")]
 
 
-@kafka_app.command("produce")
+@kafka_app.command("produce", cls=RENAMED)
 def kafka_produce(
     values: Annotated[list[str] | None, typer.Argument(help="Records, one each;" + BODIES)] = None,
     topic: Topic = "events",
@@ -542,7 +545,7 @@ def kafka_produce(
     )
 
 
-@kafka_app.command("consume")
+@kafka_app.command("consume", cls=RENAMED)
 def kafka_consume(
     topic: Topic = "events",
     group: Annotated[str, typer.Option(help="Consumer group.")] = "sdlab",
@@ -568,7 +571,7 @@ def kafka_consume(
     )
 
 
-@kafka_app.command("lag")
+@kafka_app.command("lag", cls=RENAMED)
 def kafka_lag(
     topic: Topic = "events",
     group: Annotated[str, typer.Option(help="Consumer group.")] = "sdlab",
@@ -587,7 +590,7 @@ def kafka_lag(
     tutorials.print_line(f"total lag: {sum(row.lag for row in rows)}")
 
 
-@kafka_app.command("replay")
+@kafka_app.command("replay", cls=RENAMED)
 def kafka_replay(
     topic: Topic = "events",
     offset: Annotated[int, typer.Option(min=0, help="First offset (0: the beginning).")] = 0,

@@ -7,6 +7,16 @@ class BrokerError(Exception):
     """Base class of the brokers' errors."""
 
 
+class BrokerUnavailable(BrokerError):
+    """No connection to the broker could be made: `service` (RabbitMQ, Kafka) at
+    `address` (host:port), and the `reason`, in one line (the drivers' own errors
+    name neither the address nor, for Kafka, the cause)."""
+
+    def __init__(self, service: str, address: str, reason: str) -> None:
+        super().__init__(f"{service} at {address}: {reason}")
+        self.service, self.address, self.reason = service, address, reason
+
+
 class TopologyMismatch(BrokerError):
     """A queue or exchange already exists with other settings than the ones asked for
     (RabbitMQ's 406 PRECONDITION_FAILED; the message quotes the broker's own words), or

@@ -24,7 +24,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from typing import Self
+from typing import Any, Self
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -32,20 +32,44 @@ from aiokafka.errors import (
     CommitFailedError,
     InvalidPartitionsError,
     InvalidTopicError,
+    KafkaConnectionError,
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
     for_code,
 )
 
 from sdlab.addresses import bootstrap_servers
-from sdlab.brokers.errors import InvalidUrl, TopologyMismatch
+from sdlab.brokers.errors import BrokerUnavailable, InvalidUrl, TopologyMismatch
 from sdlab.brokers.rabbit import Body, encode
+from sdlab.failure import describe
 
 logger = logging.getLogger("sdlab.brokers")
 
 TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 """Apache Kafka's rule for a topic name (besides: not `.` nor `..`). tansu takes any
 name, '' and 300 characters included, which no other Kafka broker would."""
+
+
+async def started(client: Any, bootstrap: str) -> None:
+    """`client.start()` (a producer, consumer or admin client), with a broker that cannot
+    be reached raising `BrokerUnavailable` naming it: aiokafka's KafkaConnectionError
+    names neither the address nor the cause (it logs the cause), so the first address is
+    tried once more, by a plain TCP connect, to say which."""
+    try:
+        await client.start()
+    except KafkaConnectionError as exc:
+        first = bootstrap.split(",")[0]
+        host, _, port = first.rpartition(":")
+        try:
+            async with asyncio.timeout(2):
+                _, writer = await asyncio.open_connection(
+                    host.strip("[]") or "127.0.0.1", int(port)
+                )
+            writer.close()
+            reason = "it accepts connections but does not answer as a Kafka broker"
+        except (OSError, ValueError) as probe:
+            reason = describe(probe)
+        raise BrokerUnavailable("Kafka", bootstrap, reason) from exc
 
 
 def bootstrap_of(url: str) -> str:
@@ -90,7 +114,7 @@ async def create_topic(bootstrap: str, topic: str, *, partitions: int | None = N
     if partitions is not None and partitions < 1:
         raise InvalidPartitionsError(f"topic {topic!r}: {partitions} partitions (1 or more)")
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
+    await started(admin, bootstrap)
     try:
         response = await admin.create_topics(
             [NewTopic(topic, partitions or 1, replication_factor=1)]
@@ -115,7 +139,7 @@ async def delete_topic(bootstrap: str, topic: str) -> None:
     else the broker refuses raises aiokafka's error for it."""
     check_topic(topic)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
+    await started(admin, bootstrap)
     try:
         response = await admin.delete_topics([topic])
         ((_, code, *message),) = response.topic_error_codes
@@ -165,6 +189,7 @@ class Producer:
     def __init__(
         self, bootstrap: str, *, linger_ms: int = 0, max_request_size: int = 1_048_576
     ) -> None:
+        self._bootstrap = bootstrap
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
             acks="all",
@@ -174,7 +199,7 @@ class Producer:
         self._topics: set[str] = set()  # names checked already
 
     async def start(self) -> None:
-        await self._producer.start()
+        await started(self._producer, self._bootstrap)
 
     async def stop(self) -> None:
         await self._producer.stop()
@@ -239,6 +264,7 @@ class GroupConsumer(ConsumerRebalanceListener):
         self.group = group
         self.session_timeout = session_timeout
         self.max_records = max_records
+        self._bootstrap = bootstrap
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
             group_id=group,
@@ -253,7 +279,7 @@ class GroupConsumer(ConsumerRebalanceListener):
 
     async def start(self) -> None:
         self._consumer.subscribe([self.topic], listener=self)
-        await self._consumer.start()
+        await started(self._consumer, self._bootstrap)
 
     async def stop(self) -> None:
         """Commit what was acked and leave the group. With the broker gone, aiokafka would
@@ -373,7 +399,7 @@ async def group_lag(bootstrap: str, topic: str, group: str) -> list[Lag]:
         bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
     )
     try:
-        await consumer.start()
+        await started(consumer, bootstrap)
         tps = await _partitions(consumer, topic)
         starts = await consumer.beginning_offsets(tps)
         ends = await _ends(consumer, tps)
@@ -396,7 +422,7 @@ async def replay(
     check_topic(topic)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     try:
-        await consumer.start()
+        await started(consumer, bootstrap)
         tps = await _partitions(consumer, topic, partitions)
         consumer.assign(tps)
         for tp in tps:

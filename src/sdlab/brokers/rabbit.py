@@ -22,6 +22,7 @@ False from `Exchange.publish`), never silently lost.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Self
@@ -45,6 +46,7 @@ from aiormq.exceptions import (
 )
 
 from sdlab.brokers.errors import (
+    BrokerUnavailable,
     ConsumerStopped,
     InvalidName,
     InvalidUrl,
@@ -52,6 +54,7 @@ from sdlab.brokers.errors import (
     TopologyMismatch,
     Unroutable,
 )
+from sdlab.failure import describe
 
 Body = str | bytes
 Arguments = Mapping[str, Any]
@@ -81,6 +84,18 @@ def check_url(url: str) -> str:
         port = parts.netloc.rpartition("@")[2].rpartition(":")[2]
         raise InvalidUrl(f"port {port!r} is not a number from 0 to 65535: {form}") from None
     return url
+
+
+def _cause(exc: BaseException) -> str:
+    """The socket's error under aiormq's (which quotes it as a tuple), in one line."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno is not None:
+            return describe(seen)
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(exc, AMQPConnectionError) and exc.args and isinstance(exc.args[0], int):
+        return describe(OSError(exc.args[0], os.strerror(exc.args[0])))
+    return describe(exc)
 
 
 def check_name(kind: str, name: str) -> str:
@@ -117,7 +132,12 @@ class Rabbit:
     @classmethod
     async def connect(cls, url: str, **kwargs: Any) -> Self:
         """Connect to the broker at `url` (`amqp://user:password@host:port/vhost`)."""
-        connection = await aio_pika.connect(check_url(url), **kwargs)
+        try:
+            connection = await aio_pika.connect(check_url(url), **kwargs)
+        except (AMQPConnectionError, OSError) as exc:
+            parts = urlsplit(url)
+            address = f"{parts.hostname or 'localhost'}:{parts.port or 5672}"
+            raise BrokerUnavailable("RabbitMQ", address, _cause(exc)) from exc
         try:
             channel = await connection.channel(publisher_confirms=True)
         except BaseException:

@@ -7,13 +7,13 @@ from typing import Annotated
 
 import typer
 
-from sdlab import infra, lab, sql
+from sdlab import frontend, lab, sql
 from sdlab.checkin import schema, seatmap
 from sdlab.checkin.booking import CheckinError
 from sdlab.checkin.strategies import NAMES, Passenger, assigned, book, sessions
-from sdlab.console import console, stderr
+from sdlab.console import console
 
-DEFAULT_PORT = 8015  # distinct from the other services' defaults (8000, 8080)
+DEFAULT_PORT = 8015  # each service its own default (docs/infra.md)
 DATABASE = "sdlab_checkin"
 
 app = typer.Typer(
@@ -25,32 +25,21 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-Backend = Annotated[
+Db = Annotated[
     str,
-    typer.Option(
-        metavar="mysql|postgres|URL",
-        help="The database: `mysql` or `postgres` (the server sdlab finds, database "
-        f"`{DATABASE}`), or a URL (mysql://... or postgresql://...).",
+    frontend.db_option(
+        "The database: `mysql` or `postgres` (the server sdlab finds, database "
+        f"`{DATABASE}`), or a URL (mysql://... or postgresql://...)."
     ),
 ]
+RENAMED = frontend.respelled({"--backend": "--db"})
 
 
-def backend_url(backend: str, database: str = DATABASE) -> str:
-    """The URL `--backend` means: a server sdlab finds, or the URL as given."""
-    if backend in ("mysql", "mariadb", "postgres", "postgresql"):
-        service = "mysql" if backend in ("mysql", "mariadb") else "postgres"
-        return sql.with_database(infra.up([service])[service].url, database)
-    sql.engine_of(backend)  # UnknownDatabase (a ValueError) for anything else
-    return backend
-
-
-@app.command()
+@app.command(cls=RENAMED)
 def serve(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = (
-        DEFAULT_PORT
-    ),
-    backend: Backend = "mysql",
+    host: Annotated[str, frontend.host_option()] = "127.0.0.1",
+    port: Annotated[int, frontend.port_option()] = DEFAULT_PORT,
+    db: Db = "mysql",
     pool: Annotated[int, typer.Option(min=1, max=500, help="Pooled database sessions.")] = 20,
 ) -> None:
     """Serve the check-in API and the live seat map until Ctrl-C.
@@ -62,7 +51,7 @@ def serve(
 
       sdlab checkin serve --port 8015                      # MariaDB; page at /
 
-      sdlab checkin serve --backend postgres --port 8016
+      sdlab checkin serve --db postgres --port 8016
 
       curl localhost:8015/trips
 
@@ -73,10 +62,9 @@ def serve(
     from sdlab.checkin.service import create_app
 
     try:
-        url = backend_url(backend)
+        url = frontend.database_url(db, DATABASE)
     except ValueError as exc:
-        stderr.print(f"[red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+        frontend.fail(exc, system="checkin")
     console.print(
         f"serving http://{host}:{port}: {sql.redact(url)}; Ctrl-C to stop", highlight=False
     )
@@ -91,11 +79,10 @@ def serve(
             timeout_graceful_shutdown=3,
         )
     except sql.SQLError as exc:
-        stderr.print(f"[red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+        frontend.fail(exc, system="checkin")
 
 
-@app.command("book")
+@app.command("book", cls=RENAMED)
 def book_command(
     strategy: Annotated[
         str, typer.Argument(metavar="STRATEGY", help=f"One of: {', '.join(NAMES)}.")
@@ -103,23 +90,23 @@ def book_command(
     users: Annotated[
         int, typer.Option(min=1, max=1000, help="Passengers, all at once, one session each.")
     ] = 120,
-    backend: Backend = "mysql",
+    db: Db = "mysql",
 ) -> None:
     """One crowd on one fresh trip of 120 seats: the time, the seats, the retries, the map.
 
-    The trip lives in a scratch database on the backend's server, dropped afterwards.
+    The trip lives in a scratch database on the --db server, dropped afterwards.
 
     Examples:
 
       sdlab checkin book no-lock
 
-      sdlab checkin book skip-locked --users 90 --backend postgres
+      sdlab checkin book skip-locked --users 90 --db postgres
     """
     if strategy not in NAMES:
         raise typer.BadParameter(f"choose one of {', '.join(NAMES)}", param_hint="STRATEGY")
 
     async def run() -> None:
-        server = backend_url(backend, "")
+        server = frontend.database_url(db, "")
         async with sql.scratch_database(server, prefix="checkin_book") as url:
             look = await sql.connect(url)
             try:
@@ -144,8 +131,7 @@ def book_command(
     try:
         asyncio.run(run())
     except (CheckinError, sql.SQLError, ValueError) as exc:
-        stderr.print(f"[red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+        frontend.fail(exc, system="checkin")
 
 
 @app.command()

@@ -10,9 +10,9 @@ from typing import Annotated
 
 import typer
 
-from sdlab import infra, lab
+from sdlab import frontend, infra, lab
 from sdlab.config import settings
-from sdlab.console import console, stderr
+from sdlab.console import console
 from sdlab.ids.generators import Generators
 from sdlab.ids.kinds import DECODE_DEFAULT, KINDS, DecodableName, KindName
 from sdlab.ids.layout import InvalidId
@@ -21,6 +21,8 @@ from sdlab.ids.simple import StateInUse
 from sdlab.ids.snowflake import ClockMovedBackwards
 from sdlab.ids.tickets import NoTicketServer
 from sdlab.locks import LockLost
+
+DEFAULT_PORT = 8040  # each service its own default (docs/infra.md)
 
 app = typer.Typer(
     help="Distributed id generation (sdlab.ids): Snowflake, Instagram, Flickr ticket "
@@ -43,13 +45,13 @@ StateDir = Annotated[
 ]
 Tickets = Annotated[
     list[str] | None,
-    typer.Option(
-        "--ticket-server",
-        metavar="URL",
-        help="A MariaDB ticket server (repeat for each; default: two databases on the "
-        "usual MariaDB, for trying it out).",
+    frontend.db_option(
+        "A MariaDB ticket server, for kind ticket (repeat for each; `mysql` is the one "
+        "sdlab finds; default: two databases on it, for trying it out).",
+        metavar="mysql|URL",
     ),
 ]
+RENAMED = frontend.respelled({"--ticket-server": "--db"})
 
 
 def _generators(
@@ -66,18 +68,18 @@ def _generators(
         postgres_url=endpoints["postgres"].url if "postgres" in endpoints else "",
         redis_url=endpoints["redis"].url if "redis" in endpoints else "",
         machine=machine,
-        ticket_urls=tickets or [],
+        ticket_urls=[frontend.database_url(t, "") for t in tickets or []],
     )
 
 
-@app.command()
+@app.command(cls=RENAMED)
 def gen(
     kind: Annotated[KindName, typer.Argument(help="Which kind of id.")],
     count: Annotated[int, typer.Option("--count", "-n", min=1, help="How many.")] = 1,
     machine: Machine = None,
     state_dir: StateDir = None,
     service: Annotated[str, typer.Option(help="Counter name, for kind central.")] = "default",
-    ticket_server: Tickets = None,
+    db: Tickets = None,
     as_int: Annotated[
         bool,
         typer.Option("--int", help="Print ULIDs and UUIDv7s as their integer, in decimal."),
@@ -96,7 +98,7 @@ def gen(
 
       sdlab ids gen central --service orders -n 3
     """
-    generators = _generators({kind.value}, machine, state_dir, ticket_server)
+    generators = _generators({kind.value}, machine, state_dir, db)
     write = (lambda ids: list(map(str, ids))) if as_int else KINDS[kind.value].texts
 
     async def run() -> None:
@@ -117,8 +119,7 @@ def gen(
     except BrokenPipeError:  # `| head`: the reader has all it wanted
         sys.stderr.close()
     except (StateInUse, LockLost, NoMachineId, NoTicketServer, ClockMovedBackwards) as exc:
-        stderr.print(f"[red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+        frontend.fail(exc, system="ids")
 
 
 @app.command()
@@ -146,8 +147,7 @@ def decode(
     try:
         fields = chosen.describe(chosen.read(value))
     except InvalidId as exc:
-        stderr.print(f"[red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+        frontend.fail(exc, system="ids")
     if as_json:
         typer.echo(json.dumps(fields))
     else:
@@ -155,13 +155,13 @@ def decode(
             console.print(f"{key:>9}  {field_value}", highlight=False)
 
 
-@app.command()
+@app.command(cls=RENAMED)
 def serve(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    host: Annotated[str, frontend.host_option()] = "127.0.0.1",
+    port: Annotated[int, frontend.port_option()] = DEFAULT_PORT,
     machine: Machine = None,
     state_dir: StateDir = None,
-    ticket_server: Tickets = None,
+    db: Tickets = None,
 ) -> None:
     """Serve ids over HTTP until Ctrl-C.
 
@@ -171,18 +171,18 @@ def serve(
 
     Example:
 
-      sdlab ids serve --port 8000 &  curl -X POST 'localhost:8000/ids/snowflake?count=3'
+      sdlab ids serve &  curl -X POST 'localhost:8040/ids/snowflake?count=3'
     """
     import uvicorn
 
     from sdlab.ids.service import create_app
 
-    generators = _generators(set(KINDS), machine, state_dir, ticket_server)
+    generators = _generators(set(KINDS), machine, state_dir, db)
     uvicorn.run(create_app(generators), host=host, port=port, log_level="warning")
 
 
 @app.command()
-def bench(
+def experiment(
     quick: lab.Quick = False,
     seed_sizes: Annotated[
         bool,
@@ -199,14 +199,17 @@ def bench(
 
     Examples:
 
-      sdlab ids bench --quick
+      sdlab ids experiment --quick
 
-      sdlab ids bench --seed-sizes
+      sdlab ids experiment --seed-sizes
     """
-    from sdlab.ids import experiment
+    from sdlab.ids import experiment as experiments
 
     if seed_sizes:
-        chosen = experiment.seed_sizes()
+        chosen = experiments.seed_sizes()
     else:
-        chosen = [cls.quick() if quick else cls() for cls in experiment.ALL]
+        chosen = [cls.quick() if quick else cls() for cls in experiments.ALL]
     lab.run_as_command(chosen, quick=quick, out=out)
+
+
+lab.renamed(app, "bench", experiment, system="ids")

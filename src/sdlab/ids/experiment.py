@@ -308,7 +308,7 @@ class KeyGrowth(Experiment):
                 f"Each round inserts {self.rows_per_round:,} rows per table over "
                 f"{self.connections} pooled connections, {self.rows_per_insert} rows per "
                 "INSERT; the tables grow round by round. The seed inserted 1 M rows a round "
-                "into tables of 1 to 5 M; `sdlab ids bench --seed-sizes` repeats that size.",
+                "into tables of 1 to 5 M; `sdlab ids experiment --seed-sizes` repeats that size.",
                 "A random key lands anywhere in the clustered index, so once the index "
                 "outgrows the buffer pool nearly every insert reads a page from disk; "
                 "auto-increment and UUIDv7 append at the right edge.",

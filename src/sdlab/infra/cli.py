@@ -10,7 +10,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from sdlab.console import console, stderr
+from sdlab.console import console, spinner, stderr
+from sdlab.frontend import Unreachable
 from sdlab.infra import instance, resolve
 from sdlab.infra.service import Endpoint
 from sdlab.infra.services import SERVICES
@@ -62,7 +63,7 @@ def up(
 
       sdlab infra up --private kafka # a private broker under .sdlab/managed/kafka
     """
-    with console.status("looking for the backing services..."):
+    with spinner("looking for the backing services..."):
         endpoints = resolve.up(
             _names(services), private=private, install=install, report=console.log
         )
@@ -103,18 +104,16 @@ def status(
         table.add_column("origin", no_wrap=True)
         table.add_column("healthy")
         for h in report:
-            origin = "managed" if h.endpoint.origin == "managed" else "external"
             healthy = "[green]yes[/]" if h.healthy else "[red]no[/]"
             table.add_row(
-                h.title, h.endpoint.address, h.version or "-", f"{origin}, {h.detail}", healthy
+                h.title, h.endpoint.address, h.version or "-", origin(h.endpoint), healthy
             )
         console.print(table)
     bad = [h for h in report if not h.healthy]
     for h in bad:
-        stderr.print(
-            f"[red]error:[/] {h.title} at {h.endpoint.address} ({h.detail}): {h.problem}; {h.hint}",
-            highlight=False,
-        )
+        assert h.problem is not None
+        where = Unreachable(h.title, h.endpoint.address, h.problem, h.hint)
+        stderr.print(f"sdlab: {where}", highlight=False)
     if bad:
         raise typer.Exit(1)
 
@@ -161,10 +160,15 @@ def run(
     options = dict(_key_value(text) for text in option or [])
     svc = SERVICES[service.value]
     root = resolve.state_root()
-    with console.status(f"starting {count} private {svc.title}..."):
+    with spinner(f"starting {count} private {svc.title}..."):
         servers = instance.start_many(svc, count, options=options, root=root)
     with servers:
-        console.print(_endpoint_table([Endpoint(svc.name, s.url, "managed") for s in servers]))
+        console.print(
+            _endpoint_table(
+                [Endpoint(svc.name, s.url, "managed") for s in servers],
+                [s.pid for s in servers],
+            )
+        )
         stop = {signal.SIGINT, signal.SIGTERM}
         signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # before saying so: no early-signal race
         console.print("[dim]Ctrl-C stops them and removes their data.[/]")
@@ -178,10 +182,25 @@ def _key_value(text: str) -> tuple[str, str]:
     return key, value
 
 
-def _endpoint_table(endpoints: list[Endpoint]) -> Table:
+def origin(endpoint: Endpoint, pid: int | None = None) -> str:
+    """Where a service was found, in the words `up`, `status` and `run` all use:
+    `external, usual port`, `external, SDLAB_MYSQL_URL`, `managed, pid 1234`."""
+    svc = SERVICES[endpoint.service]
+    if endpoint.origin == "env":
+        return f"external, {svc.env_var}"
+    if endpoint.origin == "local":
+        return "external, usual port"
+    if pid is None:
+        own = resolve.managed(svc)
+        pid = own.pid if own is not None and own.url == endpoint.url else None
+    return f"managed, pid {pid}" if pid else "managed"
+
+
+def _endpoint_table(endpoints: list[Endpoint], pids: list[int | None] | None = None) -> Table:
     table = Table()
     for column in ("service", "url", "version", "origin"):
         table.add_column(column)
-    for e in endpoints:
-        table.add_row(SERVICES[e.service].title, e.url, e.version or "-", e.origin)
+    for i, e in enumerate(endpoints):
+        where = origin(e, pids[i] if pids else None)
+        table.add_row(SERVICES[e.service].title, e.url, e.version or "-", where)
     return table

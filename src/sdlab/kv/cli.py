@@ -12,9 +12,9 @@ try:
 except ImportError:  # pragma: no cover - optional speed-up
     uvloop = None  # type: ignore[assignment]  # optional: asyncio's loop then
 
-from sdlab import lab
+from sdlab import frontend, lab
 from sdlab.config import settings
-from sdlab.console import console, stderr
+from sdlab.console import console
 from sdlab.kv.core import DEFAULT_MAX_VALUE, KVError
 from sdlab.kv.server import OUTPUT_LIMIT
 from sdlab.kv.service import check_exposure
@@ -29,27 +29,46 @@ app = typer.Typer(
 )
 
 
+DEFAULT_PORT = 6380  # the Redis protocol; Redis itself is on 6379
+DEFAULT_HTTP_PORT = 8080
+DATABASE = "sdlab_kv"
+
+
 def default_backend() -> str:
     return f"sqlite:///{settings().state_dir / 'kv' / 'kv.sqlite3'}"
 
 
-@app.command()
+def db_url(db: str | None) -> str:
+    """The URL `--db` means: `sqlite` (the default file), `mysql` or `postgres` (the
+    server sdlab finds: database sdlab_kv on MariaDB, postgres on PostgreSQL, which kv
+    does not create), or a URL as given."""
+    if db is None or db == "sqlite":
+        return default_backend()
+    if db.lower() in frontend.SHORTHANDS:
+        return frontend.database_url(db, DATABASE, postgres_database="postgres")
+    return db
+
+
+@app.command(cls=frontend.respelled({"--backend": "--db", "--resp-port": "--port"}))
 def serve(
-    backend: Annotated[
+    db: Annotated[
         str | None,
-        typer.Option(
-            help="Where the table lives: sqlite:///FILE, sqlite:// (memory), "
+        frontend.db_option(
+            "Where the table lives: sqlite (the default file), mysql, postgres (the "
+            "server sdlab finds), or a URL: sqlite:///FILE, sqlite:// (memory), "
             "mysql://USER@HOST:PORT/DB, postgresql://USER@HOST:PORT/DB; add ?table=NAME "
-            "for another table than kv_store. Default: <SDLAB_STATE_DIR>/kv/kv.sqlite3."
+            "for another table than kv_store. Default: <SDLAB_STATE_DIR>/kv/kv.sqlite3.",
+            metavar="sqlite|mysql|postgres|URL",
         ),
     ] = None,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    host: Annotated[str, frontend.host_option()] = "127.0.0.1",
+    port: Annotated[
+        int,
+        typer.Option("--port", min=0, max=65535, help="Redis-protocol port (0: any free one)."),
+    ] = DEFAULT_PORT,
     http_port: Annotated[
-        int, typer.Option(min=0, max=65535, help="HTTP port (0: any free one).")
-    ] = 8080,
-    resp_port: Annotated[
-        int, typer.Option(min=0, max=65535, help="Redis-protocol port (0: any free one).")
-    ] = 6380,
+        int, typer.Option(min=0, max=65535, help="HTTP API port (0: any free one).")
+    ] = DEFAULT_HTTP_PORT,
     http: Annotated[bool, typer.Option(help="Serve HTTP.")] = True,
     resp: Annotated[bool, typer.Option(help="Serve the Redis protocol.")] = True,
     naive: Annotated[
@@ -100,7 +119,9 @@ def serve(
 
       sdlab kv serve
 
-      sdlab kv serve --backend mysql://root@127.0.0.1:3306/sdlab_kv --resp-port 6380
+      sdlab kv serve --db mysql --port 6380
+
+      sdlab kv serve --db postgresql://postgres@127.0.0.1:5432/postgres?table=kv_pg
 
       SDLAB_KV_PASSWORD=s3cret sdlab kv serve --host 0.0.0.0
 
@@ -108,8 +129,8 @@ def serve(
 
       curl -X PUT --data-binary hello 'localhost:8080/keys/greeting?ttl=60'
     """
-    url = backend or default_backend()
     try:
+        url = db_url(db)
         check_exposure(host, requirepass, insecure)
         store = Store(
             url,
@@ -118,9 +139,8 @@ def serve(
             sweep_interval=sweep_interval,
             pool_size=pool_size,
         )
-    except KVError as exc:
-        stderr.print(f"[red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+    except (KVError, ValueError) as exc:
+        frontend.fail(exc, system="kv")
 
     def ready(ports: dict[str, int]) -> None:
         where = []
@@ -136,7 +156,7 @@ def serve(
         store,
         host=host,
         http_port=http_port if http else None,
-        resp_port=resp_port if resp else None,
+        resp_port=port if resp else None,
         ready=ready,
         password=requirepass,
         insecure=insecure,
@@ -148,8 +168,7 @@ def serve(
         else:
             asyncio.run(serving)
     except (KVError, OSError) as exc:
-        stderr.print(f"[red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+        frontend.fail(exc, system="kv")
 
 
 @app.command()

@@ -314,7 +314,7 @@ class ServerProcess(_ServerProcess):
         self.resp_port = int(port_for.select_random())
         self.http_port = int(port_for.select_random()) if http else 0
         command = sdlab_command(
-            "kv", "serve", "--backend", backend, "--resp-port", str(self.resp_port),
+            "kv", "serve", "--db", backend, "--port", str(self.resp_port),
             *(["--http-port", str(self.http_port)] if http else ["--no-http"]),
             *(["--naive"] if naive else []),
             *(extra or []),

@@ -12,8 +12,8 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from sdlab import infra, lab, sql
-from sdlab.console import console
+from sdlab import frontend, lab, sql
+from sdlab.console import console, spinner
 from sdlab.locking import hermitage
 from sdlab.locking.anomalies import ANOMALIES, LEVELS, Cell, table
 from sdlab.locking.cases import CASES, check, play
@@ -33,27 +33,36 @@ CaseName = StrEnum("CaseName", {name: name for name in CASES})  # type: ignore[m
 AnomalyCode = StrEnum("AnomalyCode", {code: code for code in ANOMALIES})  # type: ignore[misc]
 
 
-class EngineName(StrEnum):
-    mariadb = "mariadb"
-    postgresql = "postgresql"
-
-
-SERVICE = {"mariadb": "mysql", "postgresql": "postgres"}
 TITLE = {"mariadb": "MariaDB", "postgresql": "PostgreSQL"}
 COLOURS = ["cyan", "magenta", "yellow", "green"]
 
 Engines = Annotated[
-    list[EngineName] | None,
-    typer.Option("--engine", "-e", help="Engine to run on (repeatable). Default: both."),
+    list[str] | None,
+    frontend.db_option(
+        "The database to run on (repeatable): mysql, postgres (the servers sdlab finds), "
+        "or a URL of either. Default: both engines."
+    ),
 ]
+RENAMED = frontend.respelled({"--engine": "--db", "-e": "--db"})
 
 T = TypeVar("T")
 
 
-def _servers(engines: list[EngineName] | None) -> dict[str, str]:
-    chosen = [e.value for e in engines] if engines else list(SERVICE)
-    endpoints = infra.up([SERVICE[e] for e in chosen], report=console.log)
-    return {engine: endpoints[SERVICE[engine]].url for engine in chosen}
+def _servers(dbs: list[str] | None) -> dict[str, str]:
+    """Engine (mariadb, postgresql) -> server URL, one server per engine."""
+    servers: dict[str, str] = {}
+    for value in dbs or ["mysql", "postgres"]:
+        try:
+            url = frontend.database_url(value, "")
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--db") from None
+        engine = sql.engine_of(url)
+        if engine in servers:
+            raise typer.BadParameter(
+                f"two {TITLE[engine]} servers: one per engine", param_hint="--db"
+            )
+        servers[engine] = url
+    return servers
 
 
 async def _in_scratch(server: str, work: Callable[[str], Awaitable[T]]) -> T:
@@ -61,7 +70,7 @@ async def _in_scratch(server: str, work: Callable[[str], Awaitable[T]]) -> T:
         return await work(url)
 
 
-@app.command()
+@app.command(cls=RENAMED)
 def demo(
     case: Annotated[CaseName, typer.Argument(help="The case to play.")],
     engine: Engines = None,
@@ -77,7 +86,7 @@ def demo(
 
       sdlab locking demo deadlock
 
-      sdlab locking demo gap-lock -e mariadb
+      sdlab locking demo gap-lock --db mysql
     """
     chosen = CASES[case.value]
     for name, server in _servers(engine).items():
@@ -110,7 +119,7 @@ def timeline_table(timeline: Timeline, title: str) -> Table:
     return table
 
 
-@app.command()
+@app.command(cls=RENAMED)
 def anomalies(
     engine: Engines = None,
     anomaly: Annotated[
@@ -140,7 +149,7 @@ def anomalies(
 
       sdlab locking anomalies
 
-      sdlab locking anomalies -e postgresql -a G2-item --timelines
+      sdlab locking anomalies --db postgres -a G2-item --timelines
 
       sdlab locking anomalies --json
     """
@@ -154,7 +163,7 @@ def anomalies(
     if as_json:
         found = asyncio.run(everything())
     else:
-        with console.status("running the anomalies on both engines..."):
+        with spinner("running the anomalies on both engines..."):
             found = asyncio.run(everything())
     for name, cells in zip(servers, found, strict=True):
         if as_json:

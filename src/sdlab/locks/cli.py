@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from sdlab import infra, lab
+from sdlab import frontend, infra, lab
 from sdlab.bench.report import rich_table
-from sdlab.console import console
+from sdlab.console import console, spinner
 from sdlab.locks import demo as counter_demo
 from sdlab.locks.experiment import LockCost
 
@@ -21,16 +21,16 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-Backend = Enum("Backend", {name: name for name in counter_demo.BACKENDS}, type=str)  # type: ignore[misc]  # functional Enum
+Kind = Enum("Kind", {name: name for name in counter_demo.BACKENDS}, type=str)  # type: ignore[misc]  # functional Enum
 
 
-@app.command()
+@app.command(cls=frontend.respelled({"--backend": "--kind", "-b": "-k"}))
 def demo(
-    backend: Annotated[
-        list[Backend] | None,
+    kind: Annotated[
+        list[Kind] | None,
         typer.Option(
-            "--backend",
-            "-b",
+            "--kind",
+            "-k",
             help="Lock to use (repeatable): none, redis, redlock (5 private Redis "
             "servers), mysql (GET_LOCK), postgres (advisory). Default: all.",
         ),
@@ -49,15 +49,15 @@ def demo(
 
       sdlab locks demo
 
-      sdlab locks demo -b none -b redis --processes 16 --increments 200
+      sdlab locks demo -k none -k redis --processes 16 --increments 200
     """
-    chosen = [b.value for b in backend] if backend else list(counter_demo.BACKENDS)
+    chosen = [k.value for k in kind] if kind else list(counter_demo.BACKENDS)
     endpoints = infra.up(["redis", "mysql", "postgres"], report=console.log)
     rows = []
     with ExitStack() as stack:
         quorum: list[str] = []
         if "redlock" in chosen:
-            with console.status("starting 5 private Redis servers for Redlock..."):
+            with spinner("starting 5 private Redis servers for Redlock..."):
                 quorum = [s.url for s in stack.enter_context(infra.redis(5, durable=True))]
         for name in chosen:
             setup = counter_demo.Setup(
@@ -67,7 +67,7 @@ def demo(
                 endpoints["mysql"].url,
                 endpoints["postgres"].url,
             )
-            with console.status(f"{name}: {processes} processes x {increments} increments..."):
+            with spinner(f"{name}: {processes} processes x {increments} increments..."):
                 rows.append(counter_demo.run(setup, processes, increments).row())
     console.print(rich_table(rows))
 

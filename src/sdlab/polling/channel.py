@@ -25,6 +25,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 import redis.asyncio as aioredis
@@ -33,6 +34,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from sdlab import sql
+from sdlab.failure import describe
 from sdlab.polling.model import PollingError
 
 logger = logging.getLogger("sdlab.polling")
@@ -45,13 +47,19 @@ _BACKOFF_MAX = 2.0
 
 
 class ChannelUnavailable(PollingError):
-    """The notification channel could not be subscribed to at start-up."""
+    """The notification channel could not be subscribed to at start-up: the `service`
+    (Redis, PostgreSQL) at `address` (host:port), and the `reason`."""
+
+    def __init__(self, message: str, *, service: str, address: str, reason: str) -> None:
+        super().__init__(message)
+        self.service, self.address, self.reason = service, address, reason
 
 
 class Channel(ABC):
     """A process's subscription to the announcements of one table's changes."""
 
     name: str
+    service: str  # the server's title, for errors
     notify_in_transaction = False
     """True if the store sends the announcement inside the change's transaction
     (PostgreSQL NOTIFY) rather than the fleet after the commit."""
@@ -76,8 +84,18 @@ class Channel(ABC):
             await asyncio.wait_for(asyncio.shield(first), timeout)
         except Exception as exc:
             await self.close()
-            reason = exc if str(exc) else type(exc).__name__
-            raise ChannelUnavailable(f"cannot subscribe to {self}: {reason}") from None
+            reason = _reason(exc)
+            raise ChannelUnavailable(
+                f"cannot subscribe to {self}: {reason}",
+                service=self.service,
+                address=self.address,
+                reason=reason,
+            ) from None
+
+    @property
+    @abstractmethod
+    def address(self) -> str:
+        """host:port of the server the channel runs through."""
 
     @abstractmethod
     def publish(self, version: int) -> None:
@@ -127,8 +145,20 @@ class Channel(ABC):
         iterator of payloads that raises when the subscription is lost."""
 
 
+def _reason(exc: BaseException) -> str:
+    """Why the first subscription failed, in one line: the socket's error if any."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno is not None:
+            return describe(seen)
+        seen = seen.__cause__ or seen.__context__
+    return describe(exc)
+
+
 class RedisChannel(Channel):
     """Redis pub/sub: PUBLISH after the commit, one SUBSCRIBE per process."""
+
+    service = "Redis"
 
     def __init__(self, url: str, name: str) -> None:
         super().__init__()
@@ -144,6 +174,11 @@ class RedisChannel(Channel):
 
     def __str__(self) -> str:
         return f"Redis channel {self.name!r} at {self.url}"
+
+    @property
+    def address(self) -> str:
+        parts = urlsplit(self.url)
+        return f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379}"
 
     def publish(self, version: int) -> None:
         task = asyncio.create_task(self._publish(version))
@@ -197,10 +232,15 @@ class PostgresChannel(Channel):
     database: the fleet's store must be the PostgreSQL database at `url`."""
 
     notify_in_transaction = True
+    service = "PostgreSQL"
 
     def __init__(self, url: str, name: str) -> None:
         super().__init__()
         self.url, self.name = url, sql.identifier(name)
+
+    @property
+    def address(self) -> str:
+        return sql.address_of(self.url)
 
     def __str__(self) -> str:
         where = f"{sql.address_of(self.url)}/{sql.database_of(self.url)}"

@@ -11,13 +11,15 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from sdlab import infra, lab, sql
-from sdlab.console import console, stderr
+from sdlab import frontend, infra, lab, sql
+from sdlab.console import console
 from sdlab.polling.client import PollingClient
 from sdlab.polling.fleet import Fleet
 from sdlab.polling.model import Delays, PollingError, seed_ids
 from sdlab.polling.store import DEFAULT_TABLE
 from sdlab.pool import PoolError
+
+DEFAULT_PORT = 8030  # each service its own default (docs/infra.md)
 
 app = typer.Typer(
     help="Short and long polling (sdlab.polling): a mock EC2 status service whose "
@@ -38,16 +40,16 @@ class ChannelKind(StrEnum):
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    host: Annotated[str, frontend.host_option()] = "127.0.0.1",
+    port: Annotated[int, frontend.port_option()] = DEFAULT_PORT,
     db: Annotated[
-        str | None,
-        typer.Option(
-            metavar="URL",
-            help="The database: mysql://... (MariaDB, MySQL; a URL without a database uses "
-            "`sdlab_polling`) or postgresql://... Default: the MariaDB sdlab finds.",
+        str,
+        frontend.db_option(
+            "The database: `mysql` or `postgres` (the server sdlab finds), or a URL: "
+            "mysql://... (MariaDB, MySQL; a URL without a database uses `sdlab_polling`) "
+            "or postgresql://..."
         ),
-    ] = None,
+    ] = "mysql",
     channel: Annotated[
         ChannelKind,
         typer.Option(
@@ -87,21 +89,24 @@ def serve(
 
     Examples:
 
-      sdlab polling serve --port 8000                 # MariaDB + Redis, page at /
+      sdlab polling serve                             # MariaDB + Redis on :8030, page at /
 
-      sdlab polling serve --port 8001                 # a second process, same servers
+      sdlab polling serve --port 8031                 # a second process, same servers
 
-      sdlab polling serve --db postgresql://postgres@127.0.0.1:5432/postgres --port 8002
+      sdlab polling serve --db postgres --port 8032   # PostgreSQL, LISTEN/NOTIFY
 
-      curl -X POST localhost:8000/create/server-1
+      curl -X POST localhost:8030/create/server-1
 
-      curl 'localhost:8001/long/status/server-1?since=6&timeout=30'
+      curl 'localhost:8031/long/status/server-1?since=6&timeout=30'
     """
     import uvicorn
 
     from sdlab.polling.service import create_app
 
-    db_url = db or infra.up(["mysql"])["mysql"].url
+    try:
+        db_url = frontend.database_url(db, "", postgres_database="postgres")
+    except ValueError as exc:
+        frontend.fail(exc, system="polling")
     kind = channel.value
     if kind == "auto":
         kind = "postgres" if db_url.startswith("postgres") else "redis"
@@ -156,10 +161,12 @@ def _releasing_server(config: Any, fleet: Fleet) -> Any:
     return ReleasingServer(config)
 
 
-@app.command()
+@app.command(cls=frontend.respelled({"--url": "--service-url"}))
 def watch(
     server_id: Annotated[str, typer.Argument(metavar="SERVER_ID", help="Which server.")],
-    url: Annotated[str, typer.Option(help="The service.")] = "http://127.0.0.1:8000",
+    url: Annotated[str, frontend.service_url_option("polling")] = (
+        f"http://127.0.0.1:{DEFAULT_PORT}"
+    ),
     create: Annotated[bool, typer.Option("--create", help="Create it first.")] = False,
     interval: Annotated[
         float | None,
@@ -177,7 +184,7 @@ def watch(
 
       sdlab polling watch server-1 --create
 
-      sdlab polling watch server-2 --create --interval 0.5 --url http://127.0.0.1:8001
+      sdlab polling watch server-2 --create --interval 0.5 --service-url http://127.0.0.1:8031
     """
 
     async def run() -> None:
@@ -239,5 +246,4 @@ def _run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
         with asyncio.Runner(loop_factory=factory) as runner:
             runner.run(main())
     except (PollingError, sql.SQLError, PoolError, httpx.HTTPError, ValueError) as exc:
-        stderr.print(f"[red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+        frontend.fail(exc, system="polling")

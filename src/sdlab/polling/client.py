@@ -1,6 +1,6 @@
 """A client of the status service: short polls, long polls, and following a server.
 
-async with PollingClient("http://127.0.0.1:8000") as client:
+async with PollingClient("http://127.0.0.1:8030") as client:
     await client.create("server-1")
     async for server in client.follow("server-1"):     # long polling
         print(server.status, server.version)           # ... until DONE

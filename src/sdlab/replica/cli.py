@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from sdlab import infra, lab
-from sdlab.console import console, stderr
+from sdlab.console import console, spinner, stderr
 from sdlab.infra.instance import Instances
 from sdlab.replica import ReplicaError, failover, observe_all, setup, switchover
 from sdlab.replica.experiment import EXPERIMENTS
@@ -78,14 +78,14 @@ def up(
     if infra.kept(GROUP):
         stderr.print("[red]error:[/] a replica cluster is already up; `sdlab replica down` first")
         raise typer.Exit(1)
-    with console.status(f"starting {1 + replicas} private MariaDB servers..."):
+    with spinner(f"starting {1 + replicas} private MariaDB servers..."):
         servers = infra.mariadb(
             1 + replicas, options=setup.server_options(semisync=semisync), keep=GROUP
         )
     nodes = _nodes(servers)
     primary, *others = nodes
     try:
-        with console.status("seeding the replicas and starting replication..."):
+        with spinner("seeding the replicas and starting replication..."):
             _run(
                 lambda: setup.build(
                     nodes[primary], {n: nodes[n] for n in others}, semisync=semisync
@@ -126,7 +126,7 @@ def promote(
     replicates from NODE.
     """
     nodes = _nodes(_servers())
-    with console.status(f"switching over to {node}..."):
+    with spinner(f"switching over to {node}..."):
         _run(lambda: switchover(nodes, node))
     _show(nodes)
 
@@ -143,7 +143,7 @@ def failover_command(
     semi-sync (`up --semisync`), where a commit is acknowledged only once a replica has it.
     """
     nodes = _nodes(_servers())
-    with console.status("failing over..."):
+    with spinner("failing over..."):
         _run(lambda: failover(nodes, force=force))
     _show(nodes)
 

@@ -12,14 +12,14 @@ import httpx
 import typer
 from rich.table import Table
 
-from sdlab import infra, lab, sql
+from sdlab import frontend, infra, lab, sql
 from sdlab.console import console, stderr
 from sdlab.infra import Instances
 from sdlab.sharding.repository import ShardedUsers, create
 from sdlab.sharding.routers import ROUTERS
 from sdlab.sharding.shardmap import NoMap, ShardingError
 
-DEFAULT_PORT = 8017  # issue 17; the other services use 8000 and 8080
+DEFAULT_PORT = 8017  # issue 17; each service its own default (docs/infra.md)
 SHARD_DATABASE = "sdlab_shard"
 
 app = typer.Typer(
@@ -49,10 +49,8 @@ assert set(RouterName) == set(ROUTERS), "the CLI's routers are the library's"
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = (
-        DEFAULT_PORT
-    ),
+    host: Annotated[str, frontend.host_option()] = "127.0.0.1",
+    port: Annotated[int, frontend.port_option()] = DEFAULT_PORT,
     shards: Annotated[
         int, typer.Option(min=1, max=16, help="Shard servers to start (private, this run).")
     ] = 2,
@@ -148,13 +146,13 @@ def serve(
         _run(run())
 
 
-@app.command()
+@app.command(cls=frontend.respelled({"--url": "--service-url"}))
 def reshard(
     to: Annotated[int, typer.Option("--to", min=1, max=16, help="Shards after the move.")],
     router: Annotated[
         RouterName | None, typer.Option(help="Route by this router after the move.")
     ] = None,
-    url: Annotated[str, typer.Option(help="The running `sdlab sharding serve`.")] = (
+    url: Annotated[str, frontend.service_url_option("sharding")] = (
         f"http://127.0.0.1:{DEFAULT_PORT}"
     ),
 ) -> None:
@@ -168,7 +166,7 @@ def reshard(
 
       sdlab sharding reshard --to 3
 
-      sdlab sharding reshard --to 3 --router jump --url http://127.0.0.1:8017
+      sdlab sharding reshard --to 3 --router jump --service-url http://127.0.0.1:8017
     """
     body: dict[str, object] = {"shards": to}
     if router is not None:
@@ -176,8 +174,10 @@ def reshard(
     try:
         answer = httpx.post(f"{url}/reshard", json=body, timeout=600)
     except httpx.HTTPError as exc:
-        stderr.print(f"[red]error:[/] the service at {url}: {exc}", highlight=False)
-        raise typer.Exit(1) from None
+        if frontend.unreachable(exc) is None:
+            stderr.print(f"[red]error:[/] the service at {url}: {exc}", highlight=False)
+            raise typer.Exit(1) from None
+        frontend.fail(exc, system="sharding")
     if answer.status_code != 200:
         stderr.print(f"[red]error:[/] {answer.json().get('detail', answer.text)}", highlight=False)
         raise typer.Exit(1)
@@ -211,5 +211,4 @@ def _run(main: object) -> None:
     try:
         asyncio.run(main)  # type: ignore[arg-type]
     except (ShardingError, NoMap, sql.SQLError, ValueError) as exc:
-        stderr.print(f"[red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+        frontend.fail(exc, system="sharding")

@@ -297,7 +297,10 @@ class Database:
             await self.pool.open(timeout=timeout)
         except PoolError as exc:
             await self.pool.close()
-            raise DatabaseUnavailable(f"{self.name}: {exc}") from exc
+            title, address = _TITLES[self.dialect.engine], address_of(self.url)
+            raise DatabaseUnavailable(
+                f"{self.name}: {exc}", service=title, address=address, reason=str(exc)
+            ) from exc
         except BaseException:
             await self.pool.close()
             raise
@@ -412,12 +415,32 @@ async def _open_connection(connector: MariaDB | PostgreSQL, url: str, *, timeout
             return await connector.connect()
     except Exception as exc:
         named = translate(exc, connecting=True)
-        title = _TITLES[engine_of(url)]
-        reason = str(named) if named is not None else describe(exc)
+        title, address = _TITLES[engine_of(url)], address_of(url)
+        reason = _connect_reason(exc, named)
         raise DatabaseUnavailable(
-            f"{title} at {address_of(url)}: {reason}",
+            f"{title} at {address}: {reason}",
             code=getattr(named, "code", None),
+            service=title,
+            address=address,
+            reason=reason,
         ) from exc
+
+
+def _connect_reason(exc: BaseException, named: SQLError | None) -> str:
+    """Why a session could not be opened, in one line: the socket's own error where the
+    driver wrapped one (asyncmy's 2003 around ConnectionRefusedError), libpq's last
+    words otherwise ("connection to server at ... failed: Connection refused")."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and (seen.errno is not None or isinstance(seen, TimeoutError)):
+            return describe(seen)
+        seen = seen.__cause__ or seen.__context__
+    first = (str(exc).strip().splitlines() or [""])[0]
+    if "Connection refused" in first:
+        return describe(ConnectionRefusedError())
+    if "timeout expired" in first:
+        return describe(TimeoutError())
+    return str(named) if named is not None else describe(exc)
 
 
 async def _defaults(session: Session, isolation: Isolation | None) -> None:

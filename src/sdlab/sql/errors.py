@@ -88,7 +88,22 @@ class ConnectionLost(SQLError):
 
 
 class DatabaseUnavailable(SQLError):
-    """No session could be opened: the server refused, is unreachable, or the login failed."""
+    """No session could be opened: the server refused, is unreachable, or the login failed.
+    Raised by this layer with the server's `service` (MariaDB, PostgreSQL), `address`
+    (host:port) and the `reason` in one line, so that a command can say which server it
+    could not reach, wherever its URL came from."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: int | str | None = None,
+        service: str = "",
+        address: str = "",
+        reason: str = "",
+    ) -> None:
+        super().__init__(message, code=code)
+        self.service, self.address, self.reason = service, address, reason
 
 
 class InvalidIdentifier(SQLError, ValueError):

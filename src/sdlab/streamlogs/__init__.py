@@ -3,7 +3,7 @@ per deployment fans each new line out to every client, and clients resume after 
 reconnect with `Last-Event-ID`, with no line lost or repeated.
 
     from sdlab.streamlogs import create_app, server
-    server(create_app("/tmp/deployments"), port=8000).run()
+    server(create_app("/tmp/deployments"), port=8010).run()
 
 `store.py` is the files, `tail.py` the shared reader and its hub, `stream.py` one
 client's response, `sse.py` the wire format, `mock.py` the mock deployments,

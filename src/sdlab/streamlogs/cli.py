@@ -8,9 +8,11 @@ from typing import Annotated
 
 import typer
 
-from sdlab import lab
+from sdlab import frontend, lab
 from sdlab.config import settings
 from sdlab.console import console, stderr
+
+DEFAULT_PORT = 8010  # each service its own default (docs/infra.md)
 
 app = typer.Typer(
     help="Log streaming over Server-Sent Events (sdlab.streamlogs): mock deployments "
@@ -21,10 +23,10 @@ app = typer.Typer(
 )
 
 
-@app.command()
+@app.command(cls=frontend.respelled({"--original": "--seed"}))
 def serve(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    host: Annotated[str, frontend.host_option()] = "127.0.0.1",
+    port: Annotated[int, frontend.port_option()] = DEFAULT_PORT,
     data_dir: Annotated[
         Path | None,
         typer.Option(
@@ -79,10 +81,10 @@ def serve(
             show_default="none: same origin only",
         ),
     ] = None,
-    original: Annotated[
+    seed_design: Annotated[
         bool,
         typer.Option(
-            "--original",
+            "--seed",
             help="Serve the seed's design instead (GET /logs/{id} only: a sync generator "
             "per client on the thread pool), to compare.",
         ),
@@ -93,15 +95,15 @@ def serve(
     Logs are files under --data-dir: they survive restarts, and a deployment that
     was running when the server stopped carries on when it starts again.
 
-    Examples (then open http://127.0.0.1:8000/ in a browser):
+    Examples (then open http://127.0.0.1:8010/ in a browser):
 
-      sdlab streamlogs serve --port 8000 --data-dir /tmp/deployments
+      sdlab streamlogs serve --data-dir /tmp/deployments
 
-      curl -X POST 'localhost:8000/deployments?lines=20&interval=0.2'
+      curl -X POST 'localhost:8010/deployments?lines=20&interval=0.2'
 
-      curl -N localhost:8000/logs/ID
+      curl -N localhost:8010/logs/ID
 
-      curl -N -H 'Last-Event-ID: 118' localhost:8000/logs/ID
+      curl -N -H 'Last-Event-ID: 118' localhost:8010/logs/ID
 
     The last one resumes after byte 118 of the log, as a browser does when it
     reconnects.
@@ -122,7 +124,7 @@ def serve(
             f"[red]error:[/] cannot use --data-dir {folder}: {exc.strerror}", highlight=False
         )
         raise typer.Exit(1) from None
-    if original:
+    if seed_design:
         web = seed.create_app(folder)
     else:
         web = create_app(

@@ -3,7 +3,7 @@ design (a sync generator per client on the thread pool, `original.py`), same run
 
 Three processes per measurement, so that each side's numbers are its own:
 
-- the server: `sdlab streamlogs serve` (or `--original`), alone in its process, started
+- the server: `sdlab streamlogs serve` (or `--seed`), alone in its process, started
   fresh for every design and client count;
 - the clients: `python -m sdlab.streamlogs.loadgen`, N raw-socket SSE clients on one
   event loop (see loadgen.py for why not httpx), all on one deployment;
@@ -60,7 +60,7 @@ class Design:
     flags: tuple[str, ...]
 
 
-ORIGINAL = Design("original", ("--original",))
+ORIGINAL = Design("seed", ("--seed",))  # the seed's design, rebuilt (streamlogs/original/)
 SDLAB = Design("sdlab", ())
 
 
@@ -166,7 +166,7 @@ class FreshLineLatency(Followers):
                 for design in (ORIGINAL, SDLAB):
                     found[design.label] = await self.measure(design, count)
                     advance()
-                rows.append(_row(count, found["original"], found["sdlab"]))
+                rows.append(_row(count, found["seed"], found["sdlab"]))
         clients_cpu = found["sdlab"].client_cpu_percent
         notes = [
             f"{self.lines} lines, one every {self.interval} s, once every client had its "
@@ -181,12 +181,12 @@ class FreshLineLatency(Followers):
             f"{found['sdlab'].cpu_percent:.1f}%.",
             "Measured earlier on this machine, on a busier day (2026-11): the seed's design "
             "at p50 388 ms / p99 5.2 s with 100 clients, p50 12 s with 300.",
-            "original: the seed's design, run here (a thread per waiting client); the seed "
+            "seed: the seed's design, run here (a thread per waiting client); the seed "
             "published no figures for it.",
         ]
         chart = Chart(
             "clients",
-            ["original p99 (ms)", "sdlab p99 (ms)", "sdlab p50 (ms)"],
+            ["seed p99 (ms)", "sdlab p99 (ms)", "sdlab p50 (ms)"],
             kind="line",
             ylabel="fresh-line latency (ms)",
             logy=True,
@@ -239,11 +239,11 @@ class QuietWatchers(Followers):
             f"count as late by the time they had waited (lower bounds). Load average "
             f"{load:.1f} at the start.",
             "anyio's thread pool, which Starlette runs sync iterators on, has 40 threads.",
-            "original: the seed's design, run here; the seed published no figures for it.",
+            "seed: the seed's design, run here; the seed published no figures for it.",
         ]
         chart = Chart(
             "quiet clients",
-            ["original missing (%)", "sdlab missing (%)"],
+            ["seed missing (%)", "sdlab missing (%)"],
             ylabel="% of the busy deployment's lines never delivered",
         )
         return Outcome(rows, chart=chart, notes=notes)
@@ -252,7 +252,7 @@ class QuietWatchers(Followers):
         most = max(rows, key=lambda r: r["quiet clients"])
         return Headline(
             f"sdlab: busy lines lost beside {most['quiet clients']} quiet clients "
-            f"(original: {most['original missing (%)']:.0f}%)",
+            f"(seed's design: {most['seed missing (%)']:.0f}%)",
             most["sdlab missing (%)"],
             unit="%",
             target=0,
@@ -263,12 +263,12 @@ ALL: list[type[Followers]] = [FreshLineLatency, QuietWatchers]
 
 
 def _row(clients: int, original: Measured, sdlab: Measured) -> dict[str, Any]:
-    both = (("original", original), ("sdlab", sdlab))
+    both = (("seed", original), ("sdlab", sdlab))
     row: dict[str, Any] = {"clients": clients}
     for label, found in both:
         row[f"{label} p50 (ms)"] = found.latency.percentile_ms(50)
         row[f"{label} p99 (ms)"] = found.latency.percentile_ms(99)
-    row["p99 original / sdlab"] = row["original p99 (ms)"] / max(row["sdlab p99 (ms)"], 1e-9)
+    row["p99 seed / sdlab"] = row["seed p99 (ms)"] / max(row["sdlab p99 (ms)"], 1e-9)
     for label, found in both:
         row[f"{label} KiB per client"] = found.kib_per_client
     for label, found in both:

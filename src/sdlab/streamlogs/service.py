@@ -419,7 +419,7 @@ class Server(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         app = self.config.app
-        if isinstance(app, StreamLogsApp):  # not the seed's app (`serve --original`)
+        if isinstance(app, StreamLogsApp):  # not the seed's app (`serve --seed`)
             app.state.hub.end_streams()
         await super().shutdown(sockets)
 

@@ -5,7 +5,7 @@ waiting for its next line holds a thread for as long as it waits.
 
 Same files, same URL (`GET /logs/{id}`) and the same uvicorn as sdlab's service; no
 ids, no end event, no resume, as in the seed. Serve it with
-`sdlab streamlogs serve --original`. The seed's poll interval is not published; 0.1 s
+`sdlab streamlogs serve --seed`. The seed's poll interval is not published; 0.1 s
 is our choice (a longer one only adds latency).
 """
 
