@@ -35,6 +35,9 @@ async def test_the_anomaly_table_sits_beside_hermitage(sdlab_endpoints: Endpoint
         r for r in outcome.rows if (r["engine"], r["level"]) == ("PostgreSQL", "SERIALIZABLE")
     )
     assert serializable["G2"] == "✓ aborted"
+    assert serializable["prevented"] == 10  # every anomaly, the chart's bar
+    uncommitted = next(r for r in outcome.rows if r["level"] == "READ UNCOMMITTED")
+    assert uncommitted["prevented"] < serializable["prevented"]
     assert outcome.published is not None
     assert outcome.notes[0] == (
         "70 of 70 cells match Hermitage's marks for the same level (MariaDB's against "

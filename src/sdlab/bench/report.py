@@ -187,6 +187,8 @@ def _short(value: float) -> str:
         return f"{value / 1e6:.3g}M"
     if abs(value) >= 1e4:
         return f"{value / 1e3:.3g}k"
+    if float(value).is_integer():
+        return f"{int(value):,}"  # a count: 10, not 10.00
     return fmt(value)
 
 

@@ -19,6 +19,7 @@ from typing import Self
 from sdlab import sql
 from sdlab.bench import (
     Bench,
+    Chart,
     Experiment,
     Headline,
     Outcome,
@@ -33,6 +34,7 @@ from sdlab.locking.cases import CASES, check, play
 
 SERVICE = {"mariadb": "mysql", "postgresql": "postgres"}
 TITLE = {"mariadb": "MariaDB", "postgresql": "PostgreSQL"}
+PREVENTED = "prevented"  # how many of the anomalies a level prevents in every variant
 
 
 @register
@@ -119,16 +121,20 @@ class AnomalyTable(Experiment):
         for engine, levels in LEVELS.items():
             for level in levels:
                 row: Row = {"engine": TITLE[engine], "level": level.name}
-                for cell in cells:
-                    if (cell.engine, cell.level) == (engine, level.name):
-                        row[cell.anomaly] = cell.short
+                mine = [c for c in cells if (c.engine, c.level) == (engine, level.name)]
+                for cell in mine:
+                    row[cell.anomaly] = cell.short
+                row[PREVENTED] = sum(cell.mark == "✓" for cell in mine)
                 rows.append(row)
         notes = hermitage.notes(cells)
         if unstable:
             notes.append("Cells that changed between runs: " + "; ".join(unstable))
         elif self.repeats > 1:
             notes.append(f"Every cell gave the same result in all {self.repeats} runs.")
-        return Outcome(rows, published=_hermitage_table(), notes=notes)
+        chart = Chart(
+            "level", [PREVENTED], group="engine", ylabel=f"anomalies prevented, of {len(ANOMALIES)}"
+        )
+        return Outcome(rows, chart=chart, published=_hermitage_table(), notes=notes)
 
     def headline(self, rows: list[Row]) -> Headline | None:
         """Cells whose mark is not Hermitage's and that no note explains: 0 means the

@@ -316,6 +316,11 @@ class Move(Experiment):
             await asyncio.to_thread(servers.close)
         return Outcome(
             rows,
+            chart=Chart(
+                "move",
+                ["cutover (ms)", "write p99 (ms)", "write max (ms)"],
+                ylabel="ms: the writers' pause, and their writes' latency",
+            ),
             notes=[
                 f"{self.users:,} users, ring router; {self.writers} writers (each its own "
                 "router process's view: its own map and pools), one write at a time each, "
