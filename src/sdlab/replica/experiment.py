@@ -125,6 +125,14 @@ class ReplicationLag(Experiment):
                     await replica.close()
         return Outcome(
             rows,
+            chart=Chart(
+                "target writes/s",
+                ["lag p99 (ms)"],
+                kind="line",
+                group="replica apply threads",
+                logy=True,
+                ylabel="replica lag p99 (ms, log scale)",
+            ),
             notes=[
                 NO_SEED,
                 "Seconds_Behind_Master, what MariaDB reports as lag, counts whole seconds; "
@@ -442,6 +450,7 @@ class FailoverLoss(Experiment):
                 )
         return Outcome(
             rows,
+            chart=Chart("replication", ["lost"], ylabel="acknowledged writes lost"),
             notes=[
                 "Lost: acknowledged as committed to the writer, not on the new primary. "
                 "Semi-sync acknowledges a commit only once a replica has it (AFTER_SYNC), so "
