@@ -79,8 +79,14 @@ class CaseTimelines(Experiment):
             if not problems
             else "Not as expected: " + "; ".join(problems)
         )
+        # A case's last statement starts once every wait before it has ended: the bar
+        # per case and engine is how long its locks held it up.
+        chart = Chart(
+            "case", ["at (ms)"], group="engine", ylabel="ms until the last statement started"
+        )
         return Outcome(
             rows,
+            chart=chart,
             published=published("sql-locking"),
             notes=[verdict, *(f"{case.name}: {case.lesson}" for case in CASES.values())],
         )
