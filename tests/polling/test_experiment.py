@@ -20,7 +20,9 @@ async def test_short_and_long_polling_are_measured(sdlab_endpoints: Endpoints) -
     outcome = await experiment.run(Bench(endpoints, Progress()))
     assert [r["polling"] for r in outcome.rows] == [
         "K=6 short every 0.1 s",
+        "K=6 long, floor",
         "K=6 long",
+        "K=40 long, floor",
         "K=40 long",
         "K=40 long, 2 server processes",
     ]
@@ -28,12 +30,19 @@ async def test_short_and_long_polling_are_measured(sdlab_endpoints: Endpoints) -
         assert row["errors"] == 0
         assert 0 < row["detection p50 (ms)"] <= row["detection p99 (ms)"]
         assert row["server CPU (s)"] > 0
-        if watch.long:
+        assert row["client CPU (s)"] > 0
+        if watch.floor:  # the bare server: every poll answered, nothing lost
+            assert row["missed statuses"] == 0
+            assert row["requests"] == STATUSES_PER_CREATION * watch.clients
+            assert row["server memory per client (KB)"] is not None
+        elif watch.long:
             # One answer per status seen, and no poll held to its timeout.
             seen = STATUSES_PER_CREATION * watch.clients - row["missed statuses"]
             assert row["requests"] == seen
             assert row["server answer p99 (ms)"] > 0
             assert row["server memory per client (KB)"] is not None
+            assert row["p50 / floor"] > 0
+            assert row["p99 / floor"] > 0
         else:  # a short poller asks again and again while nothing changes
             assert row["requests per client"] > STATUSES_PER_CREATION
     assert any("Target: long-poll detection p99" in note for note in outcome.notes)

@@ -8,7 +8,9 @@ every `interval` seconds (each client at a random phase), on a keep-alive connec
 its own. The process prints `ready` once every client has had its first answer (short)
 or sent its first poll (long), then, when all are done, one JSON line: for each client,
 its requests and, for each version it saw, `[version, status, answered, changed]` (Unix
-times). The change's time is the database's clock; on one machine it is the same clock
+times), under "clients", and the CPU time this process used from `ready` to the end
+under "cpu (s)" (so that the clients' cost can be shown beside the server's). The
+change's time is the database's clock; on one machine it is the same clock
 as this process's, and the answer's time is taken as its last byte is parsed.
 
 The clients share the machine's cores with the service they measure, so each request
@@ -184,8 +186,9 @@ async def main(args: argparse.Namespace) -> None:
     ]
     await started.wait()
     print("ready", flush=True)
+    cpu = time.process_time()
     results = await asyncio.wait_for(asyncio.gather(*clients), args.deadline)
-    json.dump(results, sys.stdout)
+    json.dump({"cpu (s)": time.process_time() - cpu, "clients": results}, sys.stdout)
     print(flush=True)
 
 

@@ -11,9 +11,18 @@ Three processes per measurement, so that each side's numbers are its own:
   CLOCK_MONOTONIC just before the write, and samples the server's memory and CPU.
 
 A line's latency is the time from its write to its arrival at a client, for every client
-and every line. A line some client has not received when the run stops (`drain` seconds
-after the last write) counts as late by the time it had waited: those percentiles are
-lower bounds, and the table says how many lines were still missing.
+and every line.
+
+Each client count is also measured, in the same run and just before sdlab, against the
+floor (`sdlab.bench.floor`): a bare uvloop server that answers the same load generator's
+GETs with SSE headers and, told of a line, writes one pre-encoded event to every stream
+in one pass. The line is stamped just before the floor is told, so its latency is the
+fan-out alone (a pipe to the floor's process, the loopback TCP, the clients' own work);
+sdlab's p50 and p99 are given as ratios to it.
+
+A line some client has not received when the run stops (`drain` seconds after the last
+write) counts as late by the time it had waited: those percentiles are lower bounds,
+and the table says how many lines were still missing.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ import port_for
 import psutil
 
 from sdlab.bench import Bench, Chart, Experiment, Headline, Latency, Outcome, Row, register
+from sdlab.bench.floor import FloorProcess
 from sdlab.infra.process import ServerProcess, sdlab_command
 from sdlab.streamlogs.store import DeploymentStore
 
@@ -62,6 +72,8 @@ class Design:
 
 ORIGINAL = Design("seed", ("--seed",))  # the seed's design, rebuilt (streamlogs/original/)
 SDLAB = Design("sdlab", ())
+FLOOR = Design("floor", ())  # sdlab.bench.floor, not a streamlogs server
+TARGET_RATIO = 2.0  # issue 22: sdlab's fresh-line p99 within 2x of the floor's
 
 
 @dataclass
@@ -75,6 +87,8 @@ class Followers(Experiment):
     async def measure(self, design: Design, clients: int, *, idle: int = 0) -> Measured:
         """One fresh server; `idle` clients watching a deployment that prints nothing,
         then `clients` clients on a deployment that prints `lines` lines."""
+        if design is FLOOR:
+            return await self.measure_floor(clients)
         folder = Path(tempfile.mkdtemp(prefix="sdlab-streamlogs-"))
         try:
             store = DeploymentStore(folder / "data")
@@ -99,6 +113,55 @@ class Followers(Experiment):
                 client_cpu_after = clients_process.cpu_times()
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+        return self._measured(
+            result, written, clients, idle, rss - baseline,
+            _busy(cpu_before, cpu_after), _busy(client_cpu_before, client_cpu_after),
+            ended - started, ready["failed"],
+        )  # fmt: skip
+
+    async def measure_floor(self, clients: int) -> Measured:
+        """The same load generator against the floor server: each line, stamped as for
+        sdlab, is one SSE event written to every stream in one pass."""
+        async with AsyncExitStack() as stack:
+            floor = await stack.enter_async_context(FloorProcess.running("sse"))
+            process = psutil.Process(floor.pid)
+            baseline = process.memory_info().rss
+            loadgen = await stack.enter_async_context(
+                _clients(floor.port, "floor", clients, self.lines)
+            )
+            ready = await _message(loadgen)
+            await floor.until_held(clients - len(ready["failed"]))
+            clients_process = psutil.Process(loadgen.pid)
+            cpu_before, started = process.cpu_times(), time.monotonic()
+            client_cpu_before = clients_process.cpu_times()
+            written = []
+            for seq in range(self.lines):
+                await asyncio.sleep(self.interval)
+                stamp = time.monotonic_ns()
+                await floor.fire(f"bench {seq} {stamp} {PAD}".encode())
+                written.append(stamp)
+            rss = process.memory_info().rss
+            result = await self._collect(loadgen)
+            cpu_after, ended = process.cpu_times(), time.monotonic()
+            client_cpu_after = clients_process.cpu_times()
+        return self._measured(
+            result, written, clients, 0, rss - baseline,
+            _busy(cpu_before, cpu_after), _busy(client_cpu_before, client_cpu_after),
+            ended - started, ready["failed"],
+        )  # fmt: skip
+
+    def _measured(
+        self,
+        result: dict[str, Any],
+        written: list[int],
+        clients: int,
+        idle: int,
+        grown: int,
+        cpu: float,
+        client_cpu: float,
+        elapsed: float,
+        failed: list[str],
+    ) -> Measured:
         latency = Latency.decode(result["latency"])
         missing = 0
         for seq, stamp in enumerate(written):
@@ -109,10 +172,10 @@ class Followers(Experiment):
         return Measured(
             latency=latency,
             missing_percent=100 * missing / (clients * self.lines),
-            kib_per_client=max(rss - baseline, 0) / (clients + idle) / 1024,
-            cpu_percent=100 * _busy(cpu_before, cpu_after) / (ended - started),
-            client_cpu_percent=100 * _busy(client_cpu_before, client_cpu_after) / (ended - started),
-            failed=ready["failed"],
+            kib_per_client=max(grown, 0) / (clients + idle) / 1024,
+            cpu_percent=100 * cpu / elapsed,
+            client_cpu_percent=100 * client_cpu / elapsed,
+            failed=failed,
         )
 
     async def _write(self, log_path: Path) -> list[int]:
@@ -152,22 +215,35 @@ class FreshLineLatency(Followers):
     name = "streamlogs"
     system = "streamlogs"
     title = "Fresh-line latency: a thread per client vs one reader and an asyncio fan-out"
-    clients: tuple[int, ...] = (100, 300, 1000)
+    clients: tuple[int, ...] = (100, 300, 1000, 5000)
+    seed_clients: int = 1000
+    """The seed's design is measured up to this many clients only (a thread per client:
+    beyond, a run would be its backlog draining)."""
 
     @classmethod
     def quick(cls) -> FreshLineLatency:
-        return cls(lines=10, drain=3.0)
+        return cls(clients=(100, 1000), lines=10, drain=3.0)
 
     async def run(self, bench: Bench) -> Outcome:
         rows, load = [], os.getloadavg()[0]
-        with bench.progress("servers measured", total=2 * len(self.clients)) as advance:
+        designs = {
+            count: [
+                *([ORIGINAL] if count <= self.seed_clients else []),
+                FLOOR,
+                SDLAB,
+            ]
+            for count in self.clients
+        }
+        total = sum(len(d) for d in designs.values())
+        with bench.progress("servers measured", total=total) as advance:
             for count in self.clients:
                 found = {}
-                for design in (ORIGINAL, SDLAB):
+                for design in designs[count]:
                     found[design.label] = await self.measure(design, count)
                     advance()
-                rows.append(_row(count, found["seed"], found["sdlab"]))
-        clients_cpu = found["sdlab"].client_cpu_percent
+                rows.append(_row(count, found))
+        sdlab, floor = found["sdlab"], found["floor"]
+        met = [r["clients"] for r in rows if r["sdlab p99 / floor"] <= TARGET_RATIO]
         notes = [
             f"{self.lines} lines, one every {self.interval} s, once every client had its "
             f"response headers; a run stops {self.drain} s after the last write. Servers "
@@ -175,10 +251,18 @@ class FreshLineLatency(Followers):
             "Missing: (client, line) pairs not delivered by then. They count as late by "
             "the time they had waited, so with lines missing the percentiles are lower "
             "bounds.",
+            "floor: a bare uvloop server (sdlab.bench.floor) holding the same load "
+            "generator's streams and writing each line as one pre-encoded event to every "
+            "stream in one pass, measured just before sdlab at the same client count; "
+            "sdlab p50 / p99 are given as ratios to it. Target: sdlab p99 within "
+            f"{TARGET_RATIO:g}x of the floor's. Met at "
+            f"{', '.join(f'{k:,}' for k in met) or 'none'} clients.",
             f"A client stamps a line's arrival when its process reads it, so the clients' "
-            f"own delays count against the server: with {count:,} clients on sdlab their "
-            f"process used {clients_cpu:.1f}% of a core, the server "
-            f"{found['sdlab'].cpu_percent:.1f}%.",
+            f"own delays count against the server: with {count:,} clients their process "
+            f"used {sdlab.client_cpu_percent:.1f}% of a core on sdlab, the server "
+            f"{sdlab.cpu_percent:.1f}%; on the floor {floor.client_cpu_percent:.1f}% and "
+            f"{floor.cpu_percent:.1f}%.",
+            f"The seed's design is measured up to {self.seed_clients:,} clients.",
             "Measured earlier on this machine, on a busier day (2026-11): the seed's design "
             "at p50 388 ms / p99 5.2 s with 100 clients, p50 12 s with 300.",
             "seed: the seed's design, run here (a thread per waiting client); the seed "
@@ -186,7 +270,7 @@ class FreshLineLatency(Followers):
         ]
         chart = Chart(
             "clients",
-            ["seed p99 (ms)", "sdlab p99 (ms)", "sdlab p50 (ms)"],
+            ["seed p99 (ms)", "sdlab p99 (ms)", "floor p99 (ms)", "sdlab p50 (ms)"],
             kind="line",
             ylabel="fresh-line latency (ms)",
             logy=True,
@@ -196,10 +280,11 @@ class FreshLineLatency(Followers):
     def headline(self, rows: list[Row]) -> Headline | None:
         most = max(rows, key=lambda r: r["clients"])
         return Headline(
-            f"sdlab p99 fresh-line latency, {most['clients']:,} clients",
-            most["sdlab p99 (ms)"],
-            unit=" ms",
-            target=100,  # docs/streamlogs.md
+            f"sdlab fresh-line p99 / the floor's, {most['clients']:,} clients "
+            f"({most['sdlab p99 (ms)']:.0f} ms / {most['floor p99 (ms)']:.0f} ms)",
+            most["sdlab p99 / floor"],
+            unit="x",
+            target=TARGET_RATIO,
         )
 
 
@@ -262,19 +347,28 @@ class QuietWatchers(Followers):
 ALL: list[type[Followers]] = [FreshLineLatency, QuietWatchers]
 
 
-def _row(clients: int, original: Measured, sdlab: Measured) -> dict[str, Any]:
-    both = (("seed", original), ("sdlab", sdlab))
+def _row(clients: int, found: dict[str, Measured]) -> dict[str, Any]:
+    """One client count: seed (if measured), floor and sdlab side by side."""
+    labels = ("seed", "floor", "sdlab")
     row: dict[str, Any] = {"clients": clients}
-    for label, found in both:
-        row[f"{label} p50 (ms)"] = found.latency.percentile_ms(50)
-        row[f"{label} p99 (ms)"] = found.latency.percentile_ms(99)
-    row["p99 seed / sdlab"] = row["seed p99 (ms)"] / max(row["sdlab p99 (ms)"], 1e-9)
-    for label, found in both:
-        row[f"{label} KiB per client"] = found.kib_per_client
-    for label, found in both:
-        row[f"{label} server CPU (%)"] = found.cpu_percent
-    for label, found in both:
-        row[f"{label} missing (%)"] = found.missing_percent
+    for label in labels:
+        for p in (50, 99):
+            row[f"{label} p{p} (ms)"] = (
+                found[label].latency.percentile_ms(p) if label in found else None
+            )
+    for p in (50, 99):
+        row[f"sdlab p{p} / floor"] = row[f"sdlab p{p} (ms)"] / max(row[f"floor p{p} (ms)"], 1e-9)
+    row["p99 seed / sdlab"] = (
+        row["seed p99 (ms)"] / max(row["sdlab p99 (ms)"], 1e-9) if "seed" in found else None
+    )
+    for label in labels:
+        row[f"{label} KiB per client"] = found[label].kib_per_client if label in found else None
+    for label in labels:
+        row[f"{label} server CPU (%)"] = found[label].cpu_percent if label in found else None
+    for label in ("floor", "sdlab"):
+        row[f"{label} client CPU (%)"] = found[label].client_cpu_percent
+    for label in labels:
+        row[f"{label} missing (%)"] = found[label].missing_percent if label in found else None
     return row
 
 
