@@ -25,3 +25,14 @@ def describe(exc: BaseException) -> str:
     if len(exc.args) == 2 and isinstance(exc.args[0], int) and isinstance(exc.args[1], str):
         first = exc.args[1]
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def socket_error(exc: BaseException) -> OSError | None:
+    """The socket's own error under a driver's (asyncmy's 2003, aiormq's, a channel's):
+    the first OSError with an errno, or a timeout, in `exc`'s chain of causes."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and (seen.errno is not None or isinstance(seen, TimeoutError)):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None

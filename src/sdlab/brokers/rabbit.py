@@ -54,7 +54,7 @@ from sdlab.brokers.errors import (
     TopologyMismatch,
     Unroutable,
 )
-from sdlab.failure import describe
+from sdlab.failure import describe, socket_error
 
 Body = str | bytes
 Arguments = Mapping[str, Any]
@@ -88,11 +88,9 @@ def check_url(url: str) -> str:
 
 def _cause(exc: BaseException) -> str:
     """The socket's error under aiormq's (which quotes it as a tuple), in one line."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.errno is not None:
-            return describe(seen)
-        seen = seen.__cause__ or seen.__context__
+    found = socket_error(exc)
+    if found is not None:
+        return describe(found)
     if isinstance(exc, AMQPConnectionError) and exc.args and isinstance(exc.args[0], int):
         return describe(OSError(exc.args[0], os.strerror(exc.args[0])))
     return describe(exc)

@@ -34,7 +34,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from sdlab import sql
-from sdlab.failure import describe
+from sdlab.failure import describe, socket_error
 from sdlab.polling.model import PollingError
 
 logger = logging.getLogger("sdlab.polling")
@@ -147,12 +147,7 @@ class Channel(ABC):
 
 def _reason(exc: BaseException) -> str:
     """Why the first subscription failed, in one line: the socket's error if any."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.errno is not None:
-            return describe(seen)
-        seen = seen.__cause__ or seen.__context__
-    return describe(exc)
+    return describe(socket_error(exc) or exc)
 
 
 class RedisChannel(Channel):

@@ -183,11 +183,7 @@ class ShortVsLong(Experiment):
         async with httpx.AsyncClient(timeout=30) as http:
             before = (await http.get(f"{first.url}/short/status/{server_id}")).json()
             rss_before = sum(p.memory_info().rss for p in measured)
-            processes = max(len(services), min(self.processes, math.ceil(watch.clients / 250)))
-            shares = [
-                watch.clients // processes + (i < watch.clients % processes)
-                for i in range(processes)
-            ]
+            shares = self._shares(watch, at_least=len(services))
             crowd = [
                 await _start_watchers(
                     services[i % len(services)].url,
@@ -212,29 +208,16 @@ class ShortVsLong(Experiment):
             reports = [await _results(process) for process in crowd]
             cpu = await _cpu(http, services) - cpu_before
             woken = [(await http.get(f"{s.url}/stats")).json()["woken"] for s in services]
-        results = [client for report in reports for client in report["clients"]]
-
-        delays, seen = detection(results, before["version"])
-        requests = sum(c["requests"] for c in results)
         long = watch.long
-        return {
-            "polling": watch.label,
-            "requests": requests,
-            "requests per client": requests / watch.clients,
-            "missed statuses": STATUSES_PER_CREATION * watch.clients - seen,
-            "detection p50 (ms)": delays.percentile_ms(50),
-            "detection p99 (ms)": delays.percentile_ms(99),
+        return _row(
+            watch,
+            reports,
+            before["version"],
+            cpu=cpu,
             # the worst of the service processes (percentiles do not add up)
-            "server answer p99 (ms)": max(w["p99 (ms)"] for w in woken) if long else None,
-            "server CPU (s)": cpu,
-            "client CPU (s)": sum(r["cpu (s)"] for r in reports),
-            "server memory per client (KB)": (
-                (rss_parked - rss_before) / watch.clients / 1024 if long else None
-            ),
-            "p50 / floor": None,
-            "p99 / floor": None,
-            "errors": sum(c["errors"] for c in results),
-        }
+            answer_p99=max(w["p99 (ms)"] for w in woken) if long else None,
+            memory=(rss_parked - rss_before) if long else None,
+        )
 
     async def _floor(self, watch: Watch) -> dict[str, Any]:
         """The same crowd against the floor server: three changes, `to_do` and
@@ -242,11 +225,7 @@ class ShortVsLong(Experiment):
         async with FloorProcess.running("poll") as floor:
             measured = psutil.Process(floor.pid)
             rss_before = measured.memory_info().rss
-            processes = min(self.processes, math.ceil(watch.clients / 250))
-            shares = [
-                watch.clients // processes + (i < watch.clients % processes)
-                for i in range(processes)
-            ]
+            shares = self._shares(watch)
             crowd = [
                 await _start_watchers(floor.url, "server-1", share, 0, None) for share in shares
             ]
@@ -268,24 +247,15 @@ class ShortVsLong(Experiment):
                 await asyncio.sleep(pause)
             reports = [await _results(process) for process in crowd]
             cpu = await floor.cpu() - cpu_before
-        results = [client for report in reports for client in report["clients"]]
-        delays, seen = detection(results, 0)
-        requests = sum(c["requests"] for c in results)
-        return {
-            "polling": watch.label,
-            "requests": requests,
-            "requests per client": requests / watch.clients,
-            "missed statuses": STATUSES_PER_CREATION * watch.clients - seen,
-            "detection p50 (ms)": delays.percentile_ms(50),
-            "detection p99 (ms)": delays.percentile_ms(99),
-            "server answer p99 (ms)": None,
-            "server CPU (s)": cpu,
-            "client CPU (s)": sum(r["cpu (s)"] for r in reports),
-            "server memory per client (KB)": (rss_parked - rss_before) / watch.clients / 1024,
-            "p50 / floor": None,
-            "p99 / floor": None,
-            "errors": sum(c["errors"] for c in results),
-        }
+        return _row(watch, reports, 0, cpu=cpu, memory=rss_parked - rss_before)
+
+    def _shares(self, watch: Watch, *, at_least: int = 1) -> list[int]:
+        """The crowd split over watcher processes (about 250 clients each, at most
+        `processes`, and at least one per service process), as evenly as it divides."""
+        processes = max(at_least, min(self.processes, math.ceil(watch.clients / 250)))
+        return [
+            watch.clients // processes + (i < watch.clients % processes) for i in range(processes)
+        ]
 
     def _notes(self, measured: list[tuple[Watch, dict[str, Any]]]) -> list[str]:
         notes = [
@@ -363,6 +333,37 @@ def _ratios(rows: list[dict[str, Any]], watches: list[Watch]) -> None:
         if watch.long and not watch.floor and floor is not None:
             for p in ("p50", "p99"):
                 row[f"{p} / floor"] = row[f"detection {p} (ms)"] / floor[f"detection {p} (ms)"]
+
+
+def _row(
+    watch: Watch,
+    reports: list[dict[str, Any]],
+    since: int,
+    *,
+    cpu: float,
+    memory: int | None,
+    answer_p99: float | None = None,
+) -> dict[str, Any]:
+    """One table row from the watcher processes' reports: `since` is the version the
+    clients started from, `memory` the server's RSS growth while they were parked."""
+    results = [client for report in reports for client in report["clients"]]
+    delays, seen = detection(results, since)
+    requests = sum(c["requests"] for c in results)
+    return {
+        "polling": watch.label,
+        "requests": requests,
+        "requests per client": requests / watch.clients,
+        "missed statuses": STATUSES_PER_CREATION * watch.clients - seen,
+        "detection p50 (ms)": delays.percentile_ms(50),
+        "detection p99 (ms)": delays.percentile_ms(99),
+        "server answer p99 (ms)": answer_p99,
+        "server CPU (s)": cpu,
+        "client CPU (s)": sum(r["cpu (s)"] for r in reports),
+        "server memory per client (KB)": None if memory is None else memory / watch.clients / 1024,
+        "p50 / floor": None,
+        "p99 / floor": None,
+        "errors": sum(c["errors"] for c in results),
+    }
 
 
 async def _start_watchers(

@@ -43,7 +43,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any, Literal, NamedTuple, Self, TypeVar
 
-from sdlab.failure import describe
+from sdlab.failure import describe, socket_error
 from sdlab.pool import MariaDB, Pool, PoolError, PostgreSQL
 from sdlab.sql.dialect import Dialect, dialect_for
 from sdlab.sql.errors import (
@@ -430,11 +430,9 @@ def _connect_reason(exc: BaseException, named: SQLError | None) -> str:
     """Why a session could not be opened, in one line: the socket's own error where the
     driver wrapped one (asyncmy's 2003 around ConnectionRefusedError), libpq's last
     words otherwise ("connection to server at ... failed: Connection refused")."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, OSError) and (seen.errno is not None or isinstance(seen, TimeoutError)):
-            return describe(seen)
-        seen = seen.__cause__ or seen.__context__
+    found = socket_error(exc)
+    if found is not None:
+        return describe(found)
     first = (str(exc).strip().splitlines() or [""])[0]
     if "Connection refused" in first:
         return describe(ConnectionRefusedError())
