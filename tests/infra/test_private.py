@@ -162,3 +162,24 @@ def test_bad_option_fails_with_the_servers_own_words(state_dir) -> None:
     assert not list((state_dir / "run").iterdir())  # but the instance is gone
     infra.down()
     assert not (state_dir / "failed").exists()
+
+
+def test_a_port_taken_between_our_pick_and_the_servers_bind_is_picked_again(monkeypatch) -> None:
+    """A socket bound but not listening answers no probe, yet the server cannot bind its
+    port: the server's own "Address already in use" sends the start to another port."""
+    import socket
+
+    import port_for
+
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))  # bound, never listening: port_is_open says no
+    taken = held.getsockname()[1]
+    picks = iter([taken])
+    real = port_for.select_random
+    monkeypatch.setattr(port_for, "select_random", lambda *a, **k: next(picks, None) or real())
+    try:
+        with infra.redis() as (server,):
+            assert server.port != taken
+            assert server.answers()
+    finally:
+        held.close()

@@ -26,6 +26,7 @@ import atexit
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -52,6 +53,19 @@ T = TypeVar("T")
 
 class _PortTaken(Exception):
     """Another process took the port we picked before our server could bind it."""
+
+
+_PORT_TAKEN = re.compile(rb"[Aa]ddress already in use|EADDRINUSE")
+
+
+def _said_port_taken(log: Path, offset: int) -> bool:
+    """True if the server wrote, after `offset` in its log, that its port was taken."""
+    try:
+        with log.open("rb") as f:
+            f.seek(offset)
+            return _PORT_TAKEN.search(f.read()) is not None
+    except OSError:
+        return False
 
 
 class _Launcher(Executor):
@@ -151,6 +165,7 @@ class Instance:
         if self.running:
             return self
         launch = self.service.launch(self.datadir, self.port, self.options)
+        logged_before = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:
             launcher = _Launcher(launch, port=self.port, instance=self, log=log)
             try:
@@ -158,7 +173,9 @@ class Instance:
             except AlreadyRunning:
                 raise _PortTaken from None
             except (ProcessExitedWithError, TimeoutExpired) as exc:
-                if port_is_open(self.port):
+                # The holder may have let go of the port by the time we look, or hold it
+                # without listening, so the server's own complaint counts too.
+                if port_is_open(self.port) or _said_port_taken(self.log, logged_before):
                     raise _PortTaken from None
                 reason = (
                     f"it did not answer within {self.service.start_timeout:g} s"
