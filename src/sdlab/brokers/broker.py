@@ -57,6 +57,10 @@ class Message:
     body: bytes
     key: str | None
     _ack: Callable[[], Awaitable[None] | None]
+    partition: int | None = None
+    offset: int | None = None
+    """Where the message stands in its topic, on Kafka (None on RabbitMQ): what a
+    consumer that stores its progress beside its results records (hashtags' counter)."""
     _acked: bool = field(default=False, init=False)
 
     @property
@@ -233,7 +237,9 @@ class KafkaBroker:
                     await slots.acquire()
                     record = await anext(records)
                     key = None if record.key is None else record.key.decode()
-                    yield Message(record.value, key, acker(record))
+                    yield Message(
+                        record.value, key, acker(record), record.partition, record.offset
+                    )
 
             yield messages()
 

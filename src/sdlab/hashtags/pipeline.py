@@ -1,0 +1,238 @@
+"""The pipeline's stages, each an async function that runs until cancelled:
+
+    generate   Posts -> topic `posts`            keyed by post id
+    extract    `posts` -> topic `tagged`         one message per post with tags, keyed by post id
+    count      `tagged` -> PostgreSQL            one transaction per batch, exactly once
+
+Each stage runs on any `sdlab.brokers.Broker` (Kafka by default, RabbitMQ by its URL);
+several of one stage share its work as one consumer group. Delivery between stages is at
+least once: a stage acks a message only after its output is safe (the next topic has it,
+or the store committed it), and the store recognises what it has counted already, so the
+counts are exact however the stages are killed and restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any
+
+from sdlab.brokers import Broker, Message
+from sdlab.hashtags.posts import Post, Tagged
+from sdlab.hashtags.store import Added, Delivered, Store
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The topics and groups of one pipeline; `prefix` keeps several apart."""
+
+    prefix: str = "hashtags"
+
+    @property
+    def posts(self) -> str:
+        return f"{self.prefix}.posts"
+
+    @property
+    def tagged(self) -> str:
+        return f"{self.prefix}.tagged"
+
+    extractor: str = "extractor"
+    counter: str = "counter"
+
+    async def declare(self, broker: Broker, *, partitions: int | None = None) -> None:
+        """Make both topics and their groups exist, so nothing published is lost."""
+        await broker.declare(self.posts, groups=[self.extractor], partitions=partitions)
+        await broker.declare(self.tagged, groups=[self.counter], partitions=partitions)
+
+
+@dataclass
+class Progress:
+    """What a stage has done, for a progress line; shared with whoever displays it."""
+
+    sent: int = 0
+    acked: int = 0
+    batches: int = 0
+    counted: int = 0
+    """Posts the store counted (not skipped as counted before)."""
+    skipped: int = 0
+    """Deliveries recognised as counted before: redeliveries after a crash."""
+    duplicates: int = 0
+    """Posts delivered again at new offsets (their extractor sent them twice)."""
+    delays: list[float] | None = None
+    """If a list: seconds from each post's creation to its count's commit."""
+
+
+async def generate(
+    broker: Broker,
+    topics: Topics,
+    posts: Iterable[Post],
+    *,
+    rate: float | None = None,
+    in_flight: int = 256,
+    progress: Progress | None = None,
+) -> int:
+    """Publish `posts` (an iterable that ends, or islice it), keyed by post id: `rate`
+    posts per second, or as fast as the broker takes them (None), with at most
+    `in_flight` waiting for the broker's confirmation. Returns how many were sent."""
+    progress = progress or Progress()
+    slots = asyncio.Semaphore(in_flight)
+    failed: list[BaseException] = []
+    start = time.perf_counter()
+
+    async def send(post: Post) -> None:
+        try:
+            await broker.publish(topics.posts, post.encode(), key=str(post.id))
+            progress.sent += 1
+        except Exception as exc:  # raised by the loop below, not lost in a task
+            failed.append(exc)
+        finally:
+            slots.release()
+
+    tasks: set[asyncio.Task[None]] = set()
+    for i, post in enumerate(posts):
+        if failed:
+            break
+        if rate:
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        await slots.acquire()
+        task = asyncio.create_task(send(post))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    if tasks:
+        await asyncio.gather(*tasks)
+    if failed:
+        raise failed[0]
+    return progress.sent
+
+
+async def extract(
+    broker: Broker,
+    topics: Topics,
+    *,
+    prefetch: int = 512,
+    progress: Progress | None = None,
+) -> None:
+    """Read posts, send each one with tags on to `tagged` (keyed by its id), then ack
+    it; a post with no tag is acked at once. Runs until cancelled. Up to `prefetch`
+    posts are in hand at once, their sends overlapping."""
+    progress = progress or Progress()
+    failed: list[BaseException] = []
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def forward(message: Message, tagged: Tagged) -> None:
+        try:
+            await broker.publish(topics.tagged, tagged.encode(), key=str(tagged.post.id))
+            progress.sent += 1
+            await message.ack()
+            progress.acked += 1
+        except Exception as exc:
+            failed.append(exc)
+
+    try:
+        async with broker.consume(topics.posts, topics.extractor, prefetch=prefetch) as messages:
+            async for message in messages:
+                if failed:
+                    raise failed[0]
+                tagged = Tagged.of(Post.decode(message.body))
+                if not tagged.tags:
+                    await message.ack()
+                    progress.acked += 1
+                    continue
+                task = asyncio.create_task(forward(message, tagged))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+async def count(
+    broker: Broker,
+    store: Store,
+    topics: Topics,
+    *,
+    batch_size: int = 500,
+    max_wait: float = 0.05,
+    progress: Progress | None = None,
+    on_batch: Callable[[Added], None] | None = None,
+) -> None:
+    """Count tagged posts into `store`: a batch is `batch_size` messages, or fewer once
+    the first of them has waited `max_wait` seconds; one transaction per batch, then
+    the batch's acks. While a batch is written, the next one is read. Runs until
+    cancelled."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    progress = progress or Progress()
+    prefetch = 2 * batch_size
+    async with broker.consume(topics.tagged, topics.counter, prefetch=prefetch) as messages:
+        async for batch in batches(messages, batch_size, max_wait):
+            delivered = [Delivered(Tagged.decode(m.body), m.partition, m.offset) for m in batch]
+            added = await store.add(delivered, topic=topics.tagged, group=topics.counter)
+            if progress.delays is not None:
+                committed = time.time()
+                progress.delays.extend(committed - d.tagged.post.created for d in delivered)
+            for message in batch:
+                await message.ack()
+            progress.batches += 1
+            progress.acked += len(batch)
+            progress.counted += added.posts
+            progress.skipped += added.skipped
+            progress.duplicates += len(batch) - added.skipped - added.posts
+            if on_batch is not None:
+                on_batch(added)
+
+
+async def batches(
+    messages: AsyncIterator[Message], size: int, max_wait: float
+) -> AsyncIterator[list[Message]]:
+    """Group `messages` into lists of `size`, or fewer once the first has waited
+    `max_wait` seconds. A reader task keeps reading while a batch is handled (a
+    consumer's iterator yields nothing while the topic is idle, so it cannot time a
+    batch by itself). A get that timed out stays pending for the next batch: cancelling
+    it could drop the message it was just given."""
+    queue: asyncio.Queue[Message] = asyncio.Queue(maxsize=size)
+
+    async def read() -> None:
+        async for message in messages:
+            await queue.put(message)
+
+    reader = asyncio.create_task(read())
+    getter: asyncio.Future[Message] | None = None
+    try:
+        while True:
+            batch: list[Message] = []
+            deadline: float | None = None
+            while len(batch) < size:
+                if not queue.empty():
+                    batch.append(queue.get_nowait())
+                else:
+                    timeout = None if deadline is None else deadline - time.monotonic()
+                    if timeout is not None and timeout <= 0:
+                        break
+                    getter = getter or asyncio.ensure_future(queue.get())
+                    waiting: set[asyncio.Future[Any]] = {getter, reader}
+                    done, _ = await asyncio.wait(
+                        waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if getter in done:
+                        batch.append(getter.result())
+                        getter = None
+                    elif reader in done:
+                        reader.result()  # raises the consumer's error
+                        raise RuntimeError("the consumer ended")
+                    else:
+                        break  # the first has waited long enough
+                if deadline is None:
+                    deadline = time.monotonic() + max_wait
+            yield batch
+    finally:
+        for task in (getter, reader):
+            if task is not None:
+                task.cancel()
+        with suppress(asyncio.CancelledError):
+            await reader

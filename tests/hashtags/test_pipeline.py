@@ -1,0 +1,85 @@
+"""The stages in one process, on each broker: the counts equal a direct count of the posts."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import Counter
+from collections.abc import AsyncIterator
+
+import pytest
+
+from sdlab import brokers
+from sdlab.brokers import Broker
+from sdlab.hashtags import pipeline
+from sdlab.hashtags.pipeline import Progress, Topics
+from sdlab.hashtags.posts import Post, Posts, Tagged
+from sdlab.hashtags.store import Store
+
+
+def direct_count(posts: list[Post]) -> Counter[str]:
+    return Counter(tag.key for post in posts for tag in Tagged.of(post).tags)
+
+
+async def settled(store: Store, expected: Counter[str], timeout: float = 60) -> dict[str, int]:
+    async with asyncio.timeout(timeout):
+        while (totals := await store.totals()) != dict(expected):
+            await asyncio.sleep(0.2)
+    return totals
+
+
+@pytest.fixture(params=["kafka", "rabbitmq"])
+async def broker(request: pytest.FixtureRequest) -> AsyncIterator[Broker]:
+    if request.param == "kafka":
+        url = "kafka://" + request.getfixturevalue("kafka_bootstrap")
+    else:
+        url = request.getfixturevalue("rabbitmq_url")
+    b = await brokers.connect(url, session_timeout=6)
+    try:
+        yield b
+    finally:
+        await b.close()
+
+
+async def test_the_pipeline_counts_every_tag_exactly(
+    broker: Broker, store: Store, namespace: str
+) -> None:
+    topics = Topics(prefix=f"ht-{namespace}")
+    await topics.declare(broker)
+    posts = list(itertools.islice(Posts(seed=11), 1500))
+    progress = Progress()
+    stages = [
+        asyncio.create_task(pipeline.extract(broker, topics)),
+        asyncio.create_task(pipeline.count(broker, store, topics, progress=progress)),
+    ]
+    try:
+        assert await pipeline.generate(broker, topics, posts) == 1500
+        await settled(store, direct_count(posts))
+        tagged = sum(1 for p in posts if Tagged.of(p).tags)
+        assert (await store.summary())["posts"] == tagged
+        assert progress.counted == tagged
+    finally:
+        for stage in stages:
+            stage.cancel()
+        await asyncio.gather(*stages, return_exceptions=True)
+        await broker.delete(topics.posts, groups=[topics.extractor])
+        await broker.delete(topics.tagged, groups=[topics.counter])
+
+
+async def test_a_batch_waits_no_longer_than_max_wait(store: Store) -> None:
+    """Two messages and a batch of 100: they are handed over after max_wait, not never."""
+
+    class Fake:
+        def __init__(self, body: bytes) -> None:
+            self.body, self.partition, self.offset = body, None, None
+
+    async def trickle() -> AsyncIterator[brokers.Message]:
+        for i in range(2):
+            yield Fake(Tagged.of(Post(i + 1, 1, f"#t{i}", 1.0)).encode())  # type: ignore[misc]
+        await asyncio.Event().wait()
+
+    batches = pipeline.batches(trickle(), 100, 0.05)
+    async with asyncio.timeout(2):
+        batch = await anext(batches)
+    assert len(batch) == 2
+    await batches.aclose()
