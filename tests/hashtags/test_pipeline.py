@@ -15,6 +15,7 @@ from sdlab.hashtags import pipeline
 from sdlab.hashtags.pipeline import Progress, Topics
 from sdlab.hashtags.posts import Post, Posts, Tagged
 from sdlab.hashtags.store import Store
+from tests.helpers import eventually
 
 
 def direct_count(posts: list[Post]) -> Counter[str]:
@@ -22,10 +23,7 @@ def direct_count(posts: list[Post]) -> Counter[str]:
 
 
 async def settled(store: Store, expected: Counter[str], timeout: float = 60) -> dict[str, int]:
-    async with asyncio.timeout(timeout):
-        while (totals := await store.totals()) != dict(expected):
-            await asyncio.sleep(0.2)
-    return totals
+    return await eventually(store.totals, dict(expected), timeout)
 
 
 @pytest.fixture(params=["kafka", "rabbitmq"])
@@ -54,7 +52,7 @@ async def test_the_pipeline_counts_every_tag_exactly(
     ]
     try:
         assert await pipeline.generate(broker, topics, posts) == 1500
-        await settled(store, direct_count(posts))
+        assert await settled(store, direct_count(posts)) == dict(direct_count(posts))
         tagged = sum(1 for p in posts if Tagged.of(p).tags)
         assert (await store.summary())["posts"] == tagged
         assert progress.counted == tagged

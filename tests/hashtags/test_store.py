@@ -90,7 +90,7 @@ def test_windows_are_minutes_or_hours() -> None:
     assert window_minutes("15m") == 15
     assert window_minutes("2h") == 120
     for bad in ["", "15", "0m", "25h", "1d", "-5m", "1.5h"]:
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="window"):
             window_minutes(bad)
 
 
