@@ -17,20 +17,29 @@ without the body; other methods get 405 with `Allow: GET, HEAD`.
 
 A waiting request also watches for its client hanging up (uvicorn's `receive()` says
 `http.disconnect`), so an abandoned waiter leaves at once rather than at its timeout.
+
+The plainest and most numerous of them, `GET /long/status/{id}?since=V&timeout=S` on a
+keep-alive connection, are answered a step earlier still when the service runs in
+uvicorn: inside its HTTP protocol (`service.PollProtocol`), parked on the fleet without
+a task, with no ASGI scope or messages. This module holds the two pieces of that path
+that know nothing of uvicorn: `plain_long_poll`, which reads such a request's target or
+says it is not one (then it comes here), and `Answers`, the whole HTTP responses,
+encoded once per change and written as they are to every waiter they answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from typing import Annotated, Any, TypeVar
 from urllib.parse import unquote_plus
 
 from pydantic import Field, TypeAdapter, ValidationError
 
-from sdlab.polling.fleet import Fleet, FleetClosed
-from sdlab.polling.model import SERVER_ID, UnknownServer
+from sdlab.polling.fleet import CLOSING, Fleet, FleetClosed
+from sdlab.polling.model import SERVER_ID, Server, UnknownServer
 from sdlab.polling.store import DATABASE_ERRORS
 
 MAX_TIMEOUT = 60.0
@@ -56,6 +65,96 @@ _SERVER_ID: TypeAdapter[str] = TypeAdapter(Annotated[str, Field(pattern=SERVER_I
 _JSON = (b"content-type", b"application/json")
 _NO_STORE = (b"cache-control", b"no-store")
 _ALLOW = (b"allow", b"GET, HEAD")
+
+
+_PLAIN = re.compile(rb"/long/status/([A-Za-z0-9_.-]{1,64})(?:\?(.*))?", re.DOTALL)
+_PLAIN_SINCE = re.compile(rb"[0-9]{1,18}")
+_PLAIN_TIMEOUT = re.compile(rb"[0-9]{1,2}(?:\.[0-9]{0,9})?")
+
+
+def plain_long_poll(target: bytes) -> tuple[str, int, float] | None:
+    """(server id, since, timeout) of a request target such as
+    `/long/status/server-1?since=7&timeout=30`, if it is a long poll whose every part
+    is plainly valid; None for anything else (percent-escapes, other parameters, values
+    out of range or spelled unusually), which `Polls` then answers, or refuses, as
+    FastAPI would. So both paths give the same answer to every request they take."""
+    found = _PLAIN.fullmatch(target)
+    if found is None:
+        return None
+    since, timeout = 0, DEFAULT_TIMEOUT
+    if found[2]:
+        for part in found[2].split(b"&"):
+            key, _, value = part.partition(b"=")
+            if key == b"since" and _PLAIN_SINCE.fullmatch(value):
+                since = int(value)
+            elif key == b"timeout" and _PLAIN_TIMEOUT.fullmatch(value):
+                timeout = float(value)
+                if timeout > MAX_TIMEOUT:
+                    return None
+            else:
+                return None
+    return found[1].decode("ascii"), since, timeout
+
+
+Headers = list[tuple[bytes, bytes]]
+
+
+class Answers:
+    """The whole HTTP responses to plain long polls, as `Polls` would have uvicorn send
+    them (its default headers first, then ours): a server's 200 encoded once per change,
+    the 304 and the 503 once, each again only when the default headers change (uvicorn
+    makes a new list each second, for its `date`). A change that answers 5,000 waiters
+    is one encoding and 5,000 writes of the same bytes."""
+
+    def __init__(self) -> None:
+        self._defaults: Headers | None = None
+        self._common = b""
+        self._ok: dict[str, tuple[int, bytes]] = {}  # by server: (version, response)
+        self._fixed: dict[int, bytes] = {}  # by status
+
+    def ok(self, server: Server, defaults: Headers) -> bytes:
+        if defaults is not self._defaults:
+            self._reset(defaults)
+        found = self._ok.get(server.server_id)
+        if found is not None and found[0] == server.version:
+            return found[1]
+        data = self._response(b"200 OK", server.body)
+        self._ok[server.server_id] = (server.version, data)
+        return data
+
+    def not_modified(self, defaults: Headers) -> bytes:
+        """304, no body (so neither Content-Length nor Content-Type)."""
+        if defaults is not self._defaults:
+            self._reset(defaults)
+        data = self._fixed.get(304)
+        if data is None:
+            data = self._fixed[304] = (
+                b"HTTP/1.1 304 Not Modified\r\n%scache-control: no-store\r\n\r\n" % self._common
+            )
+        return data
+
+    def closing(self, defaults: Headers) -> bytes:
+        """503: the fleet is closing (the server shutting down)."""
+        if defaults is not self._defaults:
+            self._reset(defaults)
+        data = self._fixed.get(503)
+        if data is None:
+            detail = _detail(CLOSING)
+            data = self._fixed[503] = self._response(b"503 Service Unavailable", detail)
+        return data
+
+    def _reset(self, defaults: Headers) -> None:
+        self._defaults = defaults
+        self._common = b"".join(b"%s: %s\r\n" % (name, value) for name, value in defaults)
+        self._ok.clear()
+        self._fixed.clear()
+
+    def _response(self, status: bytes, body: bytes) -> bytes:
+        head = b"HTTP/1.1 %s\r\n%s%s%d\r\n\r\n" % (status, self._common, _OK_HEADERS, len(body))
+        return head + body
+
+
+_OK_HEADERS = b"cache-control: no-store\r\ncontent-type: application/json\r\ncontent-length: "
 
 
 class _Invalid(Exception):

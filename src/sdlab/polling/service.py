@@ -14,10 +14,12 @@
 A server is `{"server_id", "status", "version", "changed_at"}`. Errors are JSON with a
 `detail`: 404 unknown server, 409 create while a creation is under way (or done), 422 a
 bad `since`, `timeout` or server id, 503 database unavailable or server shutting down.
-The polls are answered by `polls.Polls` in front of FastAPI (why: there).
+The polls are answered by `polls.Polls` in front of FastAPI (why: there), and plain long
+polls inside uvicorn's HTTP protocol, before either (`PollProtocol`).
 (No `from __future__ import annotations` here: FastAPI reads the annotations at run time.)
 """
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -29,11 +31,12 @@ import port_for
 from fastapi import FastAPI, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from sdlab.infra.process import ServerProcess, sdlab_command
-from sdlab.polling.fleet import Fleet, FleetClosed
+from sdlab.polling.fleet import Fleet, FleetClosed, NotMirrored
 from sdlab.polling.model import SERVER_ID, Conflict, Delays, Server, UnknownServer
-from sdlab.polling.polls import Polls
+from sdlab.polling.polls import Answers, Polls, plain_long_poll
 from sdlab.polling.store import DATABASE_ERRORS, DEFAULT_TABLE
 
 PAGE = files("sdlab.polling").joinpath("page.html").read_text()
@@ -130,6 +133,161 @@ def _server(server: Server) -> Response:
 
 def _json(content: Any) -> Response:
     return Response(json.dumps(content), media_type="application/json", headers=NO_STORE)
+
+
+class PollProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, answering plain long polls itself.
+
+    At 5,000 waiters a change costs 5,000 answers and brings 5,000 polls straight back.
+    Through ASGI each of them is a scope, a task, a disconnect watcher, an event to wait
+    on and two `send` messages: about 100 us of CPU per answered poll, ten times the
+    write itself. Here a `GET /long/status/{id}?since=V&timeout=S` that `plain_long_poll`
+    reads, on a keep-alive HTTP/1.1 connection with nothing pipelined ahead of it, is
+    parked on the fleet (`Fleet.park`) with a timer for its timeout, and the fleet's
+    one pass over the server's waiters writes the same pre-encoded response (`Answers`)
+    to each of their transports. Any other request, and any long poll the mirror
+    cannot answer alone (an unknown server, a `since` beyond the mirror: those go to
+    the database), goes the usual way, through `Polls` and FastAPI, with the scope
+    uvicorn would have made; so the answers, errors and headers are the same.
+
+    It leans on uvicorn's protocol internals (its `cycle`, `on_response_complete`, the
+    server state's default headers): tests/polling/test_fast_path.py holds them, for
+    uvicorn's next release. Make one per fleet with `poll_protocol(fleet)`.
+    """
+
+    fleet: Fleet
+    answers: Answers
+    poll: "PlainPoll | None" = None
+
+    def on_message_begin(self) -> None:
+        # The scope waits until the request is known not to be a plain long poll.
+        self.url = b""
+        self.headers = []
+        self.expect_100_continue = False
+
+    def on_headers_complete(self) -> None:
+        if self._park_or_answer():
+            return
+        url, headers, expect = self.url, self.headers, self.expect_100_continue
+        super().on_message_begin()  # the scope, as uvicorn makes it
+        self.url, self.expect_100_continue = url, expect
+        self.headers = self.scope["headers"] = headers
+        super().on_headers_complete()
+
+    def _park_or_answer(self) -> bool:
+        """Take the request if it is a plain long poll the mirror can answer: answer it
+        now, or park it. False: it goes the usual way."""
+        parser = self.parser
+        cycle = self.cycle
+        if (
+            parser.get_method() != b"GET"
+            or (cycle is not None and not cycle.response_complete)  # pipelined behind one
+            or self.expect_100_continue
+            or not parser.should_keep_alive()
+            or parser.should_upgrade()
+            or parser.get_http_version() != "1.1"
+            or self.limit_concurrency is not None
+            or any(name in _BODY_HEADERS for name, _ in self.headers)
+        ):
+            return False
+        wanted = plain_long_poll(self.url)
+        if wanted is None:
+            return False
+        server_id, since, timeout = wanted
+        poll = PlainPoll(self, server_id)
+        try:
+            server = self.fleet.park(server_id, since, poll)
+        except NotMirrored:
+            return False
+        self.cycle = poll  # type: ignore[assignment]  # the fields uvicorn reads
+        if server is not None:  # newer already: no waiting
+            self.finish(poll, self.answers.ok(server, self.server_state.default_headers))
+        else:
+            self.poll = poll
+            poll.timer = self.loop.call_later(timeout, poll.expire)
+        return True
+
+    def finish(self, poll: "PlainPoll", response: bytes) -> None:
+        """Write a plain poll's whole response, then go on as uvicorn does after one."""
+        if poll.timer is not None:
+            poll.timer.cancel()
+            poll.timer = None
+        poll.response_complete = True
+        if self.poll is poll:
+            self.poll = None
+        if poll.disconnected:
+            return
+        self.transport.write(response)
+        if not poll.keep_alive:  # the server is shutting down
+            self.transport.close()
+        self.on_response_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        poll = self.poll
+        if poll is not None:  # parked: its client has gone
+            self.poll = None
+            self.fleet.unpark(poll.server_id, poll)
+            if poll.timer is not None:
+                poll.timer.cancel()
+        super().connection_lost(exc)
+
+
+_BODY_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
+
+
+class _NoEvent:
+    """What uvicorn sets on a request's `message_event`; a plain poll reads no body."""
+
+    def set(self) -> None:
+        pass
+
+
+class PlainPoll:
+    """A plain long poll parked on the fleet (a `fleet.Waiter`), and, while it is one,
+    the protocol's `cycle`: these are the fields of uvicorn's RequestResponseCycle that
+    its protocol reads and writes."""
+
+    __slots__ = (
+        "body",
+        "disconnected",
+        "keep_alive",
+        "more_body",
+        "protocol",
+        "response_complete",
+        "server_id",
+        "timer",
+    )
+    message_event = _NoEvent()
+
+    def __init__(self, protocol: PollProtocol, server_id: str) -> None:
+        self.protocol = protocol
+        self.server_id = server_id
+        self.timer: asyncio.TimerHandle | None = None
+        self.response_complete = False
+        self.keep_alive = True
+        self.disconnected = False
+        self.more_body = False
+        self.body = b""
+
+    def wake(self, server: Server) -> None:
+        protocol = self.protocol
+        protocol.finish(self, protocol.answers.ok(server, protocol.server_state.default_headers))
+
+    def release(self) -> None:
+        protocol = self.protocol
+        protocol.finish(self, protocol.answers.closing(protocol.server_state.default_headers))
+
+    def expire(self) -> None:
+        self.timer = None
+        protocol = self.protocol
+        if protocol.fleet.unpark(self.server_id, self):
+            response = protocol.answers.not_modified(protocol.server_state.default_headers)
+            protocol.finish(self, response)
+
+
+def poll_protocol(fleet: Fleet) -> type[PollProtocol]:
+    """The protocol class to give uvicorn (`uvicorn.Config(http=...)`) for `fleet`."""
+    return type("PollProtocol", (PollProtocol,), {"fleet": fleet, "answers": Answers()})
 
 
 class ServiceProcess(ServerProcess):
