@@ -236,3 +236,14 @@ async def batches(
                 task.cancel()
         with suppress(asyncio.CancelledError):
             await reader
+
+
+async def tidy(store: Store, *, every: float = 60.0, keep_minutes: int | None = None) -> None:
+    """Fold old minutes into hours every `every` seconds, until cancelled (a counter
+    runs it beside `count`)."""
+    while True:
+        await asyncio.sleep(every)
+        if keep_minutes is None:
+            await store.roll_up()
+        else:
+            await store.roll_up(keep_minutes=keep_minutes)

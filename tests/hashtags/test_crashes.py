@@ -1,0 +1,124 @@
+"""Stages killed with SIGKILL mid-stream, several times, and started again: the final
+counts equal a direct count of the generated posts, exactly. The killed stage is a real
+`sdlab hashtags` process; the others run in the test's process."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+from collections import Counter
+from collections.abc import AsyncIterator
+
+import pytest
+
+from sdlab import brokers
+from sdlab.brokers import Broker
+from sdlab.hashtags import pipeline
+from sdlab.hashtags.pipeline import Topics
+from sdlab.hashtags.posts import Post, Posts, Tagged
+from sdlab.hashtags.store import Store
+from tests.brokers.programs import Program
+from tests.helpers import eventually
+
+POSTS = 3000
+RATE = 600.0  # posts per second: the stream lasts 5 s, the kills land inside it
+KILLS = 3
+
+
+def direct_count(posts: list[Post]) -> dict[str, int]:
+    return dict(Counter(tag.key for post in posts for tag in Tagged.of(post).tags))
+
+
+@pytest.fixture(params=["kafka", "rabbitmq"])
+def broker_url(request: pytest.FixtureRequest) -> str:
+    if request.param == "kafka":
+        return "kafka://" + request.getfixturevalue("kafka_bootstrap")
+    return str(request.getfixturevalue("rabbitmq_url"))
+
+
+@pytest.fixture
+async def broker(broker_url: str) -> AsyncIterator[Broker]:
+    b = await brokers.connect(broker_url, session_timeout=2)
+    try:
+        yield b
+    finally:
+        await b.close()
+
+
+@pytest.fixture
+async def topics(broker: Broker, namespace: str) -> AsyncIterator[Topics]:
+    t = Topics(prefix=f"ht-{namespace}")
+    await t.declare(broker)
+    yield t
+    await broker.delete(t.posts, groups=[t.extractor])
+    await broker.delete(t.tagged, groups=[t.counter])
+
+
+async def _progressed(probe: Store, since: int) -> None:
+    async def moved() -> bool:
+        return (await probe.summary())["posts"] > since
+
+    assert await eventually(moved, True, timeout=30), "the stage did not get going"
+
+
+async def _kill_and_restart(stage: list[str], store: Store) -> Program:
+    """Start `stage`, kill it once it has made progress, KILLS times; the last one runs."""
+    for _ in range(KILLS):
+        program = await Program.sdlab(*stage)
+        await _progressed(store, (await store.summary())["posts"])
+        await asyncio.sleep(random.uniform(0, 0.3))
+        program.kill()
+        await program.process.wait()
+    return await Program.sdlab(*stage)
+
+
+async def test_the_counter_killed_mid_stream_loses_and_doubles_nothing(
+    broker: Broker, broker_url: str, topics: Topics, store: Store, postgres_db: str
+) -> None:
+    posts = list(itertools.islice(Posts(seed=21), POSTS))
+    stage = [
+        "hashtags", "counter", "--broker", broker_url, "--db", postgres_db,
+        "--prefix", topics.prefix, "--batch-size", "50", "--session-timeout", "2",
+    ]  # fmt: skip
+    extractor = asyncio.create_task(pipeline.extract(broker, topics))
+    generator = asyncio.create_task(pipeline.generate(broker, topics, posts, rate=RATE))
+    last = None
+    try:
+        last = await _kill_and_restart(stage, store)
+        await generator
+        expected = direct_count(posts)
+        assert await eventually(store.totals, expected, timeout=90) == expected
+    finally:
+        extractor.cancel()
+        generator.cancel()
+        await asyncio.gather(extractor, generator, return_exceptions=True)
+        if last is not None:
+            await last.stop()
+
+
+async def test_the_extractor_killed_mid_stream_loses_and_doubles_nothing(
+    broker: Broker, broker_url: str, topics: Topics, store: Store
+) -> None:
+    """A killed extractor sends again the posts it had sent but not acked: the counter
+    sees them twice, at two offsets, and counts them once."""
+    posts = list(itertools.islice(Posts(seed=22), POSTS))
+    stage = [
+        "hashtags", "extractor", "--broker", broker_url, "--prefix", topics.prefix,
+        "--session-timeout", "2",
+    ]  # fmt: skip
+    progress = pipeline.Progress()
+    counter = asyncio.create_task(pipeline.count(broker, store, topics, progress=progress))
+    generator = asyncio.create_task(pipeline.generate(broker, topics, posts, rate=RATE))
+    last = None
+    try:
+        last = await _kill_and_restart(stage, store)
+        await generator
+        expected = direct_count(posts)
+        assert await eventually(store.totals, expected, timeout=90) == expected
+    finally:
+        counter.cancel()
+        generator.cancel()
+        await asyncio.gather(counter, generator, return_exceptions=True)
+        if last is not None:
+            await last.stop()
