@@ -32,6 +32,7 @@ import socket
 import struct
 from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager, suppress
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -43,6 +44,7 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from sdlab.streamlogs import sse
 from sdlab.streamlogs.mock import MockRunner, Plan
@@ -55,7 +57,7 @@ from sdlab.streamlogs.store import (
     InvalidDeploymentId,
     UnknownDeployment,
 )
-from sdlab.streamlogs.stream import HEADERS, EventStream
+from sdlab.streamlogs.stream import HEADERS, PUSH, EventStream
 from sdlab.streamlogs.tail import Hub
 
 log = logging.getLogger(__name__)
@@ -378,6 +380,35 @@ class StallGuard(AutoHTTPProtocol):  # type: ignore[misc,valid-type]  # chosen a
 
     send_timeout = 30.0
     _stalled: asyncio.TimerHandle | None = None
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        # A stream's push function (`tail.Push`): the tail writes a line's chunk straight
+        # to the transport, the same bytes to every client at the head, instead of
+        # waking each client's task to hand it to `send`. It leans on uvicorn's httptools
+        # cycle (its fields below); tests/streamlogs/test_push.py holds them.
+        cycle = self.cycle
+        if (
+            isinstance(self, HttpToolsProtocol)
+            and cycle is not None
+            and cycle.scope is self.scope
+            and self.scope["path"].startswith("/logs/")
+        ):
+            self.scope.setdefault("extensions", {})[PUSH] = partial(self._push, cycle)
+
+    def _push(self, cycle: RequestResponseCycle, data: bytes) -> bool:
+        """Write one chunk of `cycle`'s streaming response now, if it can take it."""
+        if (
+            not cycle.response_started
+            or cycle.response_complete
+            or cycle.disconnected
+            or cycle.chunked_encoding is not True
+            or self.flow.write_paused
+            or self.transport.is_closing()
+        ):
+            return False
+        self.transport.write(data)
+        return True
 
     def pause_writing(self) -> None:
         super().pause_writing()

@@ -21,7 +21,10 @@
 A client that reconnects with `Last-Event-ID: N` gets the lines after byte N: no gap, no
 line twice. The loop below sends what the tail holds after its cursor, else waits; the
 only place it can block is its own socket (uvicorn holds `send` while the client's
-buffer is full), which is exactly where a slow client should wait.
+buffer is full), which is exactly where a slow client should wait. At the head, a client
+whose connection offers a push function (the scope's `extensions["sdlab.push"]`, from
+the service's protocol) lets the tail write to it instead (`Tail.wait_pushed`), and wakes
+only when the tail hands it back.
 """
 
 from __future__ import annotations
@@ -33,14 +36,15 @@ from starlette.types import Receive, Scope, Send
 
 from sdlab.streamlogs import sse
 from sdlab.streamlogs.store import Deployment
-from sdlab.streamlogs.tail import Hub, Tail
+from sdlab.streamlogs.tail import KEEPALIVE, Hub, Push, Tail
 
 HEADERS = [
     (b"content-type", sse.MEDIA_TYPE.encode()),
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),  # proxies such as nginx must not hold events back
 ]
-KEEPALIVE = sse.comment("keepalive")
+PUSH = "sdlab.push"
+"""The scope's extension that holds a stream's push function (`tail.Push`), if any."""
 
 
 class EventStream:
@@ -65,7 +69,8 @@ class EventStream:
             # uvicorn's `send` to a closed connection returns quietly: only `receive`
             # says the client left. Listening for it frees the client at once, not at
             # its next keepalive.
-            pump = asyncio.ensure_future(self._pump(tail, send))
+            push = scope.get("extensions", {}).get(PUSH)
+            pump = asyncio.ensure_future(self._pump(tail, send, push))
             gone = asyncio.ensure_future(_disconnect(receive))
             try:
                 await asyncio.wait((pump, gone), return_when=asyncio.FIRST_COMPLETED)
@@ -77,7 +82,7 @@ class EventStream:
                 pump.result()  # an error in the loop is the server's: let it surface
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _pump(self, tail: Tail, send: Send) -> None:
+    async def _pump(self, tail: Tail, send: Send, push: Push | None) -> None:
         async def write(data: bytes) -> None:
             await send({"type": "http.response.body", "body": data, "more_body": True})
 
@@ -96,6 +101,9 @@ class EventStream:
             if tail.ended is not None:
                 await write(tail.end_frame())
                 return
+            if push is not None and cursor == tail.position:
+                cursor, silent = await tail.wait_pushed(cursor, push, silent)
+                continue
             beats = tail.beats
             await tail.wait(cursor)
             if tail.beats != beats:

@@ -10,6 +10,13 @@ either still in the window (served from memory) or behind it (served from the fi
 *resync*). Nothing a client does can stall the reader or another client, and a client
 costs a cursor and a task, not a queue of its own.
 
+A client at the head whose connection can take bytes directly (the service's protocol
+gives it a push function) need not even wake for a line: it hands the tail that function
+(`wait_pushed`) and sleeps, and each new batch is written by the tail itself, in one
+pass, the same bytes to every such client, as one HTTP/1.1 chunk encoded once; the
+keepalives too. A client whose buffer is full refuses the push, and is sent back to its
+pull loop with its cursor, where it waits on its own socket as before.
+
 The `Hub` keeps the tails by deployment: it opens one when the first client of a
 deployment arrives, closes it when the last one leaves, and turns inotify events into
 reads. A slow poll backs inotify up (a missed event, a filesystem without inotify), and
@@ -23,7 +30,7 @@ import json
 import logging
 import os
 from bisect import bisect_left
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
@@ -51,6 +58,30 @@ assert READ_SIZE > MAX_LINE  # so every read holds at least one whole line
 BATCH = 256
 """Most events handed to a client at once (one write to its socket)."""
 
+KEEPALIVE = sse.comment("keepalive")
+"""What a client that sent nothing for a whole heartbeat sends at the next."""
+
+Push = Callable[[bytes], bool]
+"""Write one HTTP/1.1 chunk, whole, to a client's connection now; False (nothing
+written) if it cannot take it: its buffer is full, or it has gone."""
+
+
+def chunk(data: bytes) -> bytes:
+    """`data` as one chunk of a chunked HTTP/1.1 response (how a stream's body goes)."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+class _Pushed:
+    """A client at the head that the tail writes to (`Tail.wait_pushed`)."""
+
+    __slots__ = ("cursor", "done", "push", "silent")
+
+    def __init__(self, push: Push, cursor: int, silent: bool) -> None:
+        self.push = push
+        self.cursor = cursor
+        self.silent = silent
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
 
 class Tail:
     """A deployment's log as it grows: read once, encoded once, shared by every client."""
@@ -71,6 +102,7 @@ class Tail:
         self._ends: list[int] = []  # the id (end offset) of each event in the window
         self._frames: list[bytes] = []  # its SSE frame
         self._changed = asyncio.Event()
+        self._pushed: dict[_Pushed, None] = {}  # clients at the head, written to by the tail
         self._scheduled = False
         self._check_status = False
         self.ended: Status | None = self.status if self.status.done else None
@@ -131,13 +163,17 @@ class Tail:
             self.poke()  # the rest on the next turn: other tasks run in between
         elif final:
             self.ended = self.status
+            self._unpush()
             self._wake()
 
     def _publish(self, lines: list[Line]) -> None:
+        head = len(self._frames)
         for line in lines:
             self._ends.append(line.end)
             self._frames.append(frame(line))
-        self.position = lines[-1].end
+        was, self.position = self.position, lines[-1].end
+        if self._pushed:  # one encoding, one pass, before any pulling client wakes
+            self._push_all(chunk(b"".join(self._frames[head:])), was)
         self.lines_read += len(lines)
         if len(self._ends) > 2 * self.window:  # trim in bulk, not on every line
             cut = len(self._ends) - self.window
@@ -149,14 +185,45 @@ class Tail:
         self._changed.set()
         self._changed = asyncio.Event()
 
+    def _push_all(self, data: bytes, was: int) -> None:
+        """Write `data` to every pushed client (all at `was`, the head before it); a
+        client that refuses goes back to pulling from `was`."""
+        refused = []
+        for client in self._pushed:
+            if client.push(data):
+                client.silent = False
+            else:
+                refused.append(client)
+        for client in refused:
+            self._unpush_one(client, was)
+
+    def _unpush(self) -> None:
+        for client in list(self._pushed):
+            self._unpush_one(client, self.position)
+
+    def _unpush_one(self, client: _Pushed, cursor: int) -> None:
+        del self._pushed[client]
+        client.cursor = cursor
+        if not client.done.done():
+            client.done.set_result(None)
+
     def beat(self) -> None:
-        """A heartbeat: wake every client, so that the idle ones send a keepalive."""
+        """A heartbeat: wake every client, so that the idle ones send a keepalive (the
+        tail sends the pushed clients' itself)."""
         self.beats += 1
+        refused = []
+        for client in self._pushed:
+            if client.silent and not client.push(_KEEPALIVE_CHUNK):
+                refused.append(client)
+            client.silent = True
+        for client in refused:
+            self._unpush_one(client, self.position)
         self._wake()
 
     def close(self) -> None:
         """Stop reading and tell every client to stop (the hub closes the file)."""
         self.closed = True
+        self._unpush()
         self._wake()
 
     def release(self) -> None:
@@ -211,6 +278,24 @@ class Tail:
         ):
             await self._changed.wait()
 
+    async def wait_pushed(self, cursor: int, push: Push, silent: bool) -> tuple[int, bool]:
+        """For a client at the head (`cursor` is the tail's position): sleep while the
+        tail writes each new batch, and each keepalive, to the client with `push`; return
+        when a push is refused, the deployment ended or the tail closed, with the
+        client's cursor and whether it has sent nothing since the last heartbeat
+        (`silent`, as it came in). At once if `cursor` is not the head. Like `wait`,
+        await it directly."""
+        if cursor != self.position or self.ended is not None or self.closed:
+            return cursor, silent
+        client = _Pushed(push, cursor, silent)
+        self._pushed[client] = None
+        try:
+            await client.done
+        finally:
+            if client in self._pushed:  # cancelled: the client has gone
+                del self._pushed[client]
+        return client.cursor, client.silent
+
     def end_frame(self) -> bytes:
         """The `end` event: the deployment ended; its id is the log's final offset."""
         assert self.ended is not None
@@ -223,6 +308,7 @@ class Tail:
     def stats(self) -> dict[str, Any]:
         return {
             "clients": self.clients,
+            "pushed": len(self._pushed),
             "position": self.position,
             "window": len(self._ends),
             "lines read": self.lines_read,
@@ -343,6 +429,9 @@ class Hub:
             await asyncio.sleep(self.poll_interval)
             for tail in list(self._tails.values()):
                 tail.poke(status=True)
+
+
+_KEEPALIVE_CHUNK = chunk(KEEPALIVE)
 
 
 def frame(line: Line) -> bytes:
