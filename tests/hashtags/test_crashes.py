@@ -59,7 +59,7 @@ async def _progressed(probe: Store, since: int) -> None:
     async def moved() -> bool:
         return (await probe.summary())["posts"] > since
 
-    assert await eventually(moved, True, timeout=30), "the stage did not get going"
+    assert await eventually(moved, True, timeout=60), "the stage did not get going"
 
 
 async def _kill_and_restart(stage: list[str], store: Store) -> Program:

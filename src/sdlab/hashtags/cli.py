@@ -19,7 +19,7 @@ import typer
 from rich.live import Live
 from rich.text import Text
 
-from sdlab import brokers, frontend, infra, sql
+from sdlab import brokers, frontend, infra, lab, sql
 from sdlab.console import console, on_stdout, progress_console
 from sdlab.hashtags import pipeline
 from sdlab.hashtags.extract import hashtags
@@ -213,7 +213,7 @@ def extractor(
 ) -> None:
     """Read PREFIX.posts, send each post's hashtags to PREFIX.tagged, until Ctrl-C.
 
-    Run several: they share the posts as the consumer group `extractor`.
+    Run several: they share the posts as the consumer group PREFIX.extractor.
     """
     url, topics = _broker_url(broker), Topics(prefix)
 
@@ -244,7 +244,7 @@ def counter(
     """Count PREFIX.tagged into the store, one transaction per batch, until Ctrl-C.
 
     Exact through crashes: kill it (even with SIGKILL) and start it again, and no post
-    is lost or counted twice. Several share the work as the consumer group `counter`.
+    is lost or counted twice. Several share the work as the consumer group PREFIX.counter.
     """
     url, store_url, topics = _broker_url(broker), _db_url(db), Topics(prefix)
 
@@ -280,19 +280,10 @@ def counter(
 
 
 def _uvicorn(store_url: str, host: str, port: int) -> Any:
-    import uvicorn
+    from sdlab.hashtags.service import create_app, server
 
-    from sdlab.hashtags.service import create_app
-
-    return uvicorn.Server(
-        uvicorn.Config(
-            create_app(store_url),
-            host=host,
-            port=port,
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=2,
-        )
+    return server(
+        create_app(store_url), host=host, port=port, log_level="warning", access_log=False
     )
 
 
@@ -429,3 +420,19 @@ def status(
 
     _run(work())
 
+
+@app.command()
+def experiment(quick: lab.Quick = False, out: lab.ReportDir = None) -> None:
+    """The lab's hashtag experiments: throughput against the raw broker, the delay from
+    post to count, batch size, and the seed's flush-every-10 counter killed beside ours.
+
+    Examples:
+
+      sdlab hashtags experiment --quick
+
+      sdlab lab run --only hashtags                        # the same, in the lab's report
+    """
+    from sdlab.hashtags.experiment import ALL
+
+    chosen = [cls.quick() if quick else cls() for cls in ALL]
+    lab.run_as_command(chosen, quick=quick, out=out)

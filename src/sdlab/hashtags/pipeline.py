@@ -30,6 +30,9 @@ class Topics:
     """The topics and groups of one pipeline; `prefix` keeps several apart."""
 
     prefix: str = "hashtags"
+    counter_group: str | None = None
+    """The counters' consumer group (None: PREFIX.counter); counters in another group
+    count the same posts again, into a store of their own."""
 
     @property
     def posts(self) -> str:
@@ -39,8 +42,13 @@ class Topics:
     def tagged(self) -> str:
         return f"{self.prefix}.tagged"
 
-    extractor: str = "extractor"
-    counter: str = "counter"
+    @property
+    def extractor(self) -> str:
+        return f"{self.prefix}.extractor"
+
+    @property
+    def counter(self) -> str:
+        return self.counter_group or f"{self.prefix}.counter"
 
     async def declare(self, broker: Broker, *, partitions: int | None = None) -> None:
         """Make both topics and their groups exist, so nothing published is lost."""

@@ -1,6 +1,6 @@
 """The counts, in PostgreSQL: written one batch per transaction, exactly once.
 
-    posts        (post_id PK, author, created, text)     every post counted, once
+    posts        (post_id PK, author, created, text, counted)   every post counted, once
     tags         (key PK, display, count, first_seen, last_seen, recent)
     tag_minutes  (key, minute, count)                    mentions per minute, for trending
     tag_hours    (key, hour, count)                      minutes older than `keep_minutes`
@@ -40,7 +40,8 @@ DDL = [
         post_id BIGINT PRIMARY KEY,
         author BIGINT NOT NULL,
         created TIMESTAMPTZ NOT NULL,
-        text TEXT NOT NULL)""",
+        text TEXT NOT NULL,
+        counted TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp())""",
     """CREATE TABLE IF NOT EXISTS tags (
         key TEXT PRIMARY KEY,
         display TEXT NOT NULL,
@@ -375,6 +376,16 @@ class Store:
             "SELECT (SELECT count(*) FROM posts), count(*), coalesce(sum(count), 0) FROM tags"
         )
         return {"posts": posts, "tags": tags, "mentions": int(mentions)}
+
+    async def delays(self, quantiles: Sequence[float] = (0.5, 0.99)) -> list[float]:
+        """Seconds from a post's creation to its count's insert, at `quantiles`, over
+        every post counted (the commit follows within the batch's transaction)."""
+        row = await self.db.fetchone(
+            "SELECT percentile_cont(%s::float8[]) WITHIN GROUP "
+            "(ORDER BY extract(epoch FROM counted - created)) FROM posts",
+            (list(quantiles),),
+        )
+        return [float(q) for q in row[0]] if row and row[0] else []
 
     async def consumed(self, topic: str, group: str) -> dict[int, int]:
         """The offset the counts have read to, per partition."""
