@@ -13,7 +13,7 @@ import pytest
 import uvicorn
 
 from sdlab.polling import Delays, Fleet
-from sdlab.polling.polls import plain_long_poll
+from sdlab.polling.polls import Deadlines, plain_long_poll
 from sdlab.polling.service import create_app, poll_protocol
 from tests.helpers import eventually
 
@@ -213,3 +213,40 @@ async def test_released_polls_are_told_to_poll_again(fleet: Fleet, connect: Conn
     assert status == 503
     assert b"shutting down" in body
     assert fleet.stats()["waiting"] == 0
+
+
+async def test_polls_in_pieces_or_with_connection_close_are_read_by_the_parser(
+    fleet: Fleet, connect: Connect
+) -> None:
+    """A re-poll that arrives whole is read without the parser; one in two segments, or
+    one with a header that changes how it is answered, goes through it, and gets the
+    same answer."""
+    body = fleet.get("server-1").body  # type: ignore[union-attr]
+    connection = await connect()
+    connection.writer.write(b"GET /long/status/server-1?since=0 HTTP/1.1\r\nho")
+    await connection.writer.drain()
+    await asyncio.sleep(0.05)
+    connection.writer.write(b"st: polling\r\n\r\n")
+    assert (await connection.answer())[::2] == (200, body)
+    connection.writer.write(
+        b"GET /long/status/server-1?since=0 HTTP/1.1\r\nhost: polling\r\nconnection: close\r\n\r\n"
+    )
+    status, headers, got = await connection.answer()
+    assert (status, got) == (200, body)
+    assert ("connection", "close") in headers
+    assert await connection.reader.read() == b""  # closed after the answer
+
+
+async def test_deadlines_share_one_timer_per_tick() -> None:
+    loop = asyncio.get_running_loop()
+    deadlines = Deadlines(0.02)
+    fired: list[str] = []
+    slots = {
+        name: deadlines.add(loop, delay, name, lambda name=name: fired.append(name))
+        for name, delay in [("a", 0.0), ("b", 0.001), ("c", 0.05), ("d", 0.05)]
+    }
+    deadlines.discard(slots["d"], "d")
+    assert slots["a"] in (slots["b"], slots["b"] - 1)  # same tick, or the one before
+    await asyncio.sleep(0.1)
+    assert sorted(fired) == ["a", "b", "c"]
+    assert len(deadlines) == 0

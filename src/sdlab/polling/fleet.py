@@ -419,10 +419,10 @@ class Fleet:
         for waiter in waiters:
             waiter.wake(server)
             answered.append(now())
-        # Recorded after the pass, at 10 us resolution: a histogram's record is a few
+        # Recorded after the pass, at 0.1 ms resolution: a histogram's record is a few
         # microseconds of Python, as much as the answer's write.
-        for ns, count in Counter((t - changed) // 10_000 for t in answered).items():
-            self.woken.record(ns * 10_000, count)
+        for ns, count in Counter((t - changed) // 100_000 for t in answered).items():
+            self.woken.record(ns * 100_000, count)
 
     async def _sweeper(self) -> None:
         assert self.sweep is not None

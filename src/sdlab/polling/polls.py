@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from typing import Annotated, Any, TypeVar
@@ -97,6 +98,43 @@ def plain_long_poll(target: bytes) -> tuple[str, int, float] | None:
 
 
 Headers = list[tuple[bytes, bytes]]
+
+
+class Deadlines:
+    """Timeouts for many waiters: one event-loop timer per `tick` seconds of deadline,
+    shared by every waiter due within it, rather than one timer per waiter (arming and
+    cancelling a loop timer per answer was a fifth of a fan-out's CPU at 5,000 waiters,
+    in py-spy). A deadline fires up to `tick` late; taking a waiter back is a dict
+    deletion."""
+
+    def __init__(self, tick: float) -> None:
+        self.tick = tick
+        self._slots: dict[int, dict[object, Callable[[], None]]] = {}
+
+    def add(
+        self, loop: asyncio.AbstractEventLoop, delay: float, waiter: object, due: Callable[[], None]
+    ) -> int:
+        """Call `due()` `delay` seconds from now (to `tick`), unless `discard`ed first;
+        returns the slot to discard it from."""
+        slot = math.ceil((loop.time() + delay) / self.tick)
+        waiters = self._slots.get(slot)
+        if waiters is None:
+            waiters = self._slots[slot] = {}
+            loop.call_at(slot * self.tick, self._fire, slot)
+        waiters[waiter] = due
+        return slot
+
+    def discard(self, slot: int, waiter: object) -> None:
+        waiters = self._slots.get(slot)
+        if waiters is not None:
+            waiters.pop(waiter, None)
+
+    def __len__(self) -> int:
+        return sum(len(waiters) for waiters in self._slots.values())
+
+    def _fire(self, slot: int) -> None:
+        for due in self._slots.pop(slot, {}).values():
+            due()
 
 
 class Answers:

@@ -19,8 +19,8 @@ polls inside uvicorn's HTTP protocol, before either (`PollProtocol`).
 (No `from __future__ import annotations` here: FastAPI reads the annotations at run time.)
 """
 
-import asyncio
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -36,7 +36,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from sdlab.infra.process import ServerProcess, sdlab_command
 from sdlab.polling.fleet import Fleet, FleetClosed, NotMirrored
 from sdlab.polling.model import SERVER_ID, Conflict, Delays, Server, UnknownServer
-from sdlab.polling.polls import Answers, Polls, plain_long_poll
+from sdlab.polling.polls import Answers, Deadlines, Polls, plain_long_poll
 from sdlab.polling.store import DATABASE_ERRORS, DEFAULT_TABLE
 
 PAGE = files("sdlab.polling").joinpath("page.html").read_text()
@@ -143,7 +143,7 @@ class PollProtocol(HttpToolsProtocol):
     on and two `send` messages: about 100 us of CPU per answered poll, ten times the
     write itself. Here a `GET /long/status/{id}?since=V&timeout=S` that `plain_long_poll`
     reads, on a keep-alive HTTP/1.1 connection with nothing pipelined ahead of it, is
-    parked on the fleet (`Fleet.park`) with a timer for its timeout, and the fleet's
+    parked on the fleet (`Fleet.park`) with a shared timer for its timeout, and the fleet's
     one pass over the server's waiters writes the same pre-encoded response (`Answers`)
     to each of their transports. Any other request, and any long poll the mirror
     cannot answer alone (an unknown server, a `since` beyond the mirror: those go to
@@ -157,13 +157,38 @@ class PollProtocol(HttpToolsProtocol):
 
     fleet: Fleet
     answers: Answers
+    timeouts: Deadlines
+    idle: Deadlines
     poll: "PlainPoll | None" = None
+
+    _in_message = False  # the parser is inside a request
+
+    def data_received(self, data: bytes) -> None:
+        # A re-poll arrives whole, in one segment: read it without the parser's callbacks.
+        cycle = self.cycle
+        if (
+            data[:17] == b"GET /long/status/"
+            and not self._in_message
+            and (cycle is None or cycle.response_complete)
+            and self.limit_concurrency is None
+        ):
+            found = _WHOLE_POLL.fullmatch(data)
+            if found is not None and not _SPECIAL_HEADER.search(found[2]):
+                self._unset_keepalive_if_required()
+                if self._take(found[1]):
+                    return
+        super().data_received(data)
 
     def on_message_begin(self) -> None:
         # The scope waits until the request is known not to be a plain long poll.
+        self._in_message = True
         self.url = b""
         self.headers = []
         self.expect_100_continue = False
+
+    def on_message_complete(self) -> None:
+        self._in_message = False
+        super().on_message_complete()
 
     def on_headers_complete(self) -> None:
         if self._park_or_answer():
@@ -175,8 +200,8 @@ class PollProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def _park_or_answer(self) -> bool:
-        """Take the request if it is a plain long poll the mirror can answer: answer it
-        now, or park it. False: it goes the usual way."""
+        """Take the request the parser has read if it is a plain long poll the mirror
+        can answer. False: it goes the usual way."""
         parser = self.parser
         cycle = self.cycle
         if (
@@ -190,7 +215,12 @@ class PollProtocol(HttpToolsProtocol):
             or any(name in _BODY_HEADERS for name, _ in self.headers)
         ):
             return False
-        wanted = plain_long_poll(self.url)
+        return self._take(self.url)
+
+    def _take(self, target: bytes) -> bool:
+        """Answer a plain long poll to `target` now, or park it; False if it is none, or
+        one the mirror cannot answer."""
+        wanted = plain_long_poll(target)
         if wanted is None:
             return False
         server_id, since, timeout = wanted
@@ -204,14 +234,14 @@ class PollProtocol(HttpToolsProtocol):
             self.finish(poll, self.answers.ok(server, self.server_state.default_headers))
         else:
             self.poll = poll
-            poll.timer = self.loop.call_later(timeout, poll.expire)
+            poll.slot = self.timeouts.add(self.loop, timeout, poll, poll.expire)
         return True
 
     def finish(self, poll: "PlainPoll", response: bytes) -> None:
         """Write a plain poll's whole response, then go on as uvicorn does after one."""
-        if poll.timer is not None:
-            poll.timer.cancel()
-            poll.timer = None
+        if poll.slot is not None:
+            self.timeouts.discard(poll.slot, poll)
+            poll.slot = None
         poll.response_complete = True
         if self.poll is poll:
             self.poll = None
@@ -220,19 +250,49 @@ class PollProtocol(HttpToolsProtocol):
         self.transport.write(response)
         if not poll.keep_alive:  # the server is shutting down
             self.transport.close()
-        self.on_response_complete()
+        if self.pipeline or self.transport.is_closing():
+            self.on_response_complete()  # uvicorn's own way: the next request, or nothing
+            return
+        # What on_response_complete does, with the keep-alive timeout in `idle`.
+        self.server_state.total_requests += 1
+        if self.flow.read_paused:
+            self.flow.resume_reading()
+        self._idle = self.idle.add(
+            self.loop, self.timeout_keep_alive, self, self.timeout_keep_alive_handler
+        )
+
+    _idle: int | None = None  # the connection's slot in `idle`, between requests
+
+    def _unset_keepalive_if_required(self) -> None:
+        # uvicorn calls it when data arrives, before arming its own timer, and on close.
+        if self._idle is not None:
+            self.idle.discard(self._idle, self)
+            self._idle = None
+        super()._unset_keepalive_if_required()
 
     def connection_lost(self, exc: Exception | None) -> None:
         poll = self.poll
         if poll is not None:  # parked: its client has gone
             self.poll = None
             self.fleet.unpark(poll.server_id, poll)
-            if poll.timer is not None:
-                poll.timer.cancel()
+            if poll.slot is not None:
+                self.timeouts.discard(poll.slot, poll)
+        if self._idle is not None:
+            self.idle.discard(self._idle, self)
+            self._idle = None
         super().connection_lost(exc)
 
 
 _BODY_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
+# One whole GET, HTTP/1.1, its headers well-formed (what the parser would accept), and
+# none of those that change how a request is read or answered.
+_WHOLE_POLL = re.compile(
+    rb"GET (/long/status/[!-~]*) HTTP/1\.1\r\n"
+    rb"((?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e\x80-\xff]*\r\n)*)\r\n"
+)
+_SPECIAL_HEADER = re.compile(
+    rb"(?im)^(?:content-length|transfer-encoding|expect|connection|upgrade)[ \t]*:"
+)
 
 
 class _NoEvent:
@@ -255,14 +315,14 @@ class PlainPoll:
         "protocol",
         "response_complete",
         "server_id",
-        "timer",
+        "slot",
     )
     message_event = _NoEvent()
 
     def __init__(self, protocol: PollProtocol, server_id: str) -> None:
         self.protocol = protocol
         self.server_id = server_id
-        self.timer: asyncio.TimerHandle | None = None
+        self.slot: int | None = None  # in the protocol's `timeouts`, while parked
         self.response_complete = False
         self.keep_alive = True
         self.disconnected = False
@@ -278,7 +338,7 @@ class PlainPoll:
         protocol.finish(self, protocol.answers.closing(protocol.server_state.default_headers))
 
     def expire(self) -> None:
-        self.timer = None
+        self.slot = None
         protocol = self.protocol
         if protocol.fleet.unpark(self.server_id, self):
             response = protocol.answers.not_modified(protocol.server_state.default_headers)
@@ -287,7 +347,13 @@ class PlainPoll:
 
 def poll_protocol(fleet: Fleet) -> type[PollProtocol]:
     """The protocol class to give uvicorn (`uvicorn.Config(http=...)`) for `fleet`."""
-    return type("PollProtocol", (PollProtocol,), {"fleet": fleet, "answers": Answers()})
+    shared = {
+        "fleet": fleet,
+        "answers": Answers(),
+        "timeouts": Deadlines(0.01),  # a poll's `timeout`, to 10 ms
+        "idle": Deadlines(1.0),  # uvicorn's keep-alive timeout, to the second
+    }
+    return type("PollProtocol", (PollProtocol,), shared)
 
 
 class ServiceProcess(ServerProcess):
