@@ -191,7 +191,10 @@ class Fleet:
         for waiters in parked.values():
             self.waiting -= len(waiters)
             for waiter in waiters:
-                waiter.release()
+                try:
+                    waiter.release()
+                except Exception:
+                    logger.exception("a parked waiter could not be released")
 
     async def close(self) -> None:
         self.release_waiters()
@@ -417,7 +420,10 @@ class Fleet:
         now = time.time_ns
         answered = []
         for waiter in waiters:
-            waiter.wake(server)
+            try:
+                waiter.wake(server)
+            except Exception:  # one waiter's failure must not keep the others waiting
+                logger.exception("a parked waiter could not take version %d", server.version)
             answered.append(now())
         # Recorded after the pass, at 0.1 ms resolution: a histogram's record is a few
         # microseconds of Python, as much as the answer's write.

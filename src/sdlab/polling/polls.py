@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import re
 from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
@@ -42,6 +43,8 @@ from pydantic import Field, TypeAdapter, ValidationError
 from sdlab.polling.fleet import CLOSING, Fleet, FleetClosed
 from sdlab.polling.model import SERVER_ID, Server, UnknownServer
 from sdlab.polling.store import DATABASE_ERRORS
+
+logger = logging.getLogger("sdlab.polling")
 
 MAX_TIMEOUT = 60.0
 DEFAULT_TIMEOUT = 30.0
@@ -134,7 +137,10 @@ class Deadlines:
 
     def _fire(self, slot: int) -> None:
         for due in self._slots.pop(slot, {}).values():
-            due()
+            try:
+                due()
+            except Exception:  # the others are due all the same
+                logger.exception("a deadline's callback failed")
 
 
 class Answers:

@@ -190,7 +190,12 @@ class Tail:
         client that refuses goes back to pulling from `was`."""
         refused = []
         for client in self._pushed:
-            if client.push(data):
+            try:
+                pushed = client.push(data)
+            except Exception:  # as a refusal: the client pulls the batch itself
+                log.exception("deployment %s: a push failed", self.deployment.id)
+                pushed = False
+            if pushed:
                 client.silent = False
             else:
                 refused.append(client)
