@@ -85,3 +85,29 @@ async def test_a_batch_waits_no_longer_than_max_wait(store: Store) -> None:
         batch = await anext(batches)
     assert len(batch) == 2
     await batches.aclose()
+
+
+async def test_batches_keep_the_order_of_the_messages() -> None:
+    """Messages trickling in while batches time out and are slow to be handled: every
+    message comes out once, in order. (A get left pending by a timed-out batch once lost
+    its message's place, and the store skipped it as below the next batch's offsets.)"""
+
+    class Fake:
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+    async def trickle() -> AsyncIterator[brokers.Message]:
+        for n in range(400):
+            yield Fake(n)  # type: ignore[misc]
+            if n % 7 == 0:
+                await asyncio.sleep(0.004)  # longer than max_wait: batches time out
+
+    seen: list[int] = []
+    batches = pipeline.batches(trickle(), 10, 0.002)
+    async with asyncio.timeout(30):
+        while len(seen) < 400:
+            batch = await anext(batches)
+            seen += [m.n for m in batch]  # type: ignore[attr-defined]
+            await asyncio.sleep(0.003)  # the store's transaction: the reader runs on
+    await batches.aclose()
+    assert seen == list(range(400))

@@ -190,7 +190,7 @@ def generate(
     url, topics = _broker_url(broker), Topics(prefix)
 
     async def work() -> None:
-        b = await brokers.connect(url)
+        b = await pipeline.connect(url)
         try:
             await topics.declare(b)
             posts = Posts(seed=seed, tags=tags, skew=skew, machine=machine)
@@ -218,7 +218,7 @@ def extractor(
     url, topics = _broker_url(broker), Topics(prefix)
 
     async def work() -> None:
-        b = await brokers.connect(url, session_timeout=session_timeout)
+        b = await pipeline.connect(url, session_timeout=session_timeout)
         try:
             await topics.declare(b)
             p = Progress()
@@ -249,7 +249,7 @@ def counter(
     url, store_url, topics = _broker_url(broker), _db_url(db), Topics(prefix)
 
     async def work() -> None:
-        b = await brokers.connect(url, session_timeout=session_timeout)
+        b = await pipeline.connect(url, session_timeout=session_timeout)
         try:
             await topics.declare(b)
             async with _store(store_url) as store:
@@ -343,7 +343,7 @@ def run(
     url, store_url, topics = _broker_url(broker), _db_url(db), Topics(prefix)
 
     async def work() -> None:
-        b = await brokers.connect(url)
+        b = await pipeline.connect(url)
         try:
             await topics.declare(b)
             async with _store(store_url, pool=8) as store:

@@ -15,10 +15,11 @@ import asyncio
 import itertools
 import signal
 import sys
+import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Self
@@ -53,7 +54,7 @@ async def _until(probe: Callable[[], Awaitable[bool]], timeout: float, what: str
 
 @asynccontextmanager
 async def _broker(url: str) -> AsyncIterator[Broker]:
-    b = await brokers.connect(url, session_timeout=SESSION)
+    b = await pipeline.connect(url, session_timeout=SESSION)
     try:
         yield b
     finally:
@@ -77,6 +78,7 @@ class Stage:
     def __init__(self, argv: list[str]) -> None:
         self.argv = argv
         self.process: asyncio.subprocess.Process | None = None
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - its stderr, closed by stop()
 
     @classmethod
     def sdlab(cls, *argv: str) -> Self:
@@ -87,8 +89,18 @@ class Stage:
             *self.argv,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
+            stderr=self.log,
         )
+
+    def check(self) -> None:
+        """Raise if the stage exited by itself, with the end of what it printed."""
+        if self.process is not None and self.process.returncode is not None:
+            self.log.seek(0)
+            said = self.log.read().decode(errors="replace").strip().splitlines()[-5:]
+            raise RuntimeError(
+                f"{' '.join(self.argv[2:5])} exited with code {self.process.returncode}: "
+                + " / ".join(said)
+            )
 
     async def kill(self) -> None:
         if self.process is not None and self.process.returncode is None:
@@ -97,14 +109,17 @@ class Stage:
 
     async def stop(self) -> None:
         """SIGINT, as Ctrl-C: a clean stop; SIGKILL if it takes more than 10 s."""
-        if self.process is None or self.process.returncode is not None:
-            return
-        self.process.send_signal(signal.SIGINT)
         try:
-            async with asyncio.timeout(10):
-                await self.process.wait()
-        except TimeoutError:
-            await self.kill()
+            if self.process is None or self.process.returncode is not None:
+                return
+            self.process.send_signal(signal.SIGINT)
+            try:
+                async with asyncio.timeout(10):
+                    await self.process.wait()
+            except TimeoutError:
+                await self.kill()
+        finally:
+            self.log.close()
 
     @property
     def running(self) -> bool:
@@ -176,8 +191,10 @@ class Throughput(Experiment):
                 for stage in stages:
                     await stage.start()
                 try:
+                    with bench.progress("stages joining", total=1):
+                        warm = await self._warm(broker, store, topics, stages)
                     with bench.progress("pipeline, steady", total=1):
-                        delays, steady = await self._steady(broker, store, topics)
+                        delays, steady = await self._steady(broker, store, topics, stages)
                     rows.append(
                         {
                             "run": f"pipeline at {self.steady_rate:,} posts/s",
@@ -187,7 +204,7 @@ class Throughput(Experiment):
                         }
                     )
                     with bench.progress("pipeline, flat out", total=1):
-                        rate = await self._flat_out(broker, store, topics, posts, tagged)
+                        rate = await self._flat_out(broker, store, topics, stages, posts, tagged)
                     rows.append(
                         {
                             "run": "pipeline: generate -> extract -> count",
@@ -196,7 +213,7 @@ class Throughput(Experiment):
                             "vs raw": round(rate / raw, 3),
                         }
                     )
-                    expected = direct_count(posts + steady)
+                    expected = direct_count(warm + steady + posts)
                     exact = await store.totals() == expected
                 finally:
                     for stage in stages:
@@ -216,72 +233,105 @@ class Throughput(Experiment):
         )
 
     def _stages(self, broker_url: str, db_url: str, topics: Topics) -> list[Stage]:
-        common = [
-            "--broker",
-            broker_url,
-            "--prefix",
-            topics.prefix,
-            "--session-timeout",
-            str(SESSION),
-        ]
+        # The default session (10 s): flat out, the two cores are busy enough to delay a
+        # heartbeat past 2 s, and a member dropped for it stops the stage to rejoin.
+        common = ["--broker", broker_url, "--prefix", topics.prefix]
         return [
             Stage.sdlab("extractor", *common),
             Stage.sdlab("counter", *common, "--db", db_url, "--batch-size", str(self.batch_size)),
         ]
 
     async def _raw(self, broker: Broker, posts: list[Post]) -> float:
+        """Posts per second from the first produced to the last consumed, once the
+        consumer has joined its group (a first message consumed before the clock)."""
         topics = Topics(_prefix("raw"))
         await broker.declare(topics.posts, groups=["raw"])
         got = 0
-        done = asyncio.Event()
-        started = asyncio.Event()
 
         async def consume() -> None:
             nonlocal got
             async with broker.consume(topics.posts, "raw", prefetch=1000) as messages:
-                started.set()
                 async for message in messages:
                     await message.ack()
                     got += 1
-                    if got == len(posts):
-                        done.set()
 
         consumer = asyncio.create_task(consume())
-        await started.wait()
-        start = time.perf_counter()
-        await pipeline.generate(broker, topics, posts)
-        await asyncio.wait_for(done.wait(), 300)
-        rate = len(posts) / (time.perf_counter() - start)
-        consumer.cancel()
-        await asyncio.gather(consumer, return_exceptions=True)
-        await broker.delete(topics.posts, groups=["raw"])
-        return rate
 
-    async def _steady(
-        self, broker: Broker, store: Store, topics: Topics
-    ) -> tuple[list[float], list[Post]]:
-        n = round(self.steady_rate * self.steady_seconds)
-        posts = _posts(n, seed=2)
-        want = sum(1 for p in posts if Tagged.of(p).tags)
-        await pipeline.generate(broker, topics, posts, rate=self.steady_rate)
+        async def consumed(n: int) -> bool:
+            if consumer.done():
+                consumer.result()
+            return got >= n
+
+        try:
+            await pipeline.generate(broker, topics, _posts(1, seed=9))
+            await _until(lambda: consumed(1), 120, "the raw consumer joining")
+            start = time.perf_counter()
+            await pipeline.generate(broker, topics, posts)
+            await _until(lambda: consumed(1 + len(posts)), 300, "the raw consumer")
+            return len(posts) / (time.perf_counter() - start)
+        finally:
+            consumer.cancel()
+            await asyncio.gather(consumer, return_exceptions=True)
+            await broker.delete(topics.posts, groups=["raw"])
+
+    async def _warm(
+        self, broker: Broker, store: Store, topics: Topics, stages: list[Stage]
+    ) -> list[Post]:
+        """One post through, so that both stages have joined their groups."""
+        warm = [Post(1, 1, "warming up #warmup", round(time.time(), 3))]
+        await pipeline.generate(broker, topics, warm)
 
         async def counted() -> bool:
+            for stage in stages:
+                stage.check()
+            return (await store.summary())["posts"] >= 1
+
+        await _until(counted, 120, "the stages joining their groups")
+        return warm
+
+    async def _steady(
+        self, broker: Broker, store: Store, topics: Topics, stages: list[Stage]
+    ) -> tuple[list[float], list[Post]]:
+        n = round(self.steady_rate * self.steady_seconds)
+        since = time.time()
+        posts: list[Post] = []
+
+        def written() -> Iterator[Post]:  # each post created when its turn comes
+            for post in itertools.islice(Posts(seed=2), n):
+                posts.append(post)
+                yield post
+
+        before = (await store.summary())["posts"]
+        await pipeline.generate(broker, topics, written(), rate=self.steady_rate)
+        want = before + sum(1 for p in posts if Tagged.of(p).tags)
+
+        async def counted() -> bool:
+            for stage in stages:
+                stage.check()
             return (await store.summary())["posts"] >= want
 
         await _until(counted, 120, "the steady posts counted")
-        return await store.delays((0.5, 0.99)), posts
+        return await store.delays((0.5, 0.99), since=since), posts
 
     async def _flat_out(
-        self, broker: Broker, store: Store, topics: Topics, posts: list[Post], tagged: int
+        self,
+        broker: Broker,
+        store: Store,
+        topics: Topics,
+        stages: list[Stage],
+        posts: list[Post],
+        tagged: int,
     ) -> float:
         before = (await store.summary())["posts"]
         start = time.perf_counter()
         await pipeline.generate(broker, topics, posts)
 
         async def counted() -> bool:
+            for stage in stages:
+                stage.check()
             return (await store.summary())["posts"] >= before + tagged
 
-        await _until(counted, 600, "the posts counted")
+        await _until(counted, 300, f"{before + tagged:,} posts counted")
         return len(posts) / (time.perf_counter() - start)
 
     @staticmethod
@@ -352,8 +402,8 @@ class BatchSize(Experiment):
             ),
             notes=[
                 "Each size reads the same topic as a consumer group of its own into a "
-                "fresh database; the clock starts when the counter starts (its join "
-                "to the group included, the same for every size)."
+                "fresh database; the clock starts once its first batch is counted "
+                "(the join to the group left out)."
             ],
         )
 
@@ -362,9 +412,17 @@ class BatchSize(Experiment):
         broker: Broker, store: Store, topics: Topics, size: int, tagged: int
     ) -> tuple[float, int]:
         progress = pipeline.Progress()
-        start = time.perf_counter()
+        first: tuple[float, int] | None = None
+
+        def on_batch(_: object) -> None:
+            nonlocal first
+            if first is None:  # the clock starts after the first batch: the join is out
+                first = (time.perf_counter(), progress.counted)
+
         task = asyncio.create_task(
-            pipeline.count(broker, store, topics, batch_size=size, progress=progress)
+            pipeline.count(
+                broker, store, topics, batch_size=size, progress=progress, on_batch=on_batch
+            )
         )
 
         async def done() -> bool:
@@ -374,7 +432,9 @@ class BatchSize(Experiment):
 
         try:
             await _until(done, 600, f"batch size {size}")
-            return tagged / (time.perf_counter() - start), progress.batches
+            assert first is not None
+            start, counted = first
+            return (tagged - counted) / (time.perf_counter() - start), progress.batches
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)

@@ -13,7 +13,7 @@ from collections import Counter
 
 from sdlab import sql
 from sdlab.brokers import Broker
-from sdlab.hashtags.pipeline import Topics
+from sdlab.hashtags.pipeline import Topics, connect
 from sdlab.hashtags.posts import Tagged
 
 FLUSH_EVERY = 10
@@ -52,9 +52,7 @@ async def totals(db: sql.Database) -> dict[str, int]:
 async def main(broker_url: str, db_url: str, prefix: str) -> None:
     """Run the seed's counter on the broker and database at these URLs until stopped
     (the experiment runs it as a process of its own, to kill)."""
-    from sdlab import brokers
-
-    broker = await brokers.connect(broker_url, session_timeout=2)
+    broker = await connect(broker_url, session_timeout=2)
     try:
         async with sql.Database(db_url, max_size=2) as db:
             await count(broker, db, Topics(prefix, counter_group=f"{prefix}.{GROUP}"))

@@ -16,13 +16,24 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import suppress
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
+from sdlab import brokers
 from sdlab.brokers import Broker, Message
 from sdlab.hashtags.posts import Post, Tagged
 from sdlab.hashtags.store import Added, Delivered, Store
+
+FETCH_WAIT = 0.05
+"""Seconds a Kafka fetch may wait for records (`brokers.connect(fetch_max_wait=...)`):
+tansu holds a fetch that long even when records arrive meanwhile, so each hop of the
+pipeline adds up to this much delay; the brokers' default, 0.5 s, would add a second."""
+
+
+async def connect(url: str, *, session_timeout: float = 10.0) -> Broker:
+    """The broker at `url`, set for a pipeline stage (`FETCH_WAIT`)."""
+    return await brokers.connect(url, session_timeout=session_timeout, fetch_max_wait=FETCH_WAIT)
 
 
 @dataclass(frozen=True)
@@ -84,37 +95,27 @@ async def generate(
 ) -> int:
     """Publish `posts` (an iterable that ends, or islice it), keyed by post id: `rate`
     posts per second, or as fast as the broker takes them (None), with at most
-    `in_flight` waiting for the broker's confirmation. Returns how many were sent."""
+    `in_flight` waiting for the broker's confirmation. Returns how many were sent. A
+    send that fails stops the rest and raises (in an ExceptionGroup's place, its error)."""
     progress = progress or Progress()
     slots = asyncio.Semaphore(in_flight)
-    failed: list[BaseException] = []
     start = time.perf_counter()
 
     async def send(post: Post) -> None:
         try:
             await broker.publish(topics.posts, post.encode(), key=str(post.id))
             progress.sent += 1
-        except Exception as exc:  # raised by the loop below, not lost in a task
-            failed.append(exc)
         finally:
             slots.release()
 
-    tasks: set[asyncio.Task[None]] = set()
-    for i, post in enumerate(posts):
-        if failed:
-            break
-        if rate:
-            delay = start + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-        await slots.acquire()
-        task = asyncio.create_task(send(post))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-    if tasks:
-        await asyncio.gather(*tasks)
-    if failed:
-        raise failed[0]
+    async with _first_error(), asyncio.TaskGroup() as sends:
+        for i, post in enumerate(posts):
+            if rate:
+                delay = start + i / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await slots.acquire()
+            sends.create_task(send(post))
     return progress.sent
 
 
@@ -126,37 +127,38 @@ async def extract(
     progress: Progress | None = None,
 ) -> None:
     """Read posts, send each one with tags on to `tagged` (keyed by its id), then ack
-    it; a post with no tag is acked at once. Runs until cancelled. Up to `prefetch`
-    posts are in hand at once, their sends overlapping."""
+    it; a post with no tag is acked at once. Runs until cancelled; a send that fails
+    raises at once (its post unacked, to be read again). Up to `prefetch` posts are in
+    hand at once, their sends overlapping."""
     progress = progress or Progress()
-    failed: list[BaseException] = []
-    tasks: set[asyncio.Task[None]] = set()
 
     async def forward(message: Message, tagged: Tagged) -> None:
-        try:
-            await broker.publish(topics.tagged, tagged.encode(), key=str(tagged.post.id))
-            progress.sent += 1
-            await message.ack()
-            progress.acked += 1
-        except Exception as exc:
-            failed.append(exc)
+        await broker.publish(topics.tagged, tagged.encode(), key=str(tagged.post.id))
+        progress.sent += 1
+        await message.ack()
+        progress.acked += 1
 
+    async with (
+        _first_error(),
+        broker.consume(topics.posts, topics.extractor, prefetch=prefetch) as messages,
+        asyncio.TaskGroup() as sends,
+    ):
+        async for message in messages:
+            tagged = Tagged.of(Post.decode(message.body))
+            if not tagged.tags:
+                await message.ack()
+                progress.acked += 1
+                continue
+            sends.create_task(forward(message, tagged))
+
+
+@asynccontextmanager
+async def _first_error() -> AsyncIterator[None]:
+    """A task group's failure as its first error, as a caller of one call expects."""
     try:
-        async with broker.consume(topics.posts, topics.extractor, prefetch=prefetch) as messages:
-            async for message in messages:
-                if failed:
-                    raise failed[0]
-                tagged = Tagged.of(Post.decode(message.body))
-                if not tagged.tags:
-                    await message.ack()
-                    progress.acked += 1
-                    continue
-                task = asyncio.create_task(forward(message, tagged))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-    finally:
-        for task in tasks:
-            task.cancel()
+        yield
+    except ExceptionGroup as group:
+        raise group.exceptions[0] from group
 
 
 async def count(
@@ -201,8 +203,9 @@ async def batches(
     """Group `messages` into lists of `size`, or fewer once the first has waited
     `max_wait` seconds. A reader task keeps reading while a batch is handled (a
     consumer's iterator yields nothing while the topic is idle, so it cannot time a
-    batch by itself). A get that timed out stays pending for the next batch: cancelling
-    it could drop the message it was just given."""
+    batch by itself). A get that timed out stays pending for the next batch (cancelling
+    it could drop the message it was just given), and goes first: messages come out in
+    the order they came in."""
     queue: asyncio.Queue[Message] = asyncio.Queue(maxsize=size)
 
     async def read() -> None:
@@ -216,7 +219,10 @@ async def batches(
             batch: list[Message] = []
             deadline: float | None = None
             while len(batch) < size:
-                if not queue.empty():
+                # A get left pending by the last batch has the oldest message, or will
+                # have: taking newer ones from the queue first would reorder the topic
+                # (and the store skips what is below a batch's offsets as counted).
+                if getter is None and not queue.empty():
                     batch.append(queue.get_nowait())
                 else:
                     timeout = None if deadline is None else deadline - time.monotonic()

@@ -377,13 +377,16 @@ class Store:
         )
         return {"posts": posts, "tags": tags, "mentions": int(mentions)}
 
-    async def delays(self, quantiles: Sequence[float] = (0.5, 0.99)) -> list[float]:
+    async def delays(
+        self, quantiles: Sequence[float] = (0.5, 0.99), *, since: float = 0.0
+    ) -> list[float]:
         """Seconds from a post's creation to its count's insert, at `quantiles`, over
-        every post counted (the commit follows within the batch's transaction)."""
+        the posts created since `since` (seconds since the epoch); the commit follows
+        within the batch's transaction."""
         row = await self.db.fetchone(
             "SELECT percentile_cont(%s::float8[]) WITHIN GROUP "
-            "(ORDER BY extract(epoch FROM counted - created)) FROM posts",
-            (list(quantiles),),
+            "(ORDER BY extract(epoch FROM counted - created)) FROM posts WHERE created >= %s",
+            (list(quantiles), _utc(since)),
         )
         return [float(q) for q in row[0]] if row and row[0] else []
 
