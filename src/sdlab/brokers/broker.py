@@ -95,6 +95,9 @@ class Broker(Protocol):
     async def publish(self, topic: str, body: Body, *, key: str | None = None) -> None:
         """Send a message; returns once the broker has stored it."""
 
+    async def publish_many(self, topic: str, messages: Sequence[tuple[Body, str | None]]) -> None:
+        """Send (body, key) messages; returns once the broker has stored them all."""
+
     def consume(
         self, topic: str, group: str, *, prefetch: int = 100
     ) -> AbstractAsyncContextManager[AsyncIterator[Message]]:
@@ -155,6 +158,10 @@ class RabbitBroker:
                 "(declare the topic with its groups first)"
             )
 
+    async def publish_many(self, topic: str, messages: Sequence[tuple[Body, str | None]]) -> None:
+        # One channel confirms them all: their publishes overlap, their confirms too.
+        await asyncio.gather(*(self.publish(topic, body, key=key) for body, key in messages))
+
     @asynccontextmanager
     async def consume(
         self, topic: str, group: str, *, prefetch: int = 100
@@ -205,6 +212,11 @@ class KafkaBroker:
             await self.declare(topic)
         await self._producer.send(topic, body, key=key)
 
+    async def publish_many(self, topic: str, messages: Sequence[tuple[Body, str | None]]) -> None:
+        if topic not in self._topics:
+            await self.declare(topic)
+        await self._producer.send_many(topic, messages)
+
     @asynccontextmanager
     async def consume(
         self, topic: str, group: str, *, prefetch: int = 100
@@ -237,9 +249,7 @@ class KafkaBroker:
                     await slots.acquire()
                     record = await anext(records)
                     key = None if record.key is None else record.key.decode()
-                    yield Message(
-                        record.value, key, acker(record), record.partition, record.offset
-                    )
+                    yield Message(record.value, key, acker(record), record.partition, record.offset)
 
             yield messages()
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -224,6 +224,24 @@ class Producer:
             partition=partition,
         )
         return sent.partition, sent.offset
+
+    async def send_many(
+        self, topic: str, records: Sequence[tuple[Body, Body | None]]
+    ) -> list[tuple[int, int]]:
+        """Send (value, key) records and wait until the broker has them all; returns
+        their (partition, offset)s in order. One enqueue after the other, then one
+        wait: aiokafka batches them per partition, and no task per record waits for
+        room in the batch (hundreds of concurrent `send`s do, and wake each other)."""
+        if topic not in self._topics:
+            self._topics.add(check_topic(topic))
+        pending = [
+            await self._producer.send(
+                topic, encode(value), key=None if key is None else encode(key)
+            )
+            for value, key in records
+        ]
+        sent = await asyncio.gather(*pending)
+        return [(r.partition, r.offset) for r in sent]
 
 
 @dataclass

@@ -207,7 +207,9 @@ def generate(
 @app.command()
 def extractor(
     broker: Broker = None,
-    prefetch: Annotated[int, typer.Option(min=1, help="Posts in hand at once.")] = 512,
+    prefetch: Annotated[
+        int, typer.Option(min=2, help="Posts in hand at once (two batches of half).")
+    ] = 1000,
     prefix: Prefix = "hashtags",
     session_timeout: SessionTimeout = 10.0,
 ) -> None:

@@ -123,33 +123,25 @@ async def extract(
     broker: Broker,
     topics: Topics,
     *,
-    prefetch: int = 512,
+    prefetch: int = 1000,
+    max_wait: float = 0.005,
     progress: Progress | None = None,
 ) -> None:
     """Read posts, send each one with tags on to `tagged` (keyed by its id), then ack
-    it; a post with no tag is acked at once. Runs until cancelled; a send that fails
-    raises at once (its post unacked, to be read again). Up to `prefetch` posts are in
-    hand at once, their sends overlapping."""
+    it; a post with no tag is acked at once. Runs until cancelled. Posts are handled
+    in batches of half `prefetch` (or what came within `max_wait` seconds): one send
+    of the batch's tagged posts, then its acks, while the next batch is read."""
     progress = progress or Progress()
-
-    async def forward(message: Message, tagged: Tagged) -> None:
-        await broker.publish(topics.tagged, tagged.encode(), key=str(tagged.post.id))
-        progress.sent += 1
-        await message.ack()
-        progress.acked += 1
-
-    async with (
-        _first_error(),
-        broker.consume(topics.posts, topics.extractor, prefetch=prefetch) as messages,
-        asyncio.TaskGroup() as sends,
-    ):
-        async for message in messages:
-            tagged = Tagged.of(Post.decode(message.body))
-            if not tagged.tags:
+    async with broker.consume(topics.posts, topics.extractor, prefetch=prefetch) as messages:
+        async for batch in batches(messages, max(1, prefetch // 2), max_wait):
+            tagged = [Tagged.of(Post.decode(m.body)) for m in batch]
+            out = [(t.encode(), str(t.post.id)) for t in tagged if t.tags]
+            if out:
+                await broker.publish_many(topics.tagged, out)
+            progress.sent += len(out)
+            for message in batch:
                 await message.ack()
-                progress.acked += 1
-                continue
-            sends.create_task(forward(message, tagged))
+            progress.acked += len(batch)
 
 
 @asynccontextmanager
