@@ -162,3 +162,12 @@ async def test_kafka_declare_with_another_partition_count_is_an_error(
     finally:
         await owner.close()
         await user.close()
+
+
+async def test_publish_many_stores_them_all_in_order(broker: Broker, namespace: str, made: Made):
+    topic = f"{namespace}-many"
+    forget(made, topic, ["reader"])
+    await broker.declare(topic, groups=["reader"])
+    await broker.publish_many(topic, [(f"m{i}", "one key") for i in range(300)])
+    got = await take(broker, topic, "reader", 300)
+    assert [m.text for m in got] == [f"m{i}" for i in range(300)]  # one key: one order
