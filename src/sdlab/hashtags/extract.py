@@ -47,36 +47,58 @@ def key_of(text: str) -> str:
     return unicodedata.normalize("NFC", text.lstrip(_SIGNS).casefold())
 
 
-def _in_tag(char: str) -> bool:
-    return char.isalnum() or char == "_" or unicodedata.category(char).startswith("M")
+_SIGN = re.compile("[#＃]")
+_WORD = re.compile(r"\w+")  # str.isalnum() or "_", as the rules say, minus the marks
+
+
+def _end_of_body(text: str, start: int) -> int:
+    """Where a tag's body starting at `start` ends: word characters and combining
+    marks (a mark is not `\\w` to `re`: Thai vowels, a decomposed accent)."""
+    end, n = start, len(text)
+    while True:
+        found = _WORD.match(text, end)
+        if found:
+            end = found.end()
+        if end < n and unicodedata.category(text[end]).startswith("M"):
+            end += 1
+            continue
+        return end
 
 
 def _before_ok(char: str) -> bool:
     return not (char.isalnum() or char == "_" or char == "&")
 
 
+def _hidden(text: str) -> list[tuple[int, int]]:
+    """The spans of URLs and e-mail addresses, where a `#` is no tag."""
+    if "/" not in text and "@" not in text and "www." not in text.lower():
+        return []
+    return [m.span() for m in _URL.finditer(text)] + [m.span() for m in _EMAIL.finditer(text)]
+
+
 def hashtags(text: str) -> list[Tag]:
     """The tags of `text`, each key once, in the order of their first mention."""
-    text = unicodedata.normalize("NFC", text)
-    hidden = [m.span() for m in _URL.finditer(text)] + [m.span() for m in _EMAIL.finditer(text)]
+    if not unicodedata.is_normalized("NFC", text):
+        text = unicodedata.normalize("NFC", text)
+    hidden: list[tuple[int, int]] | None = None  # found when a `#` needs them
     found: dict[str, Tag] = {}
-    i, n = 0, len(text)
-    after_tag = False  # a `#` right after a tag's last character starts another
-    while i < n:
-        if text[i] not in _SIGNS:
-            i += 1
-            continue
+    n = len(text)
+    after_tag = -1  # where the last tag ended: a `#` right there starts another
+    sign = _SIGN.search(text)
+    while sign is not None:
+        i = sign.start()
         start = i + 1
-        ok = (i == 0 or after_tag or _before_ok(text[i - 1])) and not any(
-            a <= i < b for a, b in hidden
-        )
-        end = start
-        while end < n and _in_tag(text[end]):
-            end += 1
+        end = _end_of_body(text, start)
         body = text[start:end]
-        after_tag = False
-        if ok and body and len(body) <= MAX_LENGTH and any(c.isalpha() for c in body):
-            found.setdefault(key_of(body), Tag(key_of(body), body))
-            after_tag = end < n and text[end] in _SIGNS
-        i = max(end, start)
+        ok = bool(body) and (i == 0 or i == after_tag or _before_ok(text[i - 1]))
+        if ok:
+            if hidden is None:
+                hidden = _hidden(text)
+            ok = not any(a <= i < b for a, b in hidden)
+        if ok and len(body) <= MAX_LENGTH and any(c.isalpha() for c in body):
+            key = key_of(body)
+            if key not in found:
+                found[key] = Tag(key, body)
+            after_tag = end
+        sign = _SIGN.search(text, max(end, start)) if end < n else None
     return list(found.values())
