@@ -94,6 +94,9 @@ class Latest:
             return trends
 
 
+QUERY_TIMEOUT = 5.0  # seconds a request waits for a pooled session, and for each query
+
+
 def create_app(db_url: str, *, pool: int = 10, tick: float = 1.0) -> FastAPI:
     """The service on the PostgreSQL database at `db_url` (its tables made at start-up);
     live streams look for a change every `tick` seconds."""
@@ -102,7 +105,10 @@ def create_app(db_url: str, *, pool: int = 10, tick: float = 1.0) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with sql.Database(db_url, max_size=pool) as db:
+        # A paused or overloaded database answers 503 within seconds, not never.
+        async with sql.Database(
+            db_url, max_size=pool, timeout=QUERY_TIMEOUT, query_timeout=QUERY_TIMEOUT
+        ) as db:
             store = Store(db)
             await store.create()
             app.state.store = store
@@ -125,6 +131,7 @@ def create_app(db_url: str, *, pool: int = 10, tick: float = 1.0) -> FastAPI:
         return JSONResponse(status_code=422, content={"detail": str(exc)})
 
     @app.exception_handler(DatabaseUnavailable)
+    @app.exception_handler(sql.QueryTimeout)
     @app.exception_handler(ConnectionLost)
     @app.exception_handler(PoolError)
     async def database_away(request: Request, exc: Exception) -> JSONResponse:
