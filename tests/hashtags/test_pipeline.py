@@ -68,6 +68,32 @@ async def test_the_pipeline_counts_every_tag_exactly(
         await broker.delete(topics.tagged, groups=[topics.counter])
 
 
+async def test_a_message_that_is_not_a_post_is_skipped_not_a_stop(
+    broker: Broker, store: Store, namespace: str
+) -> None:
+    topics = Topics(prefix=f"ht-{namespace}")
+    await topics.declare(broker)
+    posts = list(itertools.islice(Posts(seed=12), 50))
+    extracted, counted = Progress(), Progress()
+    stages = [
+        asyncio.create_task(pipeline.extract(broker, topics, progress=extracted)),
+        asyncio.create_task(pipeline.count(broker, store, topics, progress=counted)),
+    ]
+    try:
+        await broker.publish(topics.posts, b"not json at all", key="x")
+        await broker.publish(topics.posts, b'{"id": 1}', key="y")  # fields missing
+        await broker.publish(topics.tagged, b'{"post": {}}', key="z")
+        await pipeline.generate(broker, topics, posts)
+        assert await settled(store, direct_count(posts)) == dict(direct_count(posts))
+        assert (extracted.refused, counted.refused) == (2, 1)
+    finally:
+        for stage in stages:
+            stage.cancel()
+        await asyncio.gather(*stages, return_exceptions=True)
+        await broker.delete(topics.posts, groups=[topics.extractor])
+        await broker.delete(topics.tagged, groups=[topics.counter])
+
+
 async def test_a_batch_waits_no_longer_than_max_wait(store: Store) -> None:
     """Two messages and a batch of 100: they are handed over after max_wait, not never."""
 

@@ -65,6 +65,13 @@ def _end_of_body(text: str, start: int) -> int:
         return end
 
 
+def _has_letter(body: str) -> bool:
+    if body.isascii():  # letters, digits and _ only: a letter is what is left of them
+        rest = body.replace("_", "")
+        return bool(rest) and not rest.isdigit()
+    return any(c.isalpha() for c in body)
+
+
 def _before_ok(char: str) -> bool:
     return not (char.isalnum() or char == "_" or char == "&")
 
@@ -95,7 +102,7 @@ def hashtags(text: str) -> list[Tag]:
             if hidden is None:
                 hidden = _hidden(text)
             ok = not any(a <= i < b for a, b in hidden)
-        if ok and len(body) <= MAX_LENGTH and any(c.isalpha() for c in body):
+        if ok and len(body) <= MAX_LENGTH and _has_letter(body):
             key = key_of(body)
             if key not in found:
                 found[key] = Tag(key, body)

@@ -14,6 +14,7 @@ counts are exact however the stages are killed and restarted.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager, suppress
@@ -22,8 +23,11 @@ from typing import Any
 
 from sdlab import brokers
 from sdlab.brokers import Broker, Message
+from sdlab.hashtags.extract import hashtags
 from sdlab.hashtags.posts import Post, Tagged
 from sdlab.hashtags.store import Added, Delivered, Store
+
+logger = logging.getLogger(__name__)
 
 FETCH_WAIT = 0.05
 """Seconds a Kafka fetch may wait for records (`brokers.connect(fetch_max_wait=...)`):
@@ -78,6 +82,8 @@ class Progress:
     """Posts the store counted (not skipped as counted before)."""
     skipped: int = 0
     """Deliveries recognised as counted before: redeliveries after a crash."""
+    refused: int = 0
+    """Messages that were not posts (not JSON, fields missing): logged and acked."""
     duplicates: int = 0
     """Posts delivered again at new offsets (their extractor sent them twice)."""
     delays: list[float] | None = None
@@ -134,14 +140,29 @@ async def extract(
     progress = progress or Progress()
     async with broker.consume(topics.posts, topics.extractor, prefetch=prefetch) as messages:
         async for batch in batches(messages, max(1, prefetch // 2), max_wait):
-            tagged = [Tagged.of(Post.decode(m.body)) for m in batch]
-            out = [(t.encode(), str(t.post.id)) for t in tagged if t.tags]
+            out = []
+            for message in batch:
+                try:
+                    post = Post.decode(message.body)
+                except (ValueError, KeyError, TypeError) as exc:
+                    _refuse(message, exc, progress)
+                    continue
+                tags = hashtags(post.text)
+                if tags:
+                    out.append((Tagged.wrap(message.body, tags), str(post.id)))
             if out:
                 await broker.publish_many(topics.tagged, out)
             progress.sent += len(out)
             for message in batch:
                 await message.ack()
             progress.acked += len(batch)
+
+
+def _refuse(message: Message, exc: Exception, progress: Progress) -> None:
+    """A message that is not what the stage reads: logged, and acked with its batch
+    (read again, it would stop the stage again, for ever)."""
+    progress.refused += 1
+    logger.warning("a message that is not a post was skipped (%s): %.80r", exc, message.body)
 
 
 @asynccontextmanager
@@ -173,7 +194,12 @@ async def count(
     prefetch = 2 * batch_size
     async with broker.consume(topics.tagged, topics.counter, prefetch=prefetch) as messages:
         async for batch in batches(messages, batch_size, max_wait):
-            delivered = [Delivered(Tagged.decode(m.body), m.partition, m.offset) for m in batch]
+            delivered = []
+            for m in batch:
+                try:
+                    delivered.append(Delivered(Tagged.decode(m.body), m.partition, m.offset))
+                except (ValueError, KeyError, TypeError) as exc:
+                    _refuse(m, exc, progress)
             added = await store.add(delivered, topic=topics.tagged, group=topics.counter)
             if progress.delays is not None:
                 committed = time.time()
@@ -184,7 +210,7 @@ async def count(
             progress.acked += len(batch)
             progress.counted += added.posts
             progress.skipped += added.skipped
-            progress.duplicates += len(batch) - added.skipped - added.posts
+            progress.duplicates += len(delivered) - added.skipped - added.posts
             if on_batch is not None:
                 on_batch(added)
 

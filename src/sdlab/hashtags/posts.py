@@ -18,7 +18,7 @@ import json
 import random
 import time
 from bisect import bisect
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from sdlab.hashtags.extract import Tag, hashtags
@@ -61,28 +61,27 @@ class Post:
 
 @dataclass(frozen=True, slots=True)
 class Tagged:
-    """A post with the tags found in it: what the extractor sends the counter."""
+    """A post with the tags found in it: what the extractor sends the counter, as
+    `{"post": <the post as it came>, "tags": [[key, display], ...]}`."""
 
     post: Post
     tags: tuple[Tag, ...]
 
     def encode(self) -> bytes:
-        p = self.post
-        return json.dumps(
-            {
-                "id": p.id,
-                "user": p.user,
-                "text": p.text,
-                "created": p.created,
-                "tags": [[t.key, t.display] for t in self.tags],
-            },
-            ensure_ascii=False,
-        ).encode()
+        return self.wrap(self.post.encode(), self.tags)
+
+    @staticmethod
+    def wrap(post: bytes, tags: Sequence[Tag]) -> bytes:
+        """The message for a post's bytes as read and its tags: the post is passed
+        on as it came, not encoded again."""
+        listed = json.dumps([[t.key, t.display] for t in tags], ensure_ascii=False)
+        return b'{"post": ' + post + b', "tags": ' + listed.encode() + b"}"
 
     @classmethod
     def decode(cls, body: bytes) -> Tagged:
         d = json.loads(body)
-        post = Post(int(d["id"]), int(d["user"]), str(d["text"]), float(d["created"]))
+        p = d["post"]
+        post = Post(int(p["id"]), int(p["user"]), str(p["text"]), float(p["created"]))
         return cls(post, tuple(Tag(str(k), str(s)) for k, s in d["tags"]))
 
     @classmethod
