@@ -8,7 +8,8 @@ import asyncio
 import itertools
 import random
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 
 import pytest
 
@@ -73,15 +74,14 @@ async def _kill_and_restart(stage: list[str], store: Store) -> Program:
     return await Program.sdlab(*stage)
 
 
-async def test_the_counter_killed_mid_stream_loses_and_doubles_nothing(
-    broker: Broker, broker_url: str, topics: Topics, store: Store, postgres_db: str
-) -> None:
-    posts = list(itertools.islice(Posts(seed=21), POSTS))
-    stage = [
-        "hashtags", "counter", "--broker", broker_url, "--db", postgres_db,
-        "--prefix", topics.prefix, "--batch-size", "50", "--session-timeout", "2",
-    ]  # fmt: skip
-    extractor = asyncio.create_task(pipeline.extract(broker, topics))
+async def _killed_mid_stream(
+    stage: list[str], other: Coroutine[Any, Any, None], broker: Broker, topics: Topics,
+    store: Store, seed: int,
+) -> None:  # fmt: skip
+    """Posts generated at RATE while `stage` (a process) is killed and restarted and
+    `other` (the other stage) runs here; then the counts against a direct count."""
+    posts = list(itertools.islice(Posts(seed=seed), POSTS))
+    here = asyncio.create_task(other)
     generator = asyncio.create_task(pipeline.generate(broker, topics, posts, rate=RATE))
     last = None
     try:
@@ -90,11 +90,22 @@ async def test_the_counter_killed_mid_stream_loses_and_doubles_nothing(
         expected = direct_count(posts)
         assert await eventually(store.totals, expected, timeout=90) == expected
     finally:
-        extractor.cancel()
+        here.cancel()
         generator.cancel()
-        await asyncio.gather(extractor, generator, return_exceptions=True)
+        await asyncio.gather(here, generator, return_exceptions=True)
         if last is not None:
             await last.stop()
+
+
+async def test_the_counter_killed_mid_stream_loses_and_doubles_nothing(
+    broker: Broker, broker_url: str, topics: Topics, store: Store, postgres_db: str
+) -> None:
+    stage = [
+        "hashtags", "counter", "--broker", broker_url, "--db", postgres_db,
+        "--prefix", topics.prefix, "--batch-size", "50", "--session-timeout", "2",
+    ]  # fmt: skip
+    extractor = pipeline.extract(broker, topics)
+    await _killed_mid_stream(stage, extractor, broker, topics, store, seed=21)
 
 
 async def test_the_extractor_killed_mid_stream_loses_and_doubles_nothing(
@@ -102,23 +113,9 @@ async def test_the_extractor_killed_mid_stream_loses_and_doubles_nothing(
 ) -> None:
     """A killed extractor sends again the posts it had sent but not acked: the counter
     sees them twice, at two offsets, and counts them once."""
-    posts = list(itertools.islice(Posts(seed=22), POSTS))
     stage = [
         "hashtags", "extractor", "--broker", broker_url, "--prefix", topics.prefix,
         "--session-timeout", "2",
     ]  # fmt: skip
-    progress = pipeline.Progress()
-    counter = asyncio.create_task(pipeline.count(broker, store, topics, progress=progress))
-    generator = asyncio.create_task(pipeline.generate(broker, topics, posts, rate=RATE))
-    last = None
-    try:
-        last = await _kill_and_restart(stage, store)
-        await generator
-        expected = direct_count(posts)
-        assert await eventually(store.totals, expected, timeout=90) == expected
-    finally:
-        counter.cancel()
-        generator.cancel()
-        await asyncio.gather(counter, generator, return_exceptions=True)
-        if last is not None:
-            await last.stop()
+    counter = pipeline.count(broker, store, topics)
+    await _killed_mid_stream(stage, counter, broker, topics, store, seed=22)
