@@ -8,12 +8,9 @@ import asyncio
 import itertools
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import Coroutine
 from typing import Any
 
-import pytest
-
-from sdlab import brokers
 from sdlab.brokers import Broker
 from sdlab.hashtags import pipeline
 from sdlab.hashtags.pipeline import Topics
@@ -29,31 +26,6 @@ KILLS = 3
 
 def direct_count(posts: list[Post]) -> dict[str, int]:
     return dict(Counter(tag.key for post in posts for tag in Tagged.of(post).tags))
-
-
-@pytest.fixture(params=["kafka", "rabbitmq"])
-def broker_url(request: pytest.FixtureRequest) -> str:
-    if request.param == "kafka":
-        return "kafka://" + request.getfixturevalue("kafka_bootstrap")
-    return str(request.getfixturevalue("rabbitmq_url"))
-
-
-@pytest.fixture
-async def broker(broker_url: str) -> AsyncIterator[Broker]:
-    b = await brokers.connect(broker_url, session_timeout=2)
-    try:
-        yield b
-    finally:
-        await b.close()
-
-
-@pytest.fixture
-async def topics(broker: Broker, namespace: str) -> AsyncIterator[Topics]:
-    t = Topics(prefix=f"ht-{namespace}")
-    await t.declare(broker)
-    yield t
-    await broker.delete(t.posts, groups=[t.extractor])
-    await broker.delete(t.tagged, groups=[t.counter])
 
 
 async def _progressed(probe: Store, since: int) -> None:

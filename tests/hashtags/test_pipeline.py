@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import Counter
-from collections.abc import AsyncIterator
-
-import pytest
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any
 
 from sdlab import brokers
 from sdlab.brokers import Broker
@@ -26,31 +26,25 @@ async def settled(store: Store, expected: Counter[str], timeout: float = 60) -> 
     return await eventually(store.totals, dict(expected), timeout)
 
 
-@pytest.fixture(params=["kafka", "rabbitmq"])
-async def broker(request: pytest.FixtureRequest) -> AsyncIterator[Broker]:
-    if request.param == "kafka":
-        url = "kafka://" + request.getfixturevalue("kafka_bootstrap")
-    else:
-        url = request.getfixturevalue("rabbitmq_url")
-    b = await brokers.connect(url, session_timeout=6)
+@asynccontextmanager
+async def running(*stages: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
+    tasks = [asyncio.create_task(stage) for stage in stages]
     try:
-        yield b
+        yield
     finally:
-        await b.close()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def test_the_pipeline_counts_every_tag_exactly(
-    broker: Broker, store: Store, namespace: str
+    broker: Broker, topics: Topics, store: Store
 ) -> None:
-    topics = Topics(prefix=f"ht-{namespace}")
-    await topics.declare(broker)
     posts = list(itertools.islice(Posts(seed=11), 1500))
     progress = Progress()
-    stages = [
-        asyncio.create_task(pipeline.extract(broker, topics)),
-        asyncio.create_task(pipeline.count(broker, store, topics, progress=progress)),
-    ]
-    try:
+    async with running(
+        pipeline.extract(broker, topics), pipeline.count(broker, store, topics, progress=progress)
+    ):
         assert await pipeline.generate(broker, topics, posts) == 1500
         assert await settled(store, direct_count(posts)) == dict(direct_count(posts))
         tagged = sum(1 for p in posts if Tagged.of(p).tags)
@@ -60,38 +54,23 @@ async def test_the_pipeline_counts_every_tag_exactly(
             return progress.counted
 
         assert await eventually(counted, tagged) == tagged
-    finally:
-        for stage in stages:
-            stage.cancel()
-        await asyncio.gather(*stages, return_exceptions=True)
-        await broker.delete(topics.posts, groups=[topics.extractor])
-        await broker.delete(topics.tagged, groups=[topics.counter])
 
 
 async def test_a_message_that_is_not_a_post_is_skipped_not_a_stop(
-    broker: Broker, store: Store, namespace: str
+    broker: Broker, topics: Topics, store: Store
 ) -> None:
-    topics = Topics(prefix=f"ht-{namespace}")
-    await topics.declare(broker)
     posts = list(itertools.islice(Posts(seed=12), 50))
     extracted, counted = Progress(), Progress()
-    stages = [
-        asyncio.create_task(pipeline.extract(broker, topics, progress=extracted)),
-        asyncio.create_task(pipeline.count(broker, store, topics, progress=counted)),
-    ]
-    try:
+    async with running(
+        pipeline.extract(broker, topics, progress=extracted),
+        pipeline.count(broker, store, topics, progress=counted),
+    ):
         await broker.publish(topics.posts, b"not json at all", key="x")
         await broker.publish(topics.posts, b'{"id": 1}', key="y")  # fields missing
         await broker.publish(topics.tagged, b'{"post": {}}', key="z")
         await pipeline.generate(broker, topics, posts)
         assert await settled(store, direct_count(posts)) == dict(direct_count(posts))
         assert (extracted.refused, counted.refused) == (2, 1)
-    finally:
-        for stage in stages:
-            stage.cancel()
-        await asyncio.gather(*stages, return_exceptions=True)
-        await broker.delete(topics.posts, groups=[topics.extractor])
-        await broker.delete(topics.tagged, groups=[topics.counter])
 
 
 async def test_a_batch_waits_no_longer_than_max_wait(store: Store) -> None:
