@@ -70,17 +70,19 @@ DDL = [
 ]
 
 # One statement adds a batch: the posts not seen before, their tags' totals, their
-# minutes. Data-modifying CTEs run once each, whether or not the query reads them.
+# minutes. Data-modifying CTEs run once each, whether or not the query reads them. The
+# batch goes as two JSON documents: psycopg quotes a text array element by element, in
+# Python, and that was a fifth of the counter's time.
 _ADD = """
 WITH fresh AS (
     INSERT INTO posts (post_id, author, created, text)
-    SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[], %s::text[])
+    SELECT p.id, p.user, to_timestamp(p.created), p.text
+    FROM jsonb_to_recordset(%s::jsonb) AS p(id bigint, "user" bigint, created float8, text text)
     ON CONFLICT (post_id) DO NOTHING
     RETURNING post_id, created
 ), mentions AS (
     SELECT m.key, m.display, m.ord, f.post_id, f.created
-    FROM unnest(%s::bigint[], %s::text[], %s::text[])
-         WITH ORDINALITY AS m(post_id, key, display, ord)
+    FROM jsonb_to_recordset(%s::jsonb) AS m(post_id bigint, key text, display text, ord int)
     JOIN fresh f USING (post_id)
 ), totals AS (
     INSERT INTO tags AS t (key, display, count, first_seen, last_seen, recent)
@@ -257,13 +259,18 @@ class Store:
             fresh, mentions = await tx.fetchone(  # type: ignore[misc]
                 _ADD,
                 (
-                    [t.post.id for t in ps],
-                    [t.post.user for t in ps],
-                    [_utc(t.post.created) for t in ps],
-                    [t.post.text for t in ps],
-                    [post_id for post_id, _ in m],
-                    [tag.key for _, tag in m],
-                    [tag.display for _, tag in m],
+                    json.dumps(
+                        [
+                            {"id": p.id, "user": p.user, "created": p.created, "text": p.text}
+                            for p in (t.post for t in ps)
+                        ]
+                    ),
+                    json.dumps(
+                        [
+                            {"post_id": i, "key": tag.key, "display": tag.display, "ord": n}
+                            for n, (i, tag) in enumerate(m)
+                        ]
+                    ),
                     RECENT,
                     RECENT,
                 ),
