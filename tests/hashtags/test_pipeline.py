@@ -106,6 +106,7 @@ async def test_batches_keep_the_order_of_the_messages() -> None:
             yield Fake(n)  # type: ignore[misc]
             if n % 7 == 0:
                 await asyncio.sleep(0.004)  # longer than max_wait: batches time out
+        await asyncio.Event().wait()  # a consumer never ends: it waits for more
 
     seen: list[int] = []
     batches = pipeline.batches(trickle(), 10, 0.002)
