@@ -85,6 +85,24 @@ async def test_same_key_same_partition_and_order_kept_per_key(
     assert seen == {key: list(range(30)) for key in ["alice", "bob", "carol", "dave", "erin"]}
 
 
+async def test_send_many_puts_records_where_send_would_with_their_offsets(
+    kafka_bootstrap: str, namespace: str, made: Made
+):
+    topic = made.topic(f"{namespace}-many")
+    await create_topic(kafka_bootstrap, topic, partitions=3)
+    keys = ["alice", "bob", "carol", "dave", "erin"]
+    records = [(f"{key}:{n}", key) for n in range(40) for key in keys]
+    async with Producer(kafka_bootstrap) as producer:
+        placed = await producer.send_many(topic, records)
+        alone = {key: (await producer.send(topic, f"{key}:alone", key=key))[0] for key in keys}
+    assert {key: p for (p, _), (_, key) in zip(placed, records, strict=True)} == alone
+    found = {
+        (record.partition, record.offset): record.text
+        async for record in replay(kafka_bootstrap, topic)
+    }
+    assert [found[where] for where in placed] == [value for value, _ in records]
+
+
 @pytest.mark.slow
 async def test_a_group_resumes_after_the_last_acked_record(
     kafka_bootstrap: str, namespace: str, made: Made

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import re
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -33,10 +34,12 @@ from aiokafka.errors import (
     InvalidPartitionsError,
     InvalidTopicError,
     KafkaConnectionError,
+    MessageSizeTooLargeError,
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
     for_code,
 )
+from aiokafka.partitioner import DefaultPartitioner
 
 from sdlab.addresses import bootstrap_servers
 from sdlab.brokers.errors import BrokerUnavailable, InvalidUrl, TopologyMismatch
@@ -197,6 +200,7 @@ class Producer:
             max_request_size=max_request_size,
         )
         self._topics: set[str] = set()  # names checked already
+        self._partitioner = DefaultPartitioner()
 
     async def start(self) -> None:
         await started(self._producer, self._bootstrap)
@@ -229,19 +233,45 @@ class Producer:
         self, topic: str, records: Sequence[tuple[Body, Body | None]]
     ) -> list[tuple[int, int]]:
         """Send (value, key) records and wait until the broker has them all; returns
-        their (partition, offset)s in order. One enqueue after the other, then one
-        wait: aiokafka batches them per partition, and no task per record waits for
-        room in the batch (hundreds of concurrent `send`s do, and wake each other)."""
+        their (partition, offset)s in order. The records go as whole batches, one per
+        partition at a time (aiokafka's `create_batch`/`send_batch`), each record to the
+        partition its key hashes to as `send` would put it (murmur2; no key: one chosen
+        at random per call): no task per record waits for room in a batch, and the
+        accumulator does its work per batch, not per record."""
         if topic not in self._topics:
             self._topics.add(check_topic(topic))
-        pending = [
-            await self._producer.send(
-                topic, encode(value), key=None if key is None else encode(key)
-            )
-            for value, key in records
-        ]
-        sent = await asyncio.gather(*pending)
-        return [(r.partition, r.offset) for r in sent]
+        await self._producer.client._wait_on_metadata(topic)
+        partitions = sorted(self._producer.client.cluster.partitions_for_topic(topic) or ())
+        if not partitions:
+            raise UnknownTopicOrPartitionError(f"topic {topic!r}: no partitions known")
+        unkeyed = random.choice(partitions)
+        by_partition: dict[int, list[tuple[int, bytes, bytes | None]]] = {}
+        for i, (value, key) in enumerate(records):
+            k = None if key is None else encode(key)
+            p = unkeyed if k is None else self._partitioner(k, partitions, partitions)
+            by_partition.setdefault(p, []).append((i, encode(value), k))
+        where: list[tuple[int, int]] = [(0, 0)] * len(records)
+        sent: list[tuple[int, list[int], asyncio.Future[Any]]] = []
+        for p, items in by_partition.items():
+            batch, indexes = self._producer.create_batch(), list[int]()
+            for i, value, key in items:
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    if not indexes:
+                        raise MessageSizeTooLargeError(f"a record of {len(value):,} bytes")
+                    sent.append((p, indexes, await self._send(batch, topic, p)))
+                    batch, indexes = self._producer.create_batch(), list[int]()
+                    if batch.append(key=key, value=value, timestamp=None) is None:
+                        raise MessageSizeTooLargeError(f"a record of {len(value):,} bytes")
+                indexes.append(i)
+            sent.append((p, indexes, await self._send(batch, topic, p)))
+        for p, indexes, future in sent:
+            base = (await future).offset
+            for n, i in enumerate(indexes):
+                where[i] = (p, base + n)
+        return where
+
+    async def _send(self, batch: Any, topic: str, partition: int) -> asyncio.Future[Any]:
+        return await self._producer.send_batch(batch, topic, partition=partition)
 
 
 @dataclass

@@ -44,7 +44,10 @@ class Tag:
 
 def key_of(text: str) -> str:
     """The counting key of a tag's text (with or without its `#`)."""
-    return unicodedata.normalize("NFC", text.lstrip(_SIGNS).casefold())
+    text = text.lstrip(_SIGNS)
+    if text.isascii():  # most tags: casefold is lower, and NFC changes nothing
+        return text.lower()
+    return unicodedata.normalize("NFC", text.casefold())
 
 
 _SIGN = re.compile("[#＃]")
