@@ -44,6 +44,11 @@ BY_FLAG = [
         ["brokers", "hello", "produce", "--broker", "amqp://guest:guest@127.0.0.1:{port}/"],
     ),
     ("Kafka", ["brokers", "kafka", "lag", "--broker", "kafka://127.0.0.1:{port}"]),
+    ("Kafka", ["hashtags", "extractor", "--broker", "kafka://127.0.0.1:{port}"]),
+    (
+        "PostgreSQL",
+        ["hashtags", "status", "--db", "postgresql://postgres@127.0.0.1:{port}/x"],
+    ),
     (
         "the polling service",
         ["polling", "watch", "server-1", "--service-url", "http://127.0.0.1:{port}"],

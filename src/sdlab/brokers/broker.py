@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -123,7 +123,12 @@ async def connect(
         broker = KafkaBroker(
             bootstrap_of(url), session_timeout=session_timeout, fetch_max_wait=fetch_max_wait
         )
-        await broker.start()
+        try:
+            await broker.start()
+        except BaseException:
+            with suppress(Exception):  # the producer's sockets, not left for the GC
+                await broker.close()
+            raise
         return broker
     raise InvalidUrl(
         f"no broker for scheme {scheme!r}: the URL should start with amqp:// or kafka://"
