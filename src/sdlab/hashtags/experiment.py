@@ -199,6 +199,7 @@ class Throughput(Experiment):
                         {
                             "run": f"pipeline at {self.steady_rate:,} posts/s",
                             "posts": round(self.steady_rate * self.steady_seconds),
+                            "posts/s": self.steady_rate,  # what it was sent at, and kept up with
                             "p50 delay (ms)": round(delays[0] * 1000, 1),
                             "p99 delay (ms)": round(delays[1] * 1000, 1),
                         }
