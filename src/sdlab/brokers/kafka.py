@@ -417,7 +417,11 @@ class GroupConsumer(ConsumerRebalanceListener):
             )
             return
         for tp, offset in offsets.items():
-            self._partitions[tp].committed = offset
+            # A rebalance during the commit may have revoked the partition meanwhile
+            # (on_partitions_revoked drops its state): nothing of it to record then.
+            state = self._partitions.get(tp)
+            if state is not None:
+                state.committed = offset
 
     # ConsumerRebalanceListener: aiokafka calls these during a rebalance.
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
