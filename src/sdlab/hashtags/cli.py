@@ -12,7 +12,7 @@ import itertools
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Annotated, Any
 
 import typer
@@ -100,16 +100,12 @@ def _db_url(db: str) -> str:
     return url
 
 
-def _run(work: Awaitable[Any]) -> Any:
+def _run(work: Coroutine[Any, Any, Any]) -> Any:
     """Run a command; what a user can meet is one line on stderr (sdlab.cli.main)."""
     for library in ("aiormq", "aio_pika", "aiokafka"):
         logging.getLogger(library).setLevel(logging.CRITICAL)
-
-    async def main() -> Any:
-        return await work
-
     try:
-        return asyncio.run(main())
+        return asyncio.run(work)
     except (brokers.BrokerError, sql.SQLError, ValueError) as exc:
         frontend.fail(exc, system="hashtags")
 

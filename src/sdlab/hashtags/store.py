@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sdlab import sql
+from sdlab.hashtags.extract import key_of
 from sdlab.hashtags.posts import Tagged
 
 LOCK = "sdlab_hashtags_schema"
@@ -305,8 +306,6 @@ class Store:
 
     async def tag(self, name: str) -> TagView | None:
         """One tag by any spelling (`#Python`, `python`), None if never seen."""
-        from sdlab.hashtags.extract import key_of
-
         row = await self.db.fetchone(
             "SELECT key, display, count, first_seen, last_seen, recent FROM tags WHERE key = %s",
             (key_of(name),),
